@@ -1,0 +1,108 @@
+# Firefly: C engine + Lua 5.4 module + `firefly` interpreter.
+#
+# Knobs:
+#   DEBUG=1      -O0 -g3, assertions on
+#   SANITIZE=1   ASan + UBSan (build, tests and the interpreter)
+#   PREFIX=...   where `make install` puts bin/, lib/ and share/
+#
+# Targets: all deps test bench run install clean lint
+
+DEBUG    ?= 0
+SANITIZE ?= 0
+PREFIX   ?= /usr/local
+
+# Debian packages the build, the tests and `make run` need.
+DEB_PKGS := lua5.4 liblua5.4-dev libopenblas-dev lua-unit libreadline-dev \
+            dataset-fashion-mnist
+
+CC      ?= cc
+LUA_INC := /usr/include/lua5.4
+# The pthread flavour of OpenBLAS: it owns the machine's threads, so the
+# engine runs its own loops on the calling thread (no second busy pool).
+BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-pthread
+BLAS_LIB := -lopenblas
+
+WARN := -Wall -Wextra -Wshadow -Wpointer-arith -Wmissing-prototypes \
+        -Wstrict-prototypes -Wno-unused-parameter
+ifeq ($(DEBUG),1)
+  OPT := -O0 -g3
+else
+  OPT := -O2 -g -DNDEBUG
+endif
+ifeq ($(SANITIZE),1)
+  OPT += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDSAN := -fsanitize=address,undefined
+endif
+
+CFLAGS_ALL := -std=gnu11 -fPIC $(OPT) $(WARN) -Iengine/include -I$(BLAS_INC) $(CFLAGS)
+LDLIBS_ALL := $(BLAS_LIB) -lm $(LDSAN) $(LDFLAGS)
+
+B := build
+CORE_SRC := $(wildcard engine/core/*.c)
+BIND_SRC := $(wildcard engine/lua/*.c)
+INTERP_SRC := $(wildcard interp/*.c)
+CTEST_SRC := $(wildcard tests/c/*.c)
+CORE_OBJ := $(CORE_SRC:%.c=$(B)/%.o)
+BIND_OBJ := $(BIND_SRC:%.c=$(B)/%.o)
+INTERP_OBJ := $(INTERP_SRC:%.c=$(B)/%.o)
+CTEST_OBJ := $(CTEST_SRC:%.c=$(B)/%.o)
+HEADERS := $(wildcard engine/include/*.h engine/lua/*.h interp/*.h tests/c/*.h)
+
+.PHONY: all deps test bench run install clean lint
+
+all: firefly $(B)/firefly/core.so
+
+# Installs missing Debian packages (sudo when not root). Cheap when all are
+# present, so every build runs it first.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(B)/%.o: %.c $(HEADERS) | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -I$(LUA_INC) -c $< -o $@
+
+$(B)/libffcore.a: $(CORE_OBJ)
+	ar rcs $@ $^
+
+# The module for stock lua5.4: require "firefly.core" finds build/firefly/core.so.
+$(B)/firefly/core.so: $(BIND_OBJ) $(B)/libffcore.a
+	@mkdir -p $(dir $@)
+	$(CC) -shared -o $@ $(BIND_OBJ) $(B)/libffcore.a $(LDLIBS_ALL)
+
+# The interpreter links the engine in and preloads it.
+firefly: $(INTERP_OBJ) $(BIND_OBJ) $(B)/libffcore.a
+	$(CC) -o $@ $(INTERP_OBJ) $(BIND_OBJ) $(B)/libffcore.a -llua5.4 -lreadline $(LDLIBS_ALL) -Wl,-E
+
+$(B)/test_c: $(CTEST_OBJ) $(B)/libffcore.a
+	$(CC) -o $@ $(CTEST_OBJ) $(B)/libffcore.a $(LDLIBS_ALL)
+
+test: all $(B)/test_c
+	@bash tests/run.sh
+
+bench: all
+	@bash tests/bench/run.sh
+
+# Until the Fashion-MNIST growth recipe lands (examples/fashion_grow.lua),
+# `make run` shows the engine on a small demo.
+run: all
+	./firefly examples/tensor_demo.lua
+
+install: all
+	install -d $(PREFIX)/bin $(PREFIX)/lib/lua/5.4/firefly $(PREFIX)/share/lua/5.4
+	install -m 755 firefly $(PREFIX)/bin/firefly
+	install -m 755 $(B)/firefly/core.so $(PREFIX)/lib/lua/5.4/firefly/core.so
+	cp -r lib/firefly $(PREFIX)/share/lua/5.4/
+
+lint:
+	cppcheck --quiet --enable=warning,portability --std=c11 -Iengine/include engine interp
+
+clean:
+	rm -rf $(B) firefly

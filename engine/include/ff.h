@@ -1,0 +1,12 @@
+/* ff.h: the whole public C API of the Firefly engine. */
+#ifndef FF_H
+#define FF_H
+
+#include "ff_base.h"
+#include "ff_tensor.h"
+#include "ff_rng.h"
+#include "ff_ops.h"
+
+#define FF_VERSION "0.1.0"
+
+#endif

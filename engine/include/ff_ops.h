@@ -1,0 +1,111 @@
+/*
+ * ff_ops.h: tensor operations (forward computations).
+ *
+ * Ownership as in ff_tensor.h: `ff_tensor *` results are new references,
+ * NULL on failure with ff_last_error() set; arguments are borrowed.
+ * Inputs may have any layout (views, transposes, expanded dims); results are
+ * contiguous. Dims are 0-based; index tensors hold 0-based integer values
+ * stored as floats (exact up to 2^24).
+ *
+ * Broadcasting follows NumPy/torch: shapes are aligned at their last dim;
+ * two sizes fit when equal or when one is 1; missing leading dims count as 1.
+ */
+#ifndef FF_OPS_H
+#define FF_OPS_H
+
+#include "ff_tensor.h"
+
+/* ---- broadcasting ---- */
+/* Broadcast shape of a and b into out (FF_MAX_DIMS entries), rank in *ndim. */
+ff_status ff_broadcast_shape(const char *fn, const ff_tensor *a, const ff_tensor *b,
+                             int64_t *out, int *ndim);
+
+/* ---- elementwise binary (broadcasting) ---- */
+typedef enum {
+    FF_ADD, FF_SUB, FF_MUL, FF_DIV, FF_POW, FF_MAXIMUM, FF_MINIMUM,
+    /* comparisons give 1.0 where true, 0.0 where false */
+    FF_EQ, FF_NE, FF_LT, FF_LE, FF_GT, FF_GE,
+    FF_BINOP_COUNT
+} ff_binop;
+
+const char *ff_binop_name(ff_binop op);   /* "add", "sub", ... */
+ff_tensor *ff_binary(ff_binop op, const ff_tensor *a, const ff_tensor *b);
+/* a = a op b, with b broadcast to a's shape (a's shape never changes). */
+ff_status ff_binary_(ff_binop op, ff_tensor *a, const ff_tensor *b);
+
+/* ---- elementwise unary ---- */
+typedef enum {
+    FF_NEG, FF_EXP, FF_LOG, FF_SQRT, FF_ABS, FF_SIGN,
+    FF_UNOP_COUNT
+} ff_unop;
+
+const char *ff_unop_name(ff_unop op);
+ff_tensor *ff_unary(ff_unop op, const ff_tensor *a);
+ff_status ff_unary_(ff_unop op, ff_tensor *a);
+
+/* min(max(a, lo), hi); pass -INFINITY / INFINITY for a one-sided clamp.
+ * Error when lo > hi. NaN stays NaN. */
+ff_tensor *ff_clamp(const ff_tensor *a, float lo, float hi);
+ff_status ff_clamp_(ff_tensor *a, float lo, float hi);
+
+/* cond != 0 ? a : b, all three broadcast together. */
+ff_tensor *ff_where(const ff_tensor *cond, const ff_tensor *a, const ff_tensor *b);
+
+/* ---- reductions ----
+ * dim >= 0 reduces that dim (kept with size 1 when keepdim); dim < 0 reduces
+ * every element to a rank-0 result (keepdim then keeps all dims as size 1).
+ * Sums accumulate in double, in a fixed order, so results do not depend on
+ * threads. Reducing an empty dim: sum gives 0, mean NaN, max/min an error. */
+ff_tensor *ff_sum(const ff_tensor *a, int dim, bool keepdim);
+ff_tensor *ff_mean(const ff_tensor *a, int dim, bool keepdim);
+/* Max/min values; when indices is not NULL it receives a new tensor of the
+ * same shape holding the 0-based position along dim (first one on ties;
+ * the flat row-major position when dim < 0). NaN wins over numbers. */
+ff_tensor *ff_max(const ff_tensor *a, int dim, bool keepdim, ff_tensor **indices);
+ff_tensor *ff_min(const ff_tensor *a, int dim, bool keepdim, ff_tensor **indices);
+ff_tensor *ff_argmax(const ff_tensor *a, int dim, bool keepdim);
+ff_tensor *ff_argmin(const ff_tensor *a, int dim, bool keepdim);
+/* Variance with Bessel's correction when unbiased (n-1 in the denominator). */
+ff_tensor *ff_var(const ff_tensor *a, int dim, bool unbiased, bool keepdim);
+/* p-norm (p > 0; p = INFINITY gives max |x|). */
+ff_tensor *ff_norm(const ff_tensor *a, double p, int dim, bool keepdim);
+
+/* ---- matrix products (cblas_sgemm) ----
+ * matmul(a, b):
+ *   (n,k)·(k,m) -> (n,m);   (B,n,k)·(B,k,m) -> (B,n,m), a batch of 1 broadcasts;
+ *   (B,n,k)·(k,m) and (n,k)·(B,k,m) -> (B,n,m);
+ *   1-D operands as in NumPy: (k)·(k,m) -> (m), (n,k)·(k) -> (n), (k)·(k) -> scalar.
+ * Transposed views (stride 1 on the first of the last two dims) go to BLAS as
+ * transposed operands without a copy. */
+ff_tensor *ff_matmul(const ff_tensor *a, const ff_tensor *b);
+/* c = beta*c + alpha*(a·b) for 2-D a (n,k), b (k,m), c (n,m) contiguous.
+ * The building block of fused linear layers and of their backward. */
+ff_status ff_addmm_(ff_tensor *c, float beta, float alpha,
+                    const ff_tensor *a, const ff_tensor *b);
+
+/* OpenBLAS threads. The library reads OPENBLAS_NUM_THREADS once at load;
+ * this changes it at run time. */
+void ff_blas_set_threads(int n);
+int ff_blas_threads(void);
+
+/* ---- joining and indexing ---- */
+/* Concatenate along dim; all other sizes must agree. n >= 1. */
+ff_tensor *ff_cat(ff_tensor *const *ts, int n, int dim);
+/* Stack n tensors of one shape along a new dim (0 <= dim <= rank). */
+ff_tensor *ff_stack(ff_tensor *const *ts, int n, int dim);
+/* Entries of a at positions index (1-D) along dim. */
+ff_tensor *ff_index_select(const ff_tensor *a, int dim, const ff_tensor *index);
+/* a[..., index[i], ...] += src[..., i, ...] along dim (index_select's adjoint). */
+ff_status ff_index_add_(ff_tensor *a, int dim, const ff_tensor *index,
+                        const ff_tensor *src);
+/* out[i][j] = a[index[i][j]][j] (dim 0), etc.; index has a's rank, and each
+ * of its sizes is <= a's except along dim. The result has index's shape. */
+ff_tensor *ff_gather(const ff_tensor *a, int dim, const ff_tensor *index);
+/* a[index[i][j]][j] = src[i][j] (dim 0), etc.; src at least index's size. */
+ff_status ff_scatter_(ff_tensor *a, int dim, const ff_tensor *index,
+                      const ff_tensor *src);
+/* Same with +=, the adjoint of gather. */
+ff_status ff_scatter_add_(ff_tensor *a, int dim, const ff_tensor *index,
+                          const ff_tensor *src);
+
+#endif

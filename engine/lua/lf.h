@@ -1,0 +1,79 @@
+/*
+ * lf.h: shared helpers of the Lua binding, the only C that sees Lua.
+ *
+ * The binding converts between Lua's conventions (1-based dims and indices,
+ * -1 for the last dim, errors raised with luaL_error) and the core's (0-based,
+ * status codes). Nothing else happens here: no computation.
+ */
+#ifndef LF_H
+#define LF_H
+
+#include <lua.h>
+#include <lauxlib.h>
+#include "ff.h"
+
+#define LF_TENSOR "firefly.Tensor"
+#define LF_GENERATOR "firefly.Generator"
+
+/* Entry point: require "firefly.core". */
+int luaopen_firefly_core(lua_State *L);
+
+/* Per-type registration, called by luaopen_firefly_core with the module
+ * table on top of the stack. */
+void lf_open_tensor(lua_State *L);
+void lf_open_generator(lua_State *L);
+
+/* ---- tensors ---- */
+typedef struct lf_tensor {
+    ff_tensor *t; /* NULL once released (__close) */
+} lf_tensor;
+
+/* The tensor at arg (error if not a tensor, or already closed). */
+ff_tensor *lf_checktensor(lua_State *L, int arg);
+ff_tensor *lf_totensor(lua_State *L, int arg); /* NULL if not a tensor */
+/* A tensor or a number (a number becomes a new rank-0 tensor). Returns a new
+ * reference the caller releases. */
+ff_tensor *lf_checkoperand(lua_State *L, int arg);
+/* Push t, taking over the caller's reference. A NULL t raises the core's
+ * error instead (so `lf_pushtensor(L, ff_op(...))` is the whole pattern). */
+void lf_pushtensor(lua_State *L, ff_tensor *t);
+/* Raise the core's last error as a Lua error. */
+int lf_raise(lua_State *L);
+/* Raise unless st is FF_OK. */
+void lf_check(lua_State *L, ff_status st);
+
+/* Re-evaluate expr once after a full collection when it failed for lack of
+ * memory: garbage tensors may be holding the memory it needs. */
+#define LF_RETRY(L, var, expr)                                               \
+    do {                                                                     \
+        (var) = (expr);                                                      \
+        if (!(var) && ff_last_status() == FF_ERR_MEM) {                      \
+            lua_gc((L), LUA_GCCOLLECT);                                      \
+            (var) = (expr);                                                  \
+        }                                                                    \
+    } while (0)
+
+/* ---- dims, shapes, indices ---- */
+/* A Lua dim at arg (1..n or -n..-1) converted to 0-based for a tensor of
+ * rank n; `what` names the function in the error. */
+int lf_checkdim(lua_State *L, int arg, int ndim, const char *what);
+/* As lf_checkdim, nil giving `def` (already 0-based; -1 means "all dims"). */
+int lf_optdim(lua_State *L, int arg, int ndim, const char *what, int def);
+/* A shape given as numbers from arg on, or as one table at arg. Returns the
+ * rank; stops at the first non-number (its position in *next). */
+int lf_checkshape(lua_State *L, int arg, int64_t *shape, int *next, const char *what);
+/* An index argument (a tensor or a table of integers, 1-based) as a new
+ * tensor of 0-based values. */
+ff_tensor *lf_checkindex(lua_State *L, int arg, const char *what);
+/* Turn a tensor of 0-based indices into 1-based ones, in place. */
+void lf_indices_to_lua(lua_State *L, ff_tensor *t);
+
+/* ---- generators ---- */
+/* The generator at arg, or the default one when arg is none/nil. */
+ff_rng *lf_optgenerator(lua_State *L, int arg);
+
+/* ---- engine memory seen by the Lua GC ---- */
+/* Called after every allocation the binding makes. */
+void lf_gc_account(lua_State *L);
+
+#endif

@@ -1,0 +1,426 @@
+/* main.c: the `firefly` executable: arguments, module setup, protected main.
+ *
+ * The skeleton is Lua 5.4's stand-alone interpreter: everything runs inside
+ * one protected C function, so even a memory error while building the `arg`
+ * table is reported instead of crashing. The REPL lives in repl.c. */
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "../engine/lua/lf.h"
+#include "interp.h"
+
+/* Where `make install` puts lib/firefly; used when the executable does not
+ * sit next to a source tree's lib/. */
+#ifndef FIREFLY_LUADIR
+#define FIREFLY_LUADIR "/usr/local/share/lua/5.4"
+#endif
+
+#define LUA_INIT_NAME "LUA_INIT"
+#define LUA_INIT_VERSIONED "LUA_INIT_" LUA_VERSION_MAJOR "_" LUA_VERSION_MINOR
+
+static void print_usage(FILE *f)
+{
+    fputs("usage: " FF_PROGNAME " [options] [script [args...]]\n"
+          "Options:\n"
+          "  -e stat   execute string 'stat'\n"
+          "  -l mod    require module 'mod' into global 'mod'\n"
+          "  -l g=mod  require module 'mod' into global 'g'\n"
+          "  -i        enter the REPL after running 'script' and -e/-l\n"
+          "  -v        show version information\n"
+          "  -E        ignore the environment variables LUA_INIT, LUA_PATH, LUA_CPATH\n"
+          "  --help    show this help\n"
+          "  --        stop handling options\n"
+          "  -         execute stdin and stop handling options\n"
+          "With no script and no -e, " FF_PROGNAME " starts the REPL when stdin is a\n"
+          "terminal and runs stdin as a chunk otherwise. Script arguments are in\n"
+          "the global table 'arg' (arg[0] is the script) and in '...'.\n"
+          "\n"
+          "In the REPL, 'ff' is require \"firefly\"; expressions print their values;\n"
+          "a line ending in ';' prints nothing; Ctrl-C interrupts the running code,\n"
+          "Ctrl-D leaves.\n"
+          "\n"
+          "Environment:\n"
+          "  " LUA_INIT_VERSIONED ", " LUA_INIT_NAME
+          "  Lua code (or @file) run before the arguments\n"
+          "  LUA_PATH, LUA_CPATH     module search paths (';;' = the default)\n"
+          "  FIREFLY_HISTORY         REPL history file (default ~/.firefly_history;\n"
+          "                          empty: no history)\n",
+          f);
+}
+
+void ff_interp_version(void)
+{
+    /* At most once, so -v followed by the REPL's banner shows one line. */
+    static int shown = 0;
+    if (!shown) { /* LUA_RELEASE is "Lua 5.4.x" */
+        printf("Firefly %s on %s\n", FF_VERSION, LUA_RELEASE);
+        fflush(stdout);
+        shown = 1;
+    }
+}
+
+int ff_interp_report(lua_State *L, int status, const char *prefix)
+{
+    if (status != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        if (msg == NULL) /* the message handler was bypassed (e.g. out of memory) */
+            msg = "(error object is not a string)";
+        /* Results already printed should come before the error. */
+        fflush(stdout);
+        if (prefix != NULL)
+            fprintf(stderr, "%s: ", prefix);
+        fprintf(stderr, "%s\n", msg);
+        fflush(stderr);
+        lua_pop(L, 1);
+    }
+    return status;
+}
+
+/* -- Ctrl-C -------------------------------------------------------------- */
+
+/* The state the SIGINT handler stops; set before each protected call. */
+static lua_State *running_L = NULL;
+
+/* A hook cannot be avoided by Lua code, so raising the error from one
+ * interrupts any loop; it fires at the next call, return or instruction. */
+static void stop_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    luaL_error(L, "interrupted!");
+}
+
+/* Only lua_sethook is safe here (Lua documents it as signal-safe). A second
+ * Ctrl-C before the hook fires (say, stuck in a long C call) gets the
+ * default action, so the user can always kill the process. */
+static void on_sigint_running(int sig)
+{
+    int mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT;
+    signal(sig, SIG_DFL);
+    lua_sethook(running_L, stop_hook, mask, 1);
+}
+
+/* Error objects that are not strings still get a readable message. */
+static int message_handler(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+int ff_interp_call(lua_State *L, int narg, int nres)
+{
+    int base = lua_gettop(L) - narg; /* the function's index */
+    int status;
+    struct sigaction sa, outside;
+
+    lua_pushcfunction(L, message_handler);
+    lua_insert(L, base);
+    running_L = L;
+    /* Without SA_RESTART, so Ctrl-C also breaks a blocking read (io.read).
+     * The handler outside is restored after: the REPL's keeps Ctrl-C at the
+     * prompt from killing the session. */
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint_running;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &outside);
+    status = lua_pcall(L, narg, nres, base);
+    sigaction(SIGINT, &outside, NULL);
+    if (lua_gethook(L) == stop_hook) /* a Ctrl-C that came as the call ended */
+        lua_sethook(L, NULL, 0, 0);
+    lua_remove(L, base);
+    return status;
+}
+
+/* -- Running chunks ------------------------------------------------------ */
+
+/* Runs the chunk just loaded (when `status`, the load's, is LUA_OK) and
+ * reports any error with the program's name. */
+static int run_chunk(lua_State *L, int status)
+{
+    if (status == LUA_OK)
+        status = ff_interp_call(L, 0, 0);
+    return ff_interp_report(L, status, FF_PROGNAME);
+}
+
+/* name == NULL reads stdin. */
+static int run_file(lua_State *L, const char *name)
+{
+    return run_chunk(L, luaL_loadfile(L, name));
+}
+
+static int run_string(lua_State *L, const char *s, const char *chunkname)
+{
+    return run_chunk(L, luaL_loadbuffer(L, s, strlen(s), chunkname));
+}
+
+/* -l mod or -l g=mod: g = require "mod". */
+static int run_require(lua_State *L, const char *spec)
+{
+    const char *eq = strchr(spec, '=');
+    const char *mod = eq ? eq + 1 : spec;
+    size_t glen = eq ? (size_t)(eq - spec) : strlen(spec);
+    int status;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, mod);
+    status = ff_interp_call(L, 1, 1);
+    if (status == LUA_OK) { /* _G[g] = module */
+        lua_pushglobaltable(L);
+        lua_pushlstring(L, spec, glen);
+        lua_pushvalue(L, -3);
+        lua_settable(L, -3);
+        lua_pop(L, 2);
+    }
+    return ff_interp_report(L, status, FF_PROGNAME);
+}
+
+/* The script's arguments become `...` of its main chunk, as in lua. */
+static int run_script(lua_State *L, char **argv)
+{
+    const char *name = argv[0];
+    int status, n;
+    /* "-" is stdin, unless it came after "--" (then it is a file named "-"). */
+    if (strcmp(name, "-") == 0 && strcmp(argv[-1], "--") != 0)
+        name = NULL;
+    status = luaL_loadfile(L, name);
+    if (status == LUA_OK) {
+        for (n = 0; argv[n + 1] != NULL; n++)
+            lua_pushstring(L, argv[n + 1]);
+        status = ff_interp_call(L, n, LUA_MULTRET);
+    }
+    return ff_interp_report(L, status, FF_PROGNAME);
+}
+
+/* LUA_INIT_5_4 (or else LUA_INIT) holds code, or @file to run. */
+static int run_lua_init(lua_State *L)
+{
+    const char *name = "=" LUA_INIT_VERSIONED;
+    const char *init = getenv(name + 1);
+    if (init == NULL) {
+        name = "=" LUA_INIT_NAME;
+        init = getenv(name + 1);
+    }
+    if (init == NULL)
+        return LUA_OK;
+    if (init[0] == '@')
+        return run_file(L, init + 1);
+    return run_string(L, init, name);
+}
+
+/* -- Arguments ----------------------------------------------------------- */
+
+enum {
+    HAS_E = 1,     /* -e */
+    HAS_I = 2,     /* -i */
+    HAS_V = 4,     /* -v */
+    NO_ENV = 8,    /* -E */
+    HAS_HELP = 16, /* --help */
+    BAD_ARGS = 32
+};
+
+/* First pass: validates the options and finds the script. Sets *script to
+ * its index in argv (argc when there is none) and *bad to the offending
+ * argument when returning BAD_ARGS. -e and -l run later, in order, once the
+ * state is ready. */
+static int scan_args(int argc, char **argv, int *script, int *bad)
+{
+    int flags = 0, i;
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        *bad = i;
+        if (a[0] != '-' || a[1] == '\0') /* a script, or "-" for stdin */
+            break;
+        if (strcmp(a, "--") == 0) {
+            i++;
+            break;
+        }
+        if (strcmp(a, "--help") == 0)
+            flags |= HAS_HELP;
+        else if (strcmp(a, "-i") == 0)
+            flags |= HAS_I;
+        else if (strcmp(a, "-v") == 0)
+            flags |= HAS_V;
+        else if (strcmp(a, "-E") == 0)
+            flags |= NO_ENV;
+        else if ((a[1] == 'e' || a[1] == 'l')) {
+            /* The operand may be attached ("-eprint(1)") or the next word. */
+            if (a[2] == '\0' && (++i >= argc || argv[i][0] == '-'))
+                return BAD_ARGS;
+            if (a[1] == 'e')
+                flags |= HAS_E;
+        } else
+            return BAD_ARGS;
+    }
+    *script = i < argc ? i : argc;
+    return flags;
+}
+
+/* Second pass: runs -e and -l in the order given. */
+static int run_args(lua_State *L, char **argv, int script)
+{
+    int i;
+    for (i = 1; i < script; i++) {
+        const char *a = argv[i];
+        const char *operand;
+        int status;
+        if (a[0] != '-' || (a[1] != 'e' && a[1] != 'l'))
+            continue;
+        operand = a[2] != '\0' ? a + 2 : argv[++i];
+        if (a[1] == 'e')
+            status = run_string(L, operand, "=(command line)");
+        else
+            status = run_require(L, operand);
+        if (status != LUA_OK)
+            return 0;
+    }
+    return 1;
+}
+
+/* arg[0] is the script, arg[1..] its arguments, the interpreter and its
+ * options at negative indices. Without a script, arg[0] is the interpreter. */
+static void make_arg_table(lua_State *L, int argc, char **argv, int script)
+{
+    int base = script < argc ? script : 0;
+    int i;
+    lua_createtable(L, argc - base, base + 1);
+    for (i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - base);
+    }
+    lua_setglobal(L, "arg");
+}
+
+/* -- Module setup -------------------------------------------------------- */
+
+/* Returns the directory holding lib/firefly/init.lua: the executable's own
+ * directory in a source tree, else the install location. */
+static void push_lib_dir(lua_State *L)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        char *slash;
+        exe[n] = '\0';
+        slash = strrchr(exe, '/');
+        if (slash != NULL) {
+            const char *probe;
+            *slash = '\0';
+            probe = lua_pushfstring(L, "%s/lib/firefly/init.lua", exe);
+            if (access(probe, R_OK) == 0) {
+                lua_pop(L, 1);
+                lua_pushfstring(L, "%s/lib", exe);
+                return;
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pushstring(L, FIREFLY_LUADIR);
+}
+
+/* The engine is linked in, so "firefly.core" comes from package.preload and
+ * never from a stray core.so; the pure-Lua part comes first on the path. */
+static void setup_modules(lua_State *L)
+{
+    const char *dir;
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_firefly_core);
+    lua_setfield(L, -2, "firefly.core");
+    lua_pop(L, 1);
+
+    lua_getglobal(L, "package");
+    push_lib_dir(L);
+    dir = lua_tostring(L, -1);
+    lua_getfield(L, -2, "path");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
+    lua_setfield(L, -4, "path");
+    lua_pop(L, 3);
+}
+
+/* -- Protected main ------------------------------------------------------ */
+
+/* Returns true on success; errors were already reported. */
+static int protected_main(lua_State *L)
+{
+    int argc = (int)lua_tointeger(L, 1);
+    char **argv = (char **)lua_touserdata(L, 2);
+    int script, bad = 0;
+    int flags = scan_args(argc, argv, &script, &bad);
+
+    luaL_checkversion(L);
+    if (flags & BAD_ARGS) {
+        const char *a = argv[bad];
+        if ((a[1] == 'e' || a[1] == 'l') && a[2] == '\0')
+            fprintf(stderr, FF_PROGNAME ": '%s' needs an argument\n", a);
+        else
+            fprintf(stderr, FF_PROGNAME ": unrecognized option '%s'\n", a);
+        print_usage(stderr);
+        return 0;
+    }
+    if (flags & HAS_HELP) {
+        print_usage(stdout);
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (flags & HAS_V)
+        ff_interp_version();
+    if (flags & NO_ENV) { /* read by the package library as it opens */
+        lua_pushboolean(L, 1);
+        lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
+    }
+    luaL_openlibs(L);
+    setup_modules(L);
+    make_arg_table(L, argc, argv, script);
+
+    if (!(flags & NO_ENV) && run_lua_init(L) != LUA_OK)
+        return 0;
+    if (!run_args(L, argv, script))
+        return 0;
+    if (script < argc && run_script(L, argv + script) != LUA_OK)
+        return 0;
+    if (flags & HAS_I)
+        ff_repl_run(L);
+    else if (script == argc && !(flags & (HAS_E | HAS_V))) {
+        /* Like lua: a terminal gets the REPL, a pipe or file is a chunk. */
+        if (isatty(STDIN_FILENO))
+            ff_repl_run(L);
+        else if (run_file(L, NULL) != LUA_OK)
+            return 0;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    lua_State *L = luaL_newstate();
+    int status, ok;
+    if (L == NULL) {
+        fprintf(stderr, FF_PROGNAME ": cannot create state: not enough memory\n");
+        return EXIT_FAILURE;
+    }
+    /* Lua's default incremental collector, not the generational mode lua.c
+     * picks: tensors are small userdata owning large C buffers, and the
+     * binding steps the collector by engine memory; young collections would
+     * leave old tensors alive until a rare major one. */
+    lua_pushcfunction(L, protected_main);
+    lua_pushinteger(L, argc);
+    lua_pushlightuserdata(L, argv);
+    status = lua_pcall(L, 2, 1, 0);
+    ok = lua_toboolean(L, -1);
+    ff_interp_report(L, status, FF_PROGNAME);
+    lua_close(L);
+    return (status == LUA_OK && ok) ? EXIT_SUCCESS : EXIT_FAILURE;
+}
