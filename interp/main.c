@@ -305,25 +305,28 @@ static void make_arg_table(lua_State *L, int argc, char **argv, int script)
 
 /* -- Module setup -------------------------------------------------------- */
 
-/* Returns the directory holding lib/firefly/init.lua: the executable's own
- * directory in a source tree, else the install location. */
+/* Pushes the directory holding firefly/init.lua: <exe>/lib in a source
+ * tree, <exe>/../share/lua/5.4 after `make install PREFIX=...`, else the
+ * compile-time install location. */
 static void push_lib_dir(lua_State *L)
 {
+    static const char *const candidates[] = {"%s/lib", "%s/../share/lua/5.4"};
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char *slash = NULL;
     if (n > 0) {
-        char *slash;
         exe[n] = '\0';
         slash = strrchr(exe, '/');
-        if (slash != NULL) {
-            const char *probe;
-            *slash = '\0';
-            probe = lua_pushfstring(L, "%s/lib/firefly/init.lua", exe);
-            if (access(probe, R_OK) == 0) {
-                lua_pop(L, 1);
-                lua_pushfstring(L, "%s/lib", exe);
+    }
+    if (slash != NULL) {
+        *slash = '\0';
+        for (size_t i = 0; i < sizeof candidates / sizeof *candidates; i++) {
+            const char *dir = lua_pushfstring(L, candidates[i], exe);
+            const char *probe = lua_pushfstring(L, "%s/firefly/init.lua", dir);
+            int found = access(probe, R_OK) == 0;
+            lua_pop(L, 1);
+            if (found)
                 return;
-            }
             lua_pop(L, 1);
         }
     }

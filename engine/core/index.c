@@ -88,9 +88,10 @@ static ff_status check_indices(const char *fn, const ff_tensor *index, int dim, 
     if (st != FF_OK || !sc.bad)
         return st;
     float v = sc.first_bad;
+    /* values are printed 1-based, as the user wrote them */
     if (isnan(v) || (isfinite(v) && v != floorf(v)))
-        return ff_error(FF_ERR_ARG, "%s: index must be an integer, got %.9g", fn, (double)v);
-    /* printed 1-based, as the user wrote it */
+        return ff_error(FF_ERR_ARG, "%s: index must be an integer, got %.9g", fn,
+                        (double)v + 1.0);
     return ff_error(FF_ERR_RANGE, "%s: index %.9g out of range for dim %d of size %lld", fn,
                     (double)v + 1.0, dim + 1, (long long)size);
 }

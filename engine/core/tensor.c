@@ -198,11 +198,11 @@ ff_tensor *ff_tensor_narrow(ff_tensor *t, int dim, int64_t start, int64_t length
 {
     if (check_dim("narrow", t, dim) != FF_OK)
         return NULL;
-    if (start < 0 || length < 0 || start + length > t->shape[dim]) {
+    if (start < 0 || length < 0 || length > t->shape[dim] - start) {
         char buf[FF_SHAPE_STRLEN];
         ff_error(FF_ERR_RANGE,
-                 "narrow: elements %lld..%lld are out of range for dim %d of a tensor of shape %s",
-                 (long long)start + 1, (long long)(start + length), dim + 1,
+                 "narrow: %lld elements from %lld are out of range for dim %d of a tensor of shape %s",
+                 (long long)length, (long long)start + 1, dim + 1,
                  ff_shape_str(t->shape, t->ndim, buf, sizeof buf));
         return NULL;
     }
