@@ -13,7 +13,7 @@ PREFIX   ?= /usr/local
 
 # Debian packages the build, the tests and `make run` need.
 DEB_PKGS := lua5.4 liblua5.4-dev libopenblas-dev lua-unit libreadline-dev \
-            dataset-fashion-mnist
+            zlib1g-dev lua-cjson dataset-fashion-mnist
 
 CC      ?= cc
 LUA_INC := /usr/include/lua5.4
@@ -35,7 +35,7 @@ ifeq ($(SANITIZE),1)
 endif
 
 CFLAGS_ALL := -std=gnu11 -fPIC $(OPT) $(WARN) -Iengine/include -I$(BLAS_INC) $(CFLAGS)
-LDLIBS_ALL := $(BLAS_LIB) -lm $(LDSAN) $(LDFLAGS)
+LDLIBS_ALL := $(BLAS_LIB) -lz -lm $(LDSAN) $(LDFLAGS)
 
 B := build
 CORE_SRC := $(wildcard engine/core/*.c)
@@ -88,6 +88,12 @@ test: all $(B)/test_c
 	@bash tests/run.sh
 
 bench: all
+	@dpkg-query -W -f='$${Status}' python3-torch 2>/dev/null | grep -q 'ok installed' || { \
+	  echo "make bench: installing python3-torch (the PyTorch comparison only; the product never uses it)"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-torch || \
+	  echo "make bench: python3-torch could not be installed; the PyTorch comparison will be skipped"; }
 	@bash tests/bench/run.sh
 
 # Until the Fashion-MNIST growth recipe lands (examples/fashion_grow.lua),

@@ -88,6 +88,7 @@ static bool shares_storage(const ff_tensor *a, const ff_tensor *b)
 
 ff_status ff_tensor_copy_(ff_tensor *dst, const ff_tensor *src)
 {
+    ff_tensor_bump_version(dst); /* autograd checks saved tensors by it */
     ff_tensor *from = ff_tensor_expand((ff_tensor *)src, dst->shape, dst->ndim);
     if (!from) {
         char a[FF_SHAPE_STRLEN], b[FF_SHAPE_STRLEN];
@@ -138,6 +139,7 @@ static void fill_run(int64_t len, float **p, const int64_t *s, void *ctx)
 
 ff_status ff_tensor_fill_(ff_tensor *t, float value)
 {
+    ff_tensor_bump_version(t); /* autograd checks saved tensors by it */
     return ff_loop(1, &t, fill_run, &value);
 }
 
@@ -164,6 +166,7 @@ ff_status ff_tensor_get(const ff_tensor *t, const int64_t *idx, float *out)
 
 ff_status ff_tensor_set(ff_tensor *t, const int64_t *idx, float value)
 {
+    ff_tensor_bump_version(t); /* autograd checks saved tensors by it */
     ff_status st = check_index("set", t, idx);
     if (st == FF_OK)
         ff_tensor_data(t)[ff_tensor_offset_of(t, idx)] = value;

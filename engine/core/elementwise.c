@@ -74,6 +74,8 @@ static bool broadcasts_to(const ff_tensor *b, const int64_t *shape, int ndim)
 /* In-place writes into a stride-0 dim would hit one element many times. */
 static ff_status check_writable(const char *fn, const ff_tensor *t)
 {
+    if (ff_tensor_numel(t) == 0) /* an empty tensor's strides may be 0 */
+        return FF_OK;
     for (int i = 0; i < t->ndim; i++)
         if (t->shape[i] > 1 && t->stride[i] == 0)
             return ff_error(FF_ERR_ARG, "%s: cannot write in place into an expanded tensor",
@@ -301,6 +303,7 @@ ff_tensor *ff_binary(ff_binop op, const ff_tensor *a, const ff_tensor *b)
 
 ff_status ff_binary_(ff_binop op, ff_tensor *a, const ff_tensor *b)
 {
+    ff_tensor_bump_version(a); /* autograd checks saved tensors by it */
     ff_status st = check_binop("binary_", op);
     if (st != FF_OK)
         return st;
@@ -462,6 +465,7 @@ ff_tensor *ff_unary(ff_unop op, const ff_tensor *a)
 
 ff_status ff_unary_(ff_unop op, ff_tensor *a)
 {
+    ff_tensor_bump_version(a); /* autograd checks saved tensors by it */
     ff_status st = check_unop("unary_", op);
     if (st != FF_OK)
         return st;
@@ -553,6 +557,7 @@ ff_tensor *ff_clamp(const ff_tensor *a, float lo, float hi)
 
 ff_status ff_clamp_(ff_tensor *a, float lo, float hi)
 {
+    ff_tensor_bump_version(a); /* autograd checks saved tensors by it */
     ff_status st = check_bounds("clamp_", lo, hi);
     if (st == FF_OK)
         st = check_writable("clamp_", a);

@@ -33,6 +33,8 @@ static ff_status check_dim(const char *fn, const ff_tensor *t, int dim)
 /* Writing through a stride-0 dim would store several results in one place. */
 static ff_status check_writable(const char *fn, const ff_tensor *t)
 {
+    if (ff_tensor_numel(t) == 0) /* an empty tensor's strides may be 0 */
+        return FF_OK;
     for (int i = 0; i < t->ndim; i++)
         if (t->stride[i] == 0 && t->shape[i] > 1) {
             char s[FF_SHAPE_STRLEN];
@@ -213,6 +215,16 @@ ff_tensor *ff_index_select(const ff_tensor *a, int dim, const ff_tensor *index)
     ff_tensor *out = ff_tensor_empty(shape, a->ndim);
     if (!out)
         return NULL;
+    if (dim == 0 && ff_tensor_is_contiguous(a) && ff_tensor_is_contiguous(index)) {
+        /* Whole rows of a contiguous tensor: one memcpy each. This is every
+         * mini-batch the DataLoader draws. */
+        int64_t row = a->shape[0] ? ff_tensor_numel(a) / a->shape[0] : 0;
+        const float *src = ff_tensor_data(a), *ix = ff_tensor_data(index);
+        float *dst = ff_tensor_data(out);
+        for (int64_t k = 0; k < index->shape[0]; k++)
+            memcpy(dst + k * row, src + (int64_t)ix[k] * row, (size_t)row * sizeof(float));
+        return out;
+    }
     along_dim_strides(index, a->ndim, dim, istride);
     gs_apply(GS_READ, out, a, dim, index, istride, shape);
     return out;
@@ -220,6 +232,7 @@ ff_tensor *ff_index_select(const ff_tensor *a, int dim, const ff_tensor *index)
 
 ff_status ff_index_add_(ff_tensor *a, int dim, const ff_tensor *index, const ff_tensor *src)
 {
+    ff_tensor_bump_version(a); /* autograd checks saved tensors by it */
     if (check_index_1d("index_add_", a, dim, index) != FF_OK ||
         check_writable("index_add_", a) != FF_OK)
         return ff_last_status();
@@ -301,11 +314,13 @@ static ff_status scatter(const char *fn, gs_mode mode, ff_tensor *a, int dim,
 
 ff_status ff_scatter_(ff_tensor *a, int dim, const ff_tensor *index, const ff_tensor *src)
 {
+    ff_tensor_bump_version(a); /* autograd checks saved tensors by it */
     return scatter("scatter_", GS_WRITE, a, dim, index, src);
 }
 
 ff_status ff_scatter_add_(ff_tensor *a, int dim, const ff_tensor *index, const ff_tensor *src)
 {
+    ff_tensor_bump_version(a); /* autograd checks saved tensors by it */
     return scatter("scatter_add_", GS_ADD, a, dim, index, src);
 }
 

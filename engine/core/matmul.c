@@ -232,6 +232,7 @@ static void scale_(ff_tensor *c, float beta)
 ff_status ff_addmm_(ff_tensor *c, float beta, float alpha, const ff_tensor *a,
                     const ff_tensor *b)
 {
+    ff_tensor_bump_version(c); /* autograd checks saved tensors by it */
     ff_status st = addmm_check(c, a, b);
     if (st != FF_OK || ff_tensor_numel(c) == 0)
         return st;

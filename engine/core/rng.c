@@ -124,6 +124,7 @@ static void bernoulli_fill(float *d, int64_t n, ff_rng *g, const double *a)
 
 ff_status ff_rand_(ff_tensor *t, ff_rng *g, double lo, double hi)
 {
+    ff_tensor_bump_version(t); /* autograd checks saved tensors by it */
     if (!(lo <= hi) || !isfinite(lo) || !isfinite(hi))
         return ff_error(FF_ERR_ARG, "rand: need finite lo <= hi, got %g and %g", lo, hi);
     double a[2] = {lo, hi};
@@ -132,6 +133,7 @@ ff_status ff_rand_(ff_tensor *t, ff_rng *g, double lo, double hi)
 
 ff_status ff_randn_(ff_tensor *t, ff_rng *g, double mean, double std)
 {
+    ff_tensor_bump_version(t); /* autograd checks saved tensors by it */
     if (!(std >= 0) || !isfinite(mean) || !isfinite(std))
         return ff_error(FF_ERR_ARG, "randn: need a finite mean and std >= 0, got %g and %g",
                         mean, std);
@@ -141,6 +143,7 @@ ff_status ff_randn_(ff_tensor *t, ff_rng *g, double mean, double std)
 
 ff_status ff_randint_(ff_tensor *t, ff_rng *g, int64_t lo, int64_t hi)
 {
+    ff_tensor_bump_version(t); /* autograd checks saved tensors by it */
     /* floats hold integers exactly up to 2^24 */
     const int64_t lim = (int64_t)1 << 24;
     if (lo > hi || lo < -lim || hi > lim)
@@ -152,6 +155,7 @@ ff_status ff_randint_(ff_tensor *t, ff_rng *g, int64_t lo, int64_t hi)
 
 ff_status ff_bernoulli_(ff_tensor *t, ff_rng *g, double p)
 {
+    ff_tensor_bump_version(t); /* autograd checks saved tensors by it */
     if (!(p >= 0 && p <= 1))
         return ff_error(FF_ERR_ARG, "bernoulli: probability must be in [0, 1], got %g", p);
     double a[1] = {p};

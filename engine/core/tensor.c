@@ -9,6 +9,9 @@
 #include <string.h>
 #include "ff_tensor.h"
 
+/* autograd.c: drops a tensor's gradient, history and hooks */
+void ff_tensor_free_autograd(ff_tensor *t);
+
 /* ---- storage ---- */
 
 static ff_storage *storage_new(int64_t numel)
@@ -66,6 +69,8 @@ ff_tensor *ff_tensor_retain(ff_tensor *t)
 void ff_tensor_release(ff_tensor *t)
 {
     if (t && --t->refcount == 0) {
+        if (t->grad || t->grad_fn || t->hooks)
+            ff_tensor_free_autograd(t);
         storage_release(t->storage);
         ff_free(t, sizeof *t);
     }
@@ -192,6 +197,11 @@ static ff_tensor *view_of(ff_tensor *t, int64_t offset, const int64_t *shape,
                           const int64_t *stride, int ndim)
 {
     return tensor_wrap(t->storage, offset, shape, stride, ndim);
+}
+
+ff_tensor *ff_tensor_alias(ff_tensor *t)
+{
+    return view_of(t, t->offset, t->shape, t->stride, t->ndim);
 }
 
 ff_tensor *ff_tensor_narrow(ff_tensor *t, int dim, int64_t start, int64_t length)

@@ -6,6 +6,9 @@
 #include "ff_tensor.h"
 #include "ff_rng.h"
 #include "ff_ops.h"
+#include "ff_autograd.h"
+#include "ff_io.h"
+#include "ff_data.h"
 
 #define FF_VERSION "0.1.0"
 

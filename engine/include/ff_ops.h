@@ -108,4 +108,11 @@ ff_status ff_scatter_(ff_tensor *a, int dim, const ff_tensor *index,
 ff_status ff_scatter_add_(ff_tensor *a, int dim, const ff_tensor *index,
                           const ff_tensor *src);
 
+/* Second derivative f''(x) of the activation named act ("relu", "leaky_relu",
+ * "elu", "gelu", "silu", "tanh", "sigmoid", "softplus", "rbf"), elementwise,
+ * as a new contiguous tensor; nothing is recorded for autograd. param is
+ * alpha for elu and beta for softplus, ignored otherwise. relu and
+ * leaky_relu give zeros. Unknown names: an error listing the known ones. */
+ff_tensor *ff_act_d2(const char *act, const ff_tensor *x, double param);
+
 #endif

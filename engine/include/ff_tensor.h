@@ -25,7 +25,11 @@ typedef struct ff_storage {
     float *data;
     int64_t numel;
     int refcount;
+    uint64_t version;              /* bumped by every in-place write */
 } ff_storage;
+
+struct ff_node;
+struct ff_hook;
 
 typedef struct ff_tensor {
     ff_storage *storage;
@@ -34,11 +38,20 @@ typedef struct ff_tensor {
     int64_t shape[FF_MAX_DIMS];
     int64_t stride[FF_MAX_DIMS];   /* in elements; 0 for an expanded dim */
     int refcount;
+    /* autograd (see ff_autograd.h); all zero for a plain tensor */
+    bool requires_grad;
+    bool retains_grad;             /* keep a non-leaf's gradient in grad */
+    struct ff_tensor *grad;        /* accumulated gradient, owned */
+    struct ff_node *grad_fn;       /* the op that made this tensor, owned */
+    struct ff_hook *hooks;         /* gradient hooks of a leaf, owned */
 } ff_tensor;
 
 /* ---- lifetime ---- */
 ff_tensor *ff_tensor_retain(ff_tensor *t);   /* returns t; NULL-safe */
 void ff_tensor_release(ff_tensor *t);        /* NULL-safe */
+/* Every in-place kernel calls this on the tensor it writes, so autograd can
+ * tell a saved tensor was modified (see ff_autograd.h). */
+static inline void ff_tensor_bump_version(ff_tensor *t) { t->storage->version++; }
 
 /* ---- shape helpers ---- */
 int64_t ff_tensor_numel(const ff_tensor *t);
@@ -71,6 +84,8 @@ ff_tensor *ff_tensor_linspace(double start, double end, int64_t n);
 ff_tensor *ff_tensor_eye(int64_t n, int64_t m);
 
 /* ---- views (share storage) ---- */
+/* A new header on exactly the same elements (no autograd history). */
+ff_tensor *ff_tensor_alias(ff_tensor *t);
 /* Elements [start, start+length) along dim. */
 ff_tensor *ff_tensor_narrow(ff_tensor *t, int dim, int64_t start, int64_t length);
 /* Index `index` along dim; the result has one dim fewer. */

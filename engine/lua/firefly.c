@@ -4,6 +4,7 @@
  */
 #include <math.h>
 #include <time.h>
+#include <unistd.h>
 #include "lf.h"
 
 /* ---- ff.tensor(nested table | number) ---- */
@@ -205,9 +206,8 @@ static int m_cat(lua_State *L)
     int dim = lf_optdim(L, 2, ts[0]->ndim, "cat", 0);
     if (ts[0]->ndim == 0)
         return luaL_error(L, "cat: cannot concatenate scalar tensors; use stack");
-    ff_tensor *r;
-    LF_RETRY(L, r, ff_cat(ts, n, dim));
-    lf_pushtensor(L, r);
+    ff_params p = {.i = {dim}};
+    lf_pushtensor(L, lf_apply(L, FF_OP_CAT, ts, n, &p, NULL));
     return 1;
 }
 
@@ -217,9 +217,8 @@ static int m_stack(lua_State *L)
     lua_settop(L, 2);
     ff_tensor **ts = checklist(L, 1, &n, "stack");
     int dim = lf_optdim(L, 2, ts[0]->ndim + 1, "stack", 0);
-    ff_tensor *r;
-    LF_RETRY(L, r, ff_stack(ts, n, dim));
-    lf_pushtensor(L, r);
+    ff_params p = {.i = {dim}};
+    lf_pushtensor(L, lf_apply(L, FF_OP_STACK, ts, n, &p, NULL));
     return 1;
 }
 
@@ -233,7 +232,9 @@ static int m_where(lua_State *L)
     ff_tensor *a = lf_checkoperand(L, 2);
     ff_tensor *b = lua_type(L, 3) == LUA_TNUMBER ? ff_tensor_scalar((float)lua_tonumber(L, 3))
                                                  : ff_tensor_retain(lf_checktensor(L, 3));
-    ff_tensor *r = b ? ff_where(c, a, b) : NULL;
+    ff_params p = {.aux = {c}};
+    ff_tensor *in[2] = {a, b};
+    ff_tensor *r = b ? lf_apply(L, FF_OP_WHERE, in, 2, &p, NULL) : NULL;
     ff_tensor_release(a);
     ff_tensor_release(b);
     lf_pushtensor(L, r);
@@ -276,13 +277,21 @@ static int m_clock(lua_State *L)
     return 1;
 }
 
+/* ff.isatty(fd) -> whether file descriptor fd (1 stdout, 2 stderr) is a
+ * terminal: progress displays redraw in place there and stay quiet in logs. */
+static int m_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 1)) == 1);
+    return 1;
+}
+
 static const luaL_Reg module_fns[] = {
     {"tensor", m_tensor}, {"zeros", m_zeros}, {"ones", m_ones}, {"empty", m_empty},
     {"full", m_full}, {"arange", m_arange}, {"linspace", m_linspace}, {"eye", m_eye},
     {"rand", m_rand}, {"randn", m_randn}, {"randint", m_randint},
     {"bernoulli", m_bernoulli}, {"cat", m_cat}, {"stack", m_stack}, {"where", m_where},
     {"set_num_threads", m_set_num_threads}, {"get_num_threads", m_get_num_threads},
-    {"memory", m_memory}, {"clock", m_clock},
+    {"memory", m_memory}, {"clock", m_clock}, {"isatty", m_isatty},
     {NULL, NULL}};
 
 int luaopen_firefly_core(lua_State *L)
@@ -290,6 +299,11 @@ int luaopen_firefly_core(lua_State *L)
     luaL_newlib(L, module_fns);
     lf_open_tensor(L);
     lf_open_generator(L);
+    lf_open_autograd(L);
+    lf_open_functional(L);
+    lf_open_nn(L);
+    lf_open_data(L);
+    lf_open_io(L);
     lua_pushstring(L, FF_VERSION);
     lua_setfield(L, -2, "version");
     return 1;

@@ -22,6 +22,16 @@ int luaopen_firefly_core(lua_State *L);
  * table on top of the stack. */
 void lf_open_tensor(lua_State *L);
 void lf_open_generator(lua_State *L);
+void lf_open_autograd(lua_State *L);   /* autograd.c */
+void lf_open_functional(lua_State *L); /* functional.c: activations, softmax, losses */
+void lf_open_nn(lua_State *L);         /* nn.c: linear, conv, pooling, norms, dropout */
+void lf_open_data(lua_State *L);       /* data.c: data-set readers, augmentation */
+void lf_open_io(lua_State *L);         /* io.c: safetensors files (checkpoints) */
+
+/* The methods table of firefly.Tensor is the module's `Tensor` field; a
+ * binding file adds methods with lf_addmethods(L, fns) while the module
+ * table is on top of the stack. */
+void lf_addmethods(lua_State *L, const luaL_Reg *fns);
 
 /* ---- tensors ---- */
 typedef struct lf_tensor {
@@ -53,6 +63,15 @@ void lf_check(lua_State *L, ff_status st);
         }                                                                    \
     } while (0)
 
+/* Run op through autograd (ff_apply), after a full collection and a retry
+ * when memory ran out. Returns the result or NULL (the core's error set);
+ * does not raise, so callers release their own references first, then
+ * lf_pushtensor the result. */
+ff_tensor *lf_apply(lua_State *L, ff_opcode op, ff_tensor *const *in, int n,
+                    const ff_params *p, ff_tensor **extra);
+/* Error unless t may be modified in place: not while autograd tracks it. */
+void lf_check_inplace(lua_State *L, const ff_tensor *t, const char *what);
+
 /* ---- dims, shapes, indices ---- */
 /* A Lua dim at arg (1..n or -n..-1) converted to 0-based for a tensor of
  * rank n; `what` names the function in the error. */
@@ -67,6 +86,10 @@ int lf_checkshape(lua_State *L, int arg, int64_t *shape, int *next, const char *
 ff_tensor *lf_checkindex(lua_State *L, int arg, const char *what);
 /* Turn a tensor of 0-based indices into 1-based ones, in place. */
 void lf_indices_to_lua(lua_State *L, ff_tensor *t);
+
+/* t.grad for the tensor at idx (autograd.c), and t.grad = value. */
+int lf_push_grad(lua_State *L, int idx);
+int lf_set_grad(lua_State *L, int idx, int value);
 
 /* ---- generators ---- */
 /* The generator at arg, or the default one when arg is none/nil. */

@@ -8,6 +8,13 @@
 #include <string.h>
 #include "lf.h"
 
+/* Push op applied to one tensor with parameters p (recorded by autograd). */
+static int push1(lua_State *L, ff_opcode op, ff_tensor *t, const ff_params *p)
+{
+    lf_pushtensor(L, lf_apply(L, op, &t, 1, p, NULL));
+    return 1;
+}
+
 /* ---- lifetime ---- */
 
 static int t_gc(lua_State *L)
@@ -64,7 +71,8 @@ static ff_tensor *addressed(lua_State *L, ff_tensor *t, int key)
     }
     ff_tensor *v = ff_tensor_retain(t);
     for (int k = 0; k < n && v; k++) {
-        ff_tensor *next = ff_tensor_select(v, 0, pos[k]);
+        ff_params p = {.i = {0, pos[k]}};
+        ff_tensor *next = lf_apply(L, FF_OP_SELECT, &v, 1, &p, NULL);
         ff_tensor_release(v);
         v = next;
     }
@@ -77,6 +85,9 @@ static int t_index(lua_State *L)
 {
     int kt = lua_type(L, 2);
     if (kt == LUA_TSTRING) {
+        const char *key = lua_tostring(L, 2);
+        if (key[0] == 'g' && strcmp(key, "grad") == 0)
+            return lf_push_grad(L, 1);
         lua_pushvalue(L, 2);
         lua_gettable(L, lua_upvalueindex(1)); /* methods */
         return 1;
@@ -99,11 +110,14 @@ static int t_newindex(lua_State *L)
 {
     ff_tensor *t = lf_checktensor(L, 1);
     int kt = lua_type(L, 2);
+    if (kt == LUA_TSTRING && strcmp(lua_tostring(L, 2), "grad") == 0)
+        return lf_set_grad(L, 1, 3);
     if (kt != LUA_TNUMBER && kt != LUA_TTABLE)
         return luaL_error(L, "cannot set field '%s' of a tensor", luaL_tolstring(L, 2, NULL));
     int vt = lua_type(L, 3);
     if (vt != LUA_TNUMBER && !lf_totensor(L, 3))
         return luaL_typeerror(L, 3, "number or tensor");
+    lf_check_inplace(L, t, "tensor assignment");
     ff_tensor *v = addressed(L, t, 2);
     ff_status st = vt == LUA_TNUMBER ? ff_tensor_fill_(v, (float)lua_tonumber(L, 3))
                                      : ff_tensor_copy_(v, lf_checktensor(L, 3));
@@ -218,28 +232,32 @@ static int t_totable(lua_State *L)
 
 /* ---- views and copies ---- */
 
-static int t_view_like(lua_State *L, const char *what,
-                       ff_tensor *(*fn)(ff_tensor *, const int64_t *, int))
+/* view, reshape, expand: a shape from the arguments. view refuses what it
+ * cannot do without a copy; reshape copies then. */
+static int t_view_like(lua_State *L, const char *what, ff_opcode op, bool need_contiguous)
 {
-    ff_tensor *t = lf_checktensor(L, 1), *r;
-    int64_t shape[FF_MAX_DIMS];
-    int n = lf_checkshape(L, 2, shape, NULL, what);
-    LF_RETRY(L, r, fn(t, shape, n));
-    lf_pushtensor(L, r);
-    return 1;
+    ff_tensor *t = lf_checktensor(L, 1);
+    ff_params p = {0};
+    p.ni = lf_checkshape(L, 2, p.i, NULL, what);
+    if (need_contiguous && !ff_tensor_is_contiguous(t)) {
+        char buf[FF_SHAPE_STRLEN];
+        return luaL_error(L, "view: tensor of shape %s is not contiguous; use reshape() or contiguous() first",
+                          ff_shape_str(t->shape, t->ndim, buf, sizeof buf));
+    }
+    return push1(L, op, t, &p);
 }
 
-static int t_view(lua_State *L) { return t_view_like(L, "view", ff_tensor_view); }
-static int t_reshape(lua_State *L) { return t_view_like(L, "reshape", ff_tensor_reshape); }
-static int t_expand(lua_State *L) { return t_view_like(L, "expand", ff_tensor_expand); }
+static int t_view(lua_State *L) { return t_view_like(L, "view", FF_OP_RESHAPE, true); }
+static int t_reshape(lua_State *L) { return t_view_like(L, "reshape", FF_OP_RESHAPE, false); }
+static int t_expand(lua_State *L) { return t_view_like(L, "expand", FF_OP_EXPAND, false); }
 
 static int t_narrow(lua_State *L)
 {
     ff_tensor *t = lf_checktensor(L, 1);
     int dim = lf_checkdim(L, 2, t->ndim, "narrow");
     lua_Integer start = luaL_checkinteger(L, 3), len = luaL_checkinteger(L, 4);
-    lf_pushtensor(L, ff_tensor_narrow(t, dim, start - 1, len));
-    return 1;
+    ff_params p = {.i = {dim, start - 1, len}};
+    return push1(L, FF_OP_NARROW, t, &p);
 }
 
 static int t_select(lua_State *L)
@@ -247,8 +265,8 @@ static int t_select(lua_State *L)
     ff_tensor *t = lf_checktensor(L, 1);
     int dim = lf_checkdim(L, 2, t->ndim, "select");
     int64_t i = checkpos(L, luaL_checkinteger(L, 3), t, dim);
-    lf_pushtensor(L, ff_tensor_select(t, dim, i));
-    return 1;
+    ff_params p = {.i = {dim, i}};
+    return push1(L, FF_OP_SELECT, t, &p);
 }
 
 static int t_transpose(lua_State *L)
@@ -256,8 +274,8 @@ static int t_transpose(lua_State *L)
     ff_tensor *t = lf_checktensor(L, 1);
     int d0 = lf_checkdim(L, 2, t->ndim, "transpose");
     int d1 = lf_checkdim(L, 3, t->ndim, "transpose");
-    lf_pushtensor(L, ff_tensor_transpose(t, d0, d1));
-    return 1;
+    ff_params p = {.i = {d0, d1}};
+    return push1(L, FF_OP_TRANSPOSE, t, &p);
 }
 
 static int t_t(lua_State *L)
@@ -268,8 +286,8 @@ static int t_t(lua_State *L)
         return luaL_error(L, "t: expected a 2-D tensor, got shape %s; use transpose(d1, d2)",
                           ff_shape_str(t->shape, t->ndim, buf, sizeof buf));
     }
-    lf_pushtensor(L, ff_tensor_transpose(t, 0, 1));
-    return 1;
+    ff_params p = {.i = {0, 1}};
+    return push1(L, FF_OP_TRANSPOSE, t, &p);
 }
 
 static int t_permute(lua_State *L)
@@ -292,16 +310,18 @@ static int t_permute(lua_State *L)
         for (int i = 0; i < n; i++)
             perm[i] = lf_checkdim(L, i + 2, t->ndim, "permute");
     }
-    lf_pushtensor(L, ff_tensor_permute(t, perm, n));
-    return 1;
+    ff_params p = {.ni = n};
+    for (int i = 0; i < n; i++)
+        p.i[i] = perm[i];
+    return push1(L, FF_OP_PERMUTE, t, &p);
 }
 
 static int t_squeeze(lua_State *L)
 {
     ff_tensor *t = lf_checktensor(L, 1);
     int dim = lf_optdim(L, 2, t->ndim, "squeeze", -1);
-    lf_pushtensor(L, ff_tensor_squeeze(t, dim));
-    return 1;
+    ff_params p = {.i = {dim}};
+    return push1(L, FF_OP_SQUEEZE, t, &p);
 }
 
 static int t_unsqueeze(lua_State *L)
@@ -309,29 +329,26 @@ static int t_unsqueeze(lua_State *L)
     ff_tensor *t = lf_checktensor(L, 1);
     /* rank+1 positions: 1..n+1, or -1 for "after the last" */
     int dim = lf_checkdim(L, 2, t->ndim + 1, "unsqueeze");
-    lf_pushtensor(L, ff_tensor_unsqueeze(t, dim));
-    return 1;
+    ff_params p = {.i = {dim}};
+    return push1(L, FF_OP_UNSQUEEZE, t, &p);
 }
 
 static int t_contiguous(lua_State *L)
 {
-    ff_tensor *t = lf_checktensor(L, 1), *r;
-    LF_RETRY(L, r, ff_tensor_contiguous(t));
-    lf_pushtensor(L, r);
-    return 1;
+    ff_params p = {.i = {0}};
+    return push1(L, FF_OP_CONTIGUOUS, lf_checktensor(L, 1), &p);
 }
 
 static int t_clone(lua_State *L)
 {
-    ff_tensor *t = lf_checktensor(L, 1), *r;
-    LF_RETRY(L, r, ff_tensor_clone(t));
-    lf_pushtensor(L, r);
-    return 1;
+    ff_params p = {.i = {1}}; /* copy even when contiguous */
+    return push1(L, FF_OP_CONTIGUOUS, lf_checktensor(L, 1), &p);
 }
 
 static int t_copy_(lua_State *L)
 {
     ff_tensor *t = lf_checktensor(L, 1);
+    lf_check_inplace(L, t, "copy_");
     lf_check(L, ff_tensor_copy_(t, lf_checktensor(L, 2)));
     lua_settop(L, 1);
     return 1;
@@ -340,6 +357,7 @@ static int t_copy_(lua_State *L)
 static int t_fill_(lua_State *L)
 {
     ff_tensor *t = lf_checktensor(L, 1);
+    lf_check_inplace(L, t, "fill_");
     lf_check(L, ff_tensor_fill_(t, (float)luaL_checknumber(L, 2)));
     lua_settop(L, 1);
     return 1;
@@ -347,6 +365,7 @@ static int t_fill_(lua_State *L)
 
 static int t_zero_(lua_State *L)
 {
+    lf_check_inplace(L, lf_checktensor(L, 1), "zero_");
     lf_check(L, ff_tensor_fill_(lf_checktensor(L, 1), 0.0f));
     lua_settop(L, 1);
     return 1;
@@ -389,11 +408,25 @@ static void checkoperands(lua_State *L, ff_tensor **a, ff_tensor **b)
     }
 }
 
+/* Differentiable binary ops go through autograd; comparisons (opcode
+ * FF_OP_COUNT here) are plain kernels: their gradient is zero. */
+static const ff_opcode binop_grad_op[FF_BINOP_COUNT] = {
+    [FF_ADD] = FF_OP_ADD, [FF_SUB] = FF_OP_SUB, [FF_MUL] = FF_OP_MUL, [FF_DIV] = FF_OP_DIV,
+    [FF_POW] = FF_OP_POW, [FF_MAXIMUM] = FF_OP_MAXIMUM, [FF_MINIMUM] = FF_OP_MINIMUM,
+    [FF_EQ] = FF_OP_COUNT, [FF_NE] = FF_OP_COUNT, [FF_LT] = FF_OP_COUNT, [FF_LE] = FF_OP_COUNT,
+    [FF_GT] = FF_OP_COUNT, [FF_GE] = FF_OP_COUNT};
+
 static int binop(lua_State *L, ff_binop op)
 {
     ff_tensor *a, *b, *r;
     checkoperands(L, &a, &b);
-    LF_RETRY(L, r, ff_binary(op, a, b));
+    ff_opcode gop = binop_grad_op[op];
+    if (gop != FF_OP_COUNT) {
+        ff_tensor *in[2] = {a, b};
+        r = lf_apply(L, gop, in, 2, NULL, NULL);
+    } else {
+        LF_RETRY(L, r, ff_binary(op, a, b));
+    }
     ff_tensor_release(a);
     ff_tensor_release(b);
     lf_pushtensor(L, r);
@@ -403,6 +436,7 @@ static int binop(lua_State *L, ff_binop op)
 static int binop_(lua_State *L, ff_binop op)
 {
     ff_tensor *a = lf_checktensor(L, 1), *b;
+    lf_check_inplace(L, a, ff_binop_name(op));
     if (lua_type(L, 2) != LUA_TNUMBER && !lf_totensor(L, 2))
         luaL_typeerror(L, 2, "tensor or number");
     b = lf_checkoperand(L, 2);
@@ -421,9 +455,15 @@ static int binop_(lua_State *L, ff_binop op)
     static int t_##name##_(lua_State *L) { return binop_(L, op); }
 BINOPS(DEFINE_BINOP)
 
+static const ff_opcode unop_grad_op[FF_UNOP_COUNT] = {
+    [FF_NEG] = FF_OP_NEG, [FF_EXP] = FF_OP_EXP, [FF_LOG] = FF_OP_LOG, [FF_SQRT] = FF_OP_SQRT,
+    [FF_ABS] = FF_OP_ABS, [FF_SIGN] = FF_OP_COUNT};
+
 static int unop(lua_State *L, ff_unop op)
 {
     ff_tensor *t = lf_checktensor(L, 1), *r;
+    if (unop_grad_op[op] != FF_OP_COUNT)
+        return push1(L, unop_grad_op[op], t, NULL);
     LF_RETRY(L, r, ff_unary(op, t));
     lf_pushtensor(L, r);
     return 1;
@@ -431,6 +471,7 @@ static int unop(lua_State *L, ff_unop op)
 
 static int unop_(lua_State *L, ff_unop op)
 {
+    lf_check_inplace(L, lf_checktensor(L, 1), ff_unop_name(op));
     lf_check(L, ff_unary_(op, lf_checktensor(L, 1)));
     lua_settop(L, 1);
     return 1;
@@ -451,12 +492,13 @@ static void checkbounds(lua_State *L, float *lo, float *hi)
 
 static int t_clamp(lua_State *L)
 {
-    ff_tensor *t = lf_checktensor(L, 1), *r;
+    ff_tensor *t = lf_checktensor(L, 1);
     float lo, hi;
     checkbounds(L, &lo, &hi);
-    LF_RETRY(L, r, ff_clamp(t, lo, hi));
-    lf_pushtensor(L, r);
-    return 1;
+    if (lo > hi)
+        return luaL_error(L, "clamp: lower bound %f is above upper bound %f", lo, hi);
+    ff_params p = {.f = {lo, hi}};
+    return push1(L, FF_OP_CLAMP, t, &p);
 }
 
 static int t_clamp_(lua_State *L)
@@ -464,6 +506,7 @@ static int t_clamp_(lua_State *L)
     ff_tensor *t = lf_checktensor(L, 1);
     float lo, hi;
     checkbounds(L, &lo, &hi);
+    lf_check_inplace(L, t, "clamp_");
     lf_check(L, ff_clamp_(t, lo, hi));
     lua_settop(L, 1);
     return 1;
@@ -471,40 +514,40 @@ static int t_clamp_(lua_State *L)
 
 /* ---- reductions ---- */
 
-static int reduce(lua_State *L, const char *what,
-                  ff_tensor *(*fn)(const ff_tensor *, int, bool))
+/* sum, mean: (dim or all, keepdim) */
+static int reduce(lua_State *L, const char *what, ff_opcode op)
 {
-    ff_tensor *t = lf_checktensor(L, 1), *r;
-    int dim = lf_optdim(L, 2, t->ndim, what, -1);
-    bool keep = lua_toboolean(L, 3);
-    LF_RETRY(L, r, fn(t, dim, keep));
-    lf_pushtensor(L, r);
-    return 1;
+    ff_tensor *t = lf_checktensor(L, 1);
+    ff_params p = {.i = {lf_optdim(L, 2, t->ndim, what, -1), lua_toboolean(L, 3)}};
+    return push1(L, op, t, &p);
 }
 
-static int t_sum(lua_State *L) { return reduce(L, "sum", ff_sum); }
-static int t_mean(lua_State *L) { return reduce(L, "mean", ff_mean); }
+static int t_sum(lua_State *L) { return reduce(L, "sum", FF_OP_SUM); }
+static int t_mean(lua_State *L) { return reduce(L, "mean", FF_OP_MEAN); }
 
-static int extreme(lua_State *L, const char *what,
-                   ff_tensor *(*fn)(const ff_tensor *, int, bool, ff_tensor **))
+/* max, min: values only over all elements; values and 1-based positions
+ * along a dim. */
+static int extreme(lua_State *L, const char *what, ff_opcode op)
 {
     ff_tensor *t = lf_checktensor(L, 1), *idx = NULL;
     bool with_dim = !lua_isnoneornil(L, 2);
-    int dim = lf_optdim(L, 2, t->ndim, what, -1);
-    bool keep = lua_toboolean(L, 3);
-    ff_tensor *v = fn(t, dim, keep, with_dim ? &idx : NULL);
-    if (!v)
-        return lf_raise(L);
-    lf_pushtensor(L, v);
-    if (!with_dim)
+    ff_params p = {.i = {lf_optdim(L, 2, t->ndim, what, -1), lua_toboolean(L, 3)}};
+    ff_tensor *v = lf_apply(L, op, &t, 1, &p, &idx);
+    if (!v || !with_dim) {
+        ff_tensor_release(idx);
+        lf_pushtensor(L, v);
         return 1;
+    }
+    lf_pushtensor(L, v);
+    if (!idx)
+        return luaL_error(L, "%s: no indices returned", what);
     lf_indices_to_lua(L, idx);
     lf_pushtensor(L, idx);
     return 2;
 }
 
-static int t_max(lua_State *L) { return extreme(L, "max", ff_max); }
-static int t_min(lua_State *L) { return extreme(L, "min", ff_min); }
+static int t_max(lua_State *L) { return extreme(L, "max", FF_OP_MAX); }
+static int t_min(lua_State *L) { return extreme(L, "min", FF_OP_MIN); }
 
 static int argextreme(lua_State *L, const char *what,
                       ff_tensor *(*fn)(const ff_tensor *, int, bool))
@@ -524,33 +567,30 @@ static int t_argmin(lua_State *L) { return argextreme(L, "argmin", ff_argmin); }
 
 static int t_var(lua_State *L)
 {
-    ff_tensor *t = lf_checktensor(L, 1), *r;
+    ff_tensor *t = lf_checktensor(L, 1);
     int dim = lf_optdim(L, 2, t->ndim, "var", -1);
     bool unbiased = lua_isnoneornil(L, 3) ? true : lua_toboolean(L, 3);
-    bool keep = lua_toboolean(L, 4);
-    LF_RETRY(L, r, ff_var(t, dim, unbiased, keep));
-    lf_pushtensor(L, r);
-    return 1;
+    ff_params p = {.i = {dim, lua_toboolean(L, 4), unbiased}};
+    return push1(L, FF_OP_VAR, t, &p);
 }
 
 static int t_norm(lua_State *L)
 {
-    ff_tensor *t = lf_checktensor(L, 1), *r;
-    double p = luaL_optnumber(L, 2, 2.0);
+    ff_tensor *t = lf_checktensor(L, 1);
+    double pn = luaL_optnumber(L, 2, 2.0);
     int dim = lf_optdim(L, 3, t->ndim, "norm", -1);
-    bool keep = lua_toboolean(L, 4);
-    LF_RETRY(L, r, ff_norm(t, p, dim, keep));
-    lf_pushtensor(L, r);
-    return 1;
+    if (!(pn > 0))
+        return luaL_error(L, "norm: p must be > 0, got %f", pn);
+    ff_params p = {.i = {dim, lua_toboolean(L, 4)}, .f = {pn}};
+    return push1(L, FF_OP_NORM, t, &p);
 }
 
 /* ---- products and indexing ---- */
 
 static int t_matmul(lua_State *L)
 {
-    ff_tensor *a = lf_checktensor(L, 1), *b = lf_checktensor(L, 2), *r;
-    LF_RETRY(L, r, ff_matmul(a, b));
-    lf_pushtensor(L, r);
+    ff_tensor *in[2] = {lf_checktensor(L, 1), lf_checktensor(L, 2)};
+    lf_pushtensor(L, lf_apply(L, FF_OP_MATMUL, in, 2, NULL, NULL));
     return 1;
 }
 
@@ -559,7 +599,8 @@ static int t_index_select(lua_State *L)
     ff_tensor *t = lf_checktensor(L, 1);
     int dim = lf_checkdim(L, 2, t->ndim, "index_select");
     ff_tensor *idx = lf_checkindex(L, 3, "index_select");
-    ff_tensor *r = ff_index_select(t, dim, idx);
+    ff_params p = {.i = {dim}, .aux = {idx}};
+    ff_tensor *r = lf_apply(L, FF_OP_INDEX_SELECT, &t, 1, &p, NULL);
     ff_tensor_release(idx);
     lf_pushtensor(L, r);
     return 1;
@@ -570,7 +611,8 @@ static int t_gather(lua_State *L)
     ff_tensor *t = lf_checktensor(L, 1);
     int dim = lf_checkdim(L, 2, t->ndim, "gather");
     ff_tensor *idx = lf_checkindex(L, 3, "gather");
-    ff_tensor *r = ff_gather(t, dim, idx);
+    ff_params p = {.i = {dim}, .aux = {idx}};
+    ff_tensor *r = lf_apply(L, FF_OP_GATHER, &t, 1, &p, NULL);
     ff_tensor_release(idx);
     lf_pushtensor(L, r);
     return 1;
@@ -582,6 +624,7 @@ typedef ff_status (*inplace_index_fn)(ff_tensor *, int, const ff_tensor *, const
 static int index_inplace(lua_State *L, const char *what, inplace_index_fn fn)
 {
     ff_tensor *t = lf_checktensor(L, 1);
+    lf_check_inplace(L, t, what);
     int dim = lf_checkdim(L, 2, t->ndim, what);
     ff_tensor *src = lf_checktensor(L, 4);
     ff_tensor *idx = lf_checkindex(L, 3, what);
@@ -605,7 +648,7 @@ static int t_scatter(lua_State *L)
     ff_tensor *t = lf_checktensor(L, 1);
     lf_checkdim(L, 2, t->ndim, "scatter");
     lf_checktensor(L, 4);
-    lf_pushtensor(L, ff_tensor_clone(t));
+    lf_pushtensor(L, ff_tensor_clone(t)); /* a plain copy: scatter is not differentiable */
     lua_replace(L, 1);
     return index_inplace(L, "scatter", ff_scatter_);
 }
@@ -615,6 +658,7 @@ static int t_scatter(lua_State *L)
 static int t_uniform_(lua_State *L)
 {
     ff_tensor *t = lf_checktensor(L, 1);
+    lf_check_inplace(L, t, "uniform_");
     double lo = luaL_optnumber(L, 2, 0.0), hi = luaL_optnumber(L, 3, 1.0);
     lf_check(L, ff_rand_(t, lf_optgenerator(L, 4), lo, hi));
     lua_settop(L, 1);
@@ -624,6 +668,7 @@ static int t_uniform_(lua_State *L)
 static int t_normal_(lua_State *L)
 {
     ff_tensor *t = lf_checktensor(L, 1);
+    lf_check_inplace(L, t, "normal_");
     double mean = luaL_optnumber(L, 2, 0.0), std = luaL_optnumber(L, 3, 1.0);
     lf_check(L, ff_randn_(t, lf_optgenerator(L, 4), mean, std));
     lua_settop(L, 1);
@@ -633,6 +678,7 @@ static int t_normal_(lua_State *L)
 static int t_random_(lua_State *L)
 {
     ff_tensor *t = lf_checktensor(L, 1);
+    lf_check_inplace(L, t, "random_");
     lua_Integer lo = luaL_checkinteger(L, 2), hi = luaL_checkinteger(L, 3);
     lf_check(L, ff_randint_(t, lf_optgenerator(L, 4), lo, hi));
     lua_settop(L, 1);
@@ -642,6 +688,7 @@ static int t_random_(lua_State *L)
 static int t_bernoulli_(lua_State *L)
 {
     ff_tensor *t = lf_checktensor(L, 1);
+    lf_check_inplace(L, t, "bernoulli_");
     double p = luaL_optnumber(L, 2, 0.5);
     lf_check(L, ff_bernoulli_(t, lf_optgenerator(L, 3), p));
     lua_settop(L, 1);

@@ -60,8 +60,9 @@ void lf_pushtensor(lua_State *L, ff_tensor *t)
 {
     if (!t)
         lf_raise(L);
-    /* Inert first: if setting the metatable failed, __gc sees NULL. */
-    lf_tensor *u = lua_newuserdatauv(L, sizeof *u, 0);
+    /* Inert first: if setting the metatable failed, __gc sees NULL. The
+     * user value caches the userdata of t.grad (so t.grad == t.grad). */
+    lf_tensor *u = lua_newuserdatauv(L, sizeof *u, 1);
     u->t = NULL;
     luaL_setmetatable(L, LF_TENSOR);
     u->t = t;
@@ -175,4 +176,27 @@ void lf_indices_to_lua(lua_State *L, ff_tensor *t)
         ff_tensor_release(t);
         lf_raise(L);
     }
+}
+
+ff_tensor *lf_apply(lua_State *L, ff_opcode op, ff_tensor *const *in, int n,
+                    const ff_params *p, ff_tensor **extra)
+{
+    ff_tensor *r;
+    LF_RETRY(L, r, ff_apply(op, in, n, p, extra));
+    return r;
+}
+
+void lf_check_inplace(lua_State *L, const ff_tensor *t, const char *what)
+{
+    if (t->requires_grad && ff_grad_enabled())
+        luaL_error(L, "%s: cannot modify in place a tensor that requires grad (autograd needs its "
+                      "values); use an out-of-place op, or ff.no_grad for updates such as optimiser steps",
+                   what);
+}
+
+void lf_addmethods(lua_State *L, const luaL_Reg *fns)
+{
+    lua_getfield(L, -1, "Tensor");
+    luaL_setfuncs(L, fns, 0);
+    lua_pop(L, 1);
 }

@@ -1,0 +1,346 @@
+/*
+ * op_pool.c: 2-D pooling over the last two dims (NCHW, or CHW unbatched).
+ *
+ * Inputs: x (N, C, H, W) or (C, H, W); every leading index is one plane.
+ * Parameters (ff_params):
+ *   max_pool2d           i[0], i[1] kernel (h, w) >= 1; i[2], i[3] stride >= 1;
+ *                        i[4], i[5] padding, 0 <= padding <= kernel/2 (as torch)
+ *   avg_pool2d           the same; padding counts as zeros in the average
+ *                        (torch's count_include_pad = true)
+ *   adaptive_avg_pool2d  i[0], i[1] output size (oh, ow) >= 1
+ * Output: (..., OH, OW), OH = (H + 2*ph - kh) / sh + 1 for the fixed-kernel
+ * pools (an error when < 1).
+ * Saved: max_pool2d saves the argmax of every window (its position in the
+ * input plane, h*W + w, as a float: exact up to 2^24, checked); the average
+ * pools save nothing (their backward needs only shapes).
+ *
+ * Every pool is described by one table of windows: output row oh reads
+ * input rows [h0[oh], h1[oh]) and output column ow reads columns
+ * [w0[ow], w1[ow]), already clipped to the input, so the loops have no
+ * padding branches. Max pooling's padding is -inf, so clipping is exact;
+ * average pooling divides by kh*kw whatever the clipping (padding adds
+ * zeros); adaptive pooling divides by its window's own area, with torch's
+ * windows [floor(i*H/oh), ceil((i+1)*H/oh)).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ff_autograd.h"
+#include "ff_ops.h"
+
+typedef struct {
+    int64_t planes, H, W, OH, OW;
+    int64_t *h0, *h1, *w0, *w1; /* one allocation, owned */
+    double div;                 /* > 0: every window divides by it; 0: by its area */
+} pool_geom;
+
+static void geom_free(pool_geom *g)
+{
+    free(g->h0);
+    g->h0 = NULL;
+}
+
+static ff_status geom_alloc(pool_geom *g, const char *fn)
+{
+    g->h0 = malloc(sizeof(int64_t) * 2 * (size_t)(g->OH + g->OW) + 1);
+    if (!g->h0)
+        return ff_error(FF_ERR_MEM, "%s: out of memory", fn);
+    g->h1 = g->h0 + g->OH, g->w0 = g->h1 + g->OH, g->w1 = g->w0 + g->OW;
+    return FF_OK;
+}
+
+static void sizes_of(const int64_t *shape, int ndim, pool_geom *g)
+{
+    g->H = shape[ndim - 2], g->W = shape[ndim - 1];
+    g->planes = 1;
+    for (int d = 0; d < ndim - 2; d++)
+        g->planes *= shape[d];
+}
+
+/* Windows of a kernel k sliding by s over in + 2p: [o*s - p, o*s - p + k)
+ * clipped to [0, in). */
+static void sliding(int64_t *lo, int64_t *hi, int64_t out, int64_t in, int64_t k, int64_t s,
+                    int64_t p)
+{
+    for (int64_t o = 0; o < out; o++) {
+        int64_t a = o * s - p, b = a + k;
+        lo[o] = a < 0 ? 0 : a;
+        hi[o] = b > in ? in : b;
+    }
+}
+
+/* torch's adaptive windows: [floor(o*in/out), ceil((o+1)*in/out)). */
+static void adaptive(int64_t *lo, int64_t *hi, int64_t out, int64_t in)
+{
+    for (int64_t o = 0; o < out; o++) {
+        lo[o] = o * in / out;
+        hi[o] = ((o + 1) * in + out - 1) / out;
+    }
+}
+
+/* Planes must not be empty: a max over no element has no argmax. */
+static ff_status check_input(const char *fn, const int64_t *shape, int ndim)
+{
+    char s[FF_SHAPE_STRLEN];
+    if (ndim != 3 && ndim != 4)
+        return ff_error(FF_ERR_SHAPE,
+                        "%s: input has shape %s, expected 4 dims (N x C x H x W) or 3 (C x H x W)",
+                        fn, ff_shape_str(shape, ndim, s, sizeof s));
+    if (shape[ndim - 1] < 1 || shape[ndim - 2] < 1)
+        return ff_error(FF_ERR_SHAPE, "%s: input has shape %s, expected non-empty planes", fn,
+                        ff_shape_str(shape, ndim, s, sizeof s));
+    return FF_OK;
+}
+
+/* Windows of max_pool2d / avg_pool2d; checks the parameters when `check`. */
+static ff_status geom_sliding(const char *fn, const int64_t *shape, int ndim, const ff_params *p,
+                              bool check, pool_geom *g)
+{
+    const int64_t *i = p->i;
+    int64_t kh = i[0], kw = i[1], sh = i[2], sw = i[3], ph = i[4], pw = i[5];
+    g->h0 = NULL;
+    if (check) {
+        ff_status st = check_input(fn, shape, ndim);
+        if (st != FF_OK)
+            return st;
+        if (kh < 1 || kw < 1)
+            return ff_error(FF_ERR_ARG, "%s: kernel must be >= 1, got %lldx%lld", fn,
+                            (long long)kh, (long long)kw);
+        if (sh < 1 || sw < 1)
+            return ff_error(FF_ERR_ARG, "%s: stride must be >= 1, got %lldx%lld", fn,
+                            (long long)sh, (long long)sw);
+        if (ph < 0 || pw < 0 || 2 * ph > kh || 2 * pw > kw)
+            return ff_error(FF_ERR_ARG,
+                            "%s: padding must be between 0 and half the kernel, got %lldx%lld for kernel %lldx%lld",
+                            fn, (long long)ph, (long long)pw, (long long)kh, (long long)kw);
+    }
+    sizes_of(shape, ndim, g);
+    int64_t spanh = g->H + 2 * ph - kh, spanw = g->W + 2 * pw - kw;
+    g->OH = spanh < 0 ? 0 : spanh / sh + 1;
+    g->OW = spanw < 0 ? 0 : spanw / sw + 1;
+    if (check && (g->OH < 1 || g->OW < 1)) {
+        char s[FF_SHAPE_STRLEN];
+        return ff_error(FF_ERR_SHAPE,
+                        "%s: output size is %lldx%lld (<= 0) for input %s with kernel %lldx%lld and padding %lldx%lld",
+                        fn, (long long)g->OH, (long long)g->OW, ff_shape_str(shape, ndim, s, sizeof s),
+                        (long long)kh, (long long)kw, (long long)ph, (long long)pw);
+    }
+    ff_status st = geom_alloc(g, fn);
+    if (st != FF_OK)
+        return st;
+    sliding(g->h0, g->h1, g->OH, g->H, kh, sh, ph);
+    sliding(g->w0, g->w1, g->OW, g->W, kw, sw, pw);
+    g->div = (double)kh * (double)kw;
+    return FF_OK;
+}
+
+static ff_status geom_adaptive(const int64_t *shape, int ndim, const ff_params *p, bool check,
+                               pool_geom *g)
+{
+    const char *fn = "adaptive_avg_pool2d";
+    g->h0 = NULL;
+    if (check) {
+        ff_status st = check_input(fn, shape, ndim);
+        if (st != FF_OK)
+            return st;
+        if (p->i[0] < 1 || p->i[1] < 1)
+            return ff_error(FF_ERR_ARG, "%s: output size must be >= 1, got %lldx%lld", fn,
+                            (long long)p->i[0], (long long)p->i[1]);
+    }
+    sizes_of(shape, ndim, g);
+    g->OH = p->i[0], g->OW = p->i[1];
+    ff_status st = geom_alloc(g, fn);
+    if (st != FF_OK)
+        return st;
+    adaptive(g->h0, g->h1, g->OH, g->H);
+    adaptive(g->w0, g->w1, g->OW, g->W);
+    g->div = 0;
+    return FF_OK;
+}
+
+static ff_tensor *output_of(const int64_t *shape, int ndim, const pool_geom *g)
+{
+    int64_t s[FF_MAX_DIMS];
+    memcpy(s, shape, sizeof(int64_t) * (size_t)ndim);
+    s[ndim - 2] = g->OH, s[ndim - 1] = g->OW;
+    return ff_tensor_empty(s, ndim);
+}
+
+/* ---- max ---- */
+
+/* y[o] = the max of window o (NaN wins, as in torch), idx[o] its position
+ * h*W + w in the plane (first one on ties); idx may be NULL. */
+static void max_plane(const pool_geom *g, const float *restrict x, float *restrict y,
+                      float *restrict idx)
+{
+    for (int64_t oh = 0; oh < g->OH; oh++)
+        for (int64_t ow = 0; ow < g->OW; ow++) {
+            int64_t best_at = g->h0[oh] * g->W + g->w0[ow];
+            float best = -INFINITY;
+            for (int64_t h = g->h0[oh]; h < g->h1[oh]; h++)
+                for (int64_t w = g->w0[ow]; w < g->w1[ow]; w++) {
+                    float v = x[h * g->W + w];
+                    if (v > best || (isnan(v) && !isnan(best)))
+                        best = v, best_at = h * g->W + w;
+                }
+            y[oh * g->OW + ow] = best;
+            if (idx)
+                idx[oh * g->OW + ow] = (float)best_at;
+        }
+}
+
+ff_tensor *ff_fwd_max_pool2d(ff_ctx *ctx, ff_tensor *const *in)
+{
+    const char *fn = "max_pool2d";
+    pool_geom g;
+    if (geom_sliding(fn, in[0]->shape, in[0]->ndim, &ctx->p, true, &g) != FF_OK)
+        return NULL;
+    if (g.H * g.W > (1 << 24)) {
+        geom_free(&g);
+        return ff_error(FF_ERR_SHAPE, "%s: planes of %lldx%lld exceed the 2^24 positions its indices can hold",
+                        fn, (long long)g.H, (long long)g.W), NULL;
+    }
+    ff_tensor *x = ff_tensor_contiguous(in[0]);
+    ff_tensor *y = x ? output_of(x->shape, x->ndim, &g) : NULL;
+    /* the argmax is only needed by backward: none in inference */
+    ff_tensor *idx = y && ctx->recording ? output_of(x->shape, x->ndim, &g) : NULL;
+    if (y && (idx || !ctx->recording)) {
+        const float *xd = ff_tensor_data(x);
+        float *yd = ff_tensor_data(y), *id = idx ? ff_tensor_data(idx) : NULL;
+        int64_t HW = g.H * g.W, P = g.OH * g.OW;
+        for (int64_t c = 0; c < g.planes; c++)
+            max_plane(&g, xd + c * HW, yd + c * P, id ? id + c * P : NULL);
+        ff_ctx_save(ctx, idx);
+    } else {
+        ff_tensor_release(y);
+        y = NULL;
+    }
+    ff_tensor_release(idx);
+    ff_tensor_release(x);
+    geom_free(&g);
+    return y;
+}
+
+/* dx[argmax of window o] += gy[o]; zeros elsewhere. */
+ff_status ff_bwd_max_pool2d(ff_ctx *ctx, const ff_tensor *gout, ff_tensor **gin)
+{
+    ff_tensor *idx;
+    ff_status st = ff_ctx_saved(ctx, 0, &idx);
+    if (st != FF_OK)
+        return st;
+    const ff_shape *s = &ctx->in_shape[0];
+    ff_tensor *gc = ff_tensor_contiguous((ff_tensor *)gout);
+    gin[0] = gc ? ff_tensor_zeros(s->size, s->ndim) : NULL;
+    if (!gin[0]) {
+        ff_tensor_release(gc);
+        return ff_last_status();
+    }
+    int64_t HW = s->size[s->ndim - 2] * s->size[s->ndim - 1];
+    int64_t P = gc->shape[gc->ndim - 2] * gc->shape[gc->ndim - 1];
+    int64_t planes = P ? ff_tensor_numel(gc) / P : 0;
+    const float *gy = ff_tensor_data(gc), *id = ff_tensor_data(idx);
+    float *dx = ff_tensor_data(gin[0]);
+    for (int64_t c = 0; c < planes; c++)
+        for (int64_t o = 0; o < P; o++)
+            dx[c * HW + (int64_t)id[c * P + o]] += gy[c * P + o];
+    ff_tensor_release(gc);
+    return FF_OK;
+}
+
+/* ---- averages (avg_pool2d and adaptive_avg_pool2d share these) ---- */
+
+static double window_div(const pool_geom *g, int64_t oh, int64_t ow)
+{
+    return g->div > 0 ? g->div : (double)((g->h1[oh] - g->h0[oh]) * (g->w1[ow] - g->w0[ow]));
+}
+
+static void avg_plane(const pool_geom *g, const float *restrict x, float *restrict y)
+{
+    for (int64_t oh = 0; oh < g->OH; oh++)
+        for (int64_t ow = 0; ow < g->OW; ow++) {
+            double s = 0;
+            for (int64_t h = g->h0[oh]; h < g->h1[oh]; h++)
+                for (int64_t w = g->w0[ow]; w < g->w1[ow]; w++)
+                    s += x[h * g->W + w];
+            y[oh * g->OW + ow] = (float)(s / window_div(g, oh, ow));
+        }
+}
+
+/* dx[window o] += gy[o] / divisor of o. */
+static void avg_plane_backward(const pool_geom *g, const float *restrict gy, float *restrict dx)
+{
+    for (int64_t oh = 0; oh < g->OH; oh++)
+        for (int64_t ow = 0; ow < g->OW; ow++) {
+            float v = (float)(gy[oh * g->OW + ow] / window_div(g, oh, ow));
+            for (int64_t h = g->h0[oh]; h < g->h1[oh]; h++)
+                for (int64_t w = g->w0[ow]; w < g->w1[ow]; w++)
+                    dx[h * g->W + w] += v;
+        }
+}
+
+/* Forward of both average pools; consumes g. */
+static ff_tensor *avg_forward(ff_tensor *xin, pool_geom *g)
+{
+    ff_tensor *x = ff_tensor_contiguous(xin);
+    ff_tensor *y = x ? output_of(x->shape, x->ndim, g) : NULL;
+    if (y) {
+        const float *xd = ff_tensor_data(x);
+        float *yd = ff_tensor_data(y);
+        int64_t HW = g->H * g->W, P = g->OH * g->OW;
+        for (int64_t c = 0; c < g->planes; c++)
+            avg_plane(g, xd + c * HW, yd + c * P);
+    }
+    ff_tensor_release(x);
+    geom_free(g);
+    return y;
+}
+
+/* Backward of both average pools; consumes g. */
+static ff_status avg_backward(const ff_tensor *gout, const ff_shape *s, pool_geom *g,
+                              ff_tensor **gin)
+{
+    ff_tensor *gc = ff_tensor_contiguous((ff_tensor *)gout);
+    gin[0] = gc ? ff_tensor_zeros(s->size, s->ndim) : NULL;
+    if (gin[0]) {
+        const float *gy = ff_tensor_data(gc);
+        float *dx = ff_tensor_data(gin[0]);
+        int64_t HW = g->H * g->W, P = g->OH * g->OW;
+        for (int64_t c = 0; c < g->planes; c++)
+            avg_plane_backward(g, gy + c * P, dx + c * HW);
+    }
+    ff_tensor_release(gc);
+    geom_free(g);
+    return gin[0] ? FF_OK : ff_last_status();
+}
+
+ff_tensor *ff_fwd_avg_pool2d(ff_ctx *ctx, ff_tensor *const *in)
+{
+    pool_geom g;
+    if (geom_sliding("avg_pool2d", in[0]->shape, in[0]->ndim, &ctx->p, true, &g) != FF_OK)
+        return NULL;
+    return avg_forward(in[0], &g);
+}
+
+ff_status ff_bwd_avg_pool2d(ff_ctx *ctx, const ff_tensor *gout, ff_tensor **gin)
+{
+    const ff_shape *s = &ctx->in_shape[0];
+    pool_geom g;
+    ff_status st = geom_sliding("avg_pool2d", s->size, s->ndim, &ctx->p, false, &g);
+    return st != FF_OK ? st : avg_backward(gout, s, &g, gin);
+}
+
+ff_tensor *ff_fwd_adaptive_avg_pool2d(ff_ctx *ctx, ff_tensor *const *in)
+{
+    pool_geom g;
+    if (geom_adaptive(in[0]->shape, in[0]->ndim, &ctx->p, true, &g) != FF_OK)
+        return NULL;
+    return avg_forward(in[0], &g);
+}
+
+ff_status ff_bwd_adaptive_avg_pool2d(ff_ctx *ctx, const ff_tensor *gout, ff_tensor **gin)
+{
+    const ff_shape *s = &ctx->in_shape[0];
+    pool_geom g;
+    ff_status st = geom_adaptive(s->size, s->ndim, &ctx->p, false, &g);
+    return st != FF_OK ? st : avg_backward(gout, s, &g, gin);
+}

@@ -1,0 +1,194 @@
+/*
+ * functional.c: activations, softmax and losses for Lua.
+ *
+ * Activations and softmax are Tensor methods (so `x:relu()` and, through
+ * the Lua library's copy of every method, `ff.relu(x)`); the losses and
+ * act_d2 are module functions. Every call goes through autograd (lf_apply)
+ * with the op's ff_params, as documented in engine/core/op_act.c and
+ * op_loss.c; this file only converts Lua's conventions: 1-based dims and
+ * labels, option tables, defaults.
+ *
+ * Rule for every function here (as in tensor.c): check every argument
+ * before taking any engine reference, because luaL_error longjmps.
+ */
+#include <math.h>
+#include <string.h>
+#include "lf.h"
+
+/* ---- activations ---- */
+
+/* x:<act>([p0 [, p1]]) with the given defaults for the optional numbers. */
+static int activation(lua_State *L, ff_opcode op, int nparams, double d0, double d1)
+{
+    ff_tensor *x = lf_checktensor(L, 1);
+    ff_params p = {0};
+    if (nparams > 0)
+        p.f[0] = luaL_optnumber(L, 2, d0);
+    if (nparams > 1)
+        p.f[1] = luaL_optnumber(L, 3, d1);
+    lf_pushtensor(L, lf_apply(L, op, &x, 1, &p, NULL));
+    return 1;
+}
+
+static int f_relu(lua_State *L) { return activation(L, FF_OP_RELU, 0, 0, 0); }
+static int f_leaky_relu(lua_State *L) { return activation(L, FF_OP_LEAKY_RELU, 1, 0.01, 0); }
+static int f_elu(lua_State *L) { return activation(L, FF_OP_ELU, 1, 1.0, 0); }
+static int f_gelu(lua_State *L) { return activation(L, FF_OP_GELU, 0, 0, 0); }
+static int f_silu(lua_State *L) { return activation(L, FF_OP_SILU, 0, 0, 0); }
+static int f_tanh(lua_State *L) { return activation(L, FF_OP_TANH, 0, 0, 0); }
+static int f_sigmoid(lua_State *L) { return activation(L, FF_OP_SIGMOID, 0, 0, 0); }
+static int f_rbf(lua_State *L) { return activation(L, FF_OP_RBF, 0, 0, 0); }
+
+static int f_softplus(lua_State *L)
+{
+    lf_checktensor(L, 1);
+    double beta = luaL_optnumber(L, 2, 1.0);
+    if (beta == 0 || !isfinite(beta))
+        return luaL_error(L, "softplus: beta must be a non-zero number, got %f", beta);
+    return activation(L, FF_OP_SOFTPLUS, 2, 1.0, 20.0);
+}
+
+/* ---- softmax ---- */
+
+/* x:softmax(dim): the dim is required (as torch now requires it). A scalar
+ * counts as having one dim of size 1. */
+static int softmax_like(lua_State *L, ff_opcode op, const char *what)
+{
+    ff_tensor *x = lf_checktensor(L, 1);
+    ff_params p = {.i = {lf_checkdim(L, 2, x->ndim > 0 ? x->ndim : 1, what)}};
+    lf_pushtensor(L, lf_apply(L, op, &x, 1, &p, NULL));
+    return 1;
+}
+
+static int f_softmax(lua_State *L) { return softmax_like(L, FF_OP_SOFTMAX, "softmax"); }
+static int f_log_softmax(lua_State *L) { return softmax_like(L, FF_OP_LOG_SOFTMAX, "log_softmax"); }
+
+/* ---- loss options ---- */
+
+typedef struct {
+    int reduction;          /* 0 none, 1 mean, 2 sum (ff_params i[0]) */
+    double label_smoothing;
+} loss_opts;
+
+static const char *const reduction_names[] = {"none", "mean", "sum", NULL};
+
+/* The options table at arg (nil or absent: the defaults). Only the keys
+ * the function knows are accepted, so a typo is an error, not a no-op. */
+static loss_opts checkopts(lua_State *L, int arg, const char *what, bool smoothing)
+{
+    loss_opts o = {1, 0.0};
+    if (lua_isnoneornil(L, arg))
+        return o;
+    if (!lua_istable(L, arg))
+        luaL_error(L, "%s: options must be a table, got %s", what, luaL_typename(L, arg));
+    lua_pushnil(L);
+    while (lua_next(L, arg)) {
+        const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        if (key && strcmp(key, "reduction") == 0) {
+            const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+            int k = 0;
+            while (v && reduction_names[k] && strcmp(v, reduction_names[k]) != 0)
+                k++;
+            if (!v || !reduction_names[k])
+                luaL_error(L, "%s: reduction must be \"mean\", \"sum\" or \"none\", got %s%s%s",
+                           what, v ? "\"" : "", v ? v : luaL_typename(L, -1), v ? "\"" : "");
+            o.reduction = k;
+        } else if (key && smoothing && strcmp(key, "label_smoothing") == 0) {
+            if (lua_type(L, -1) != LUA_TNUMBER)
+                luaL_error(L, "%s: label_smoothing must be a number, got %s", what,
+                           luaL_typename(L, -1));
+            o.label_smoothing = lua_tonumber(L, -1);
+            if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1))
+                luaL_error(L, "%s: label_smoothing must be in [0, 1], got %f", what,
+                           o.label_smoothing);
+        } else {
+            luaL_error(L, "%s: unknown option \"%s\" (known: reduction%s)", what,
+                       key ? key : luaL_tolstring(L, -2, NULL),
+                       smoothing ? ", label_smoothing" : "");
+        }
+        lua_pop(L, 1);
+    }
+    return o;
+}
+
+/* ---- losses ---- */
+
+/* fn(input, labels [, opts]) with 1-based labels (a tensor or a table);
+ * they become 0-based for the core, which checks their range. */
+static int labelled_loss(lua_State *L, ff_opcode op, const char *what, bool smoothing)
+{
+    ff_tensor *x = lf_checktensor(L, 1);
+    if (!lf_totensor(L, 2) && !lua_istable(L, 2))
+        luaL_typeerror(L, 2, "tensor or table of class indices");
+    loss_opts o = checkopts(L, 3, what, smoothing);
+    ff_tensor *labels = lf_checkindex(L, 2, what); /* a reference: nothing may raise now */
+    ff_params p = {.i = {o.reduction}, .f = {o.label_smoothing}, .aux = {labels}};
+    ff_tensor *r = lf_apply(L, op, &x, 1, &p, NULL);
+    ff_tensor_release(labels);
+    lf_pushtensor(L, r);
+    return 1;
+}
+
+/* ff.cross_entropy(logits (N, C), labels (N) [, {reduction=, label_smoothing=}]) */
+static int f_cross_entropy(lua_State *L)
+{
+    return labelled_loss(L, FF_OP_CROSS_ENTROPY, "cross_entropy", true);
+}
+
+/* ff.nll_loss(logp (N, C), labels (N) [, {reduction=}]) */
+static int f_nll_loss(lua_State *L)
+{
+    return labelled_loss(L, FF_OP_NLL_LOSS, "nll_loss", false);
+}
+
+/* fn(input, target [, opts]): two tensors, both differentiable. */
+static int pair_loss(lua_State *L, ff_opcode op, const char *what)
+{
+    ff_tensor *in[2] = {lf_checktensor(L, 1), lf_checktensor(L, 2)};
+    loss_opts o = checkopts(L, 3, what, false);
+    ff_params p = {.i = {o.reduction}};
+    lf_pushtensor(L, lf_apply(L, op, in, 2, &p, NULL));
+    return 1;
+}
+
+/* ff.mse_loss(input, target [, {reduction=}]) */
+static int f_mse_loss(lua_State *L) { return pair_loss(L, FF_OP_MSE_LOSS, "mse_loss"); }
+
+/* ff.bce_with_logits(logits, target [, {reduction=}]) */
+static int f_bce_with_logits(lua_State *L)
+{
+    return pair_loss(L, FF_OP_BCE_WITH_LOGITS, "bce_with_logits");
+}
+
+/* ---- second derivatives ---- */
+
+/* ff.act_d2(name, x [, param]): f''(x), not recorded; param is elu's alpha
+ * or softplus's beta (default 1). */
+static int f_act_d2(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    ff_tensor *x = lf_checktensor(L, 2), *r;
+    double param = luaL_optnumber(L, 3, 1.0);
+    LF_RETRY(L, r, ff_act_d2(name, x, param));
+    lf_pushtensor(L, r);
+    return 1;
+}
+
+/* ---- registration ---- */
+
+static const luaL_Reg methods[] = {
+    {"relu", f_relu}, {"leaky_relu", f_leaky_relu}, {"elu", f_elu}, {"gelu", f_gelu},
+    {"silu", f_silu}, {"tanh", f_tanh}, {"sigmoid", f_sigmoid}, {"softplus", f_softplus},
+    {"rbf", f_rbf}, {"softmax", f_softmax}, {"log_softmax", f_log_softmax},
+    {NULL, NULL}};
+
+static const luaL_Reg module_fns[] = {
+    {"cross_entropy", f_cross_entropy}, {"nll_loss", f_nll_loss}, {"mse_loss", f_mse_loss},
+    {"bce_with_logits", f_bce_with_logits}, {"act_d2", f_act_d2},
+    {NULL, NULL}};
+
+void lf_open_functional(lua_State *L)
+{
+    lf_addmethods(L, methods);
+    luaL_setfuncs(L, module_fns, 0);
+}

@@ -1,0 +1,365 @@
+/*
+ * nn.c: Lua functions for linear layers, convolution, pooling, flattening,
+ * normalisation and dropout. Each one checks its arguments, fills the op's
+ * ff_params (documented in engine/core/op_*.c) and runs it through
+ * autograd with lf_apply.
+ *
+ *   ff.linear(x, W [, b])                      y = x·Wᵀ + b over the last dim
+ *   ff.conv2d(x, W [, b] [, opts])             opts: stride = 1, padding = 0,
+ *                                              dilation = 1 (each a number or
+ *                                              {h, w}), groups = 1
+ *   ff.max_pool2d(x, kernel [, opts])          kernel a number or {kh, kw};
+ *   ff.avg_pool2d(x, kernel [, opts])          opts: stride = kernel, padding = 0
+ *                                              (avg counts padding as zeros)
+ *   ff.adaptive_avg_pool2d(x, size)            size a number or {oh, ow}
+ *   ff.flatten(x [, start_dim = 2 [, end_dim = -1]])
+ *                                              merges dims start..end (1-based);
+ *                                              the default keeps the batch dim
+ *   ff.batch_norm(x [, opts])                  opts: weight, bias, running_mean,
+ *                                              running_var (tensors), training =
+ *                                              true, momentum = 0.1, eps = 1e-5;
+ *                                              training updates the running
+ *                                              statistics in place
+ *   ff.layer_norm(x, shape [, opts])           shape: the trailing dims to
+ *                                              normalise, {D1, ..., Dk}, or a
+ *                                              number for the last dim alone (as
+ *                                              torch's normalized_shape);
+ *                                              opts: weight, bias, eps = 1e-5
+ *   ff.dropout(x, p [, training = true [, generator]])
+ *
+ * Every function checks all its arguments before the op runs: luaL_error
+ * longjmps, and nothing here holds an engine reference until lf_apply.
+ */
+#include <stdio.h>
+#include <string.h>
+#include "lf.h"
+
+/* ---- option tables ---- */
+
+/* Error for any key of the table at arg that is not in `known`. */
+static void check_options(lua_State *L, int arg, const char *fn, const char *const *known)
+{
+    lua_pushnil(L);
+    while (lua_next(L, arg)) {
+        lua_pop(L, 1); /* the value */
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "%s: option names must be strings, got a %s key", fn,
+                       luaL_typename(L, -1));
+        const char *key = lua_tostring(L, -1);
+        bool ok = false;
+        for (int i = 0; known[i] && !ok; i++)
+            ok = strcmp(key, known[i]) == 0;
+        if (!ok)
+            luaL_error(L, "%s: unknown option \"%s\"", fn, key);
+    }
+}
+
+/* The options table at arg, checked; 0 when arg is none or nil. */
+static int opt_table(lua_State *L, int arg, const char *fn, const char *const *known)
+{
+    if (lua_isnoneornil(L, arg))
+        return 0;
+    if (!lua_istable(L, arg))
+        luaL_error(L, "%s: argument #%d must be an options table, got %s", fn, arg,
+                   luaL_typename(L, arg));
+    check_options(L, arg, fn, known);
+    return arg;
+}
+
+/* An integer value at idx, or an error naming `what`. */
+static int64_t check_int(lua_State *L, int idx, const char *fn, const char *what)
+{
+    int ok;
+    lua_Integer v = lua_tointegerx(L, idx, &ok);
+    if (!ok)
+        luaL_error(L, "%s: %s must be an integer or a pair {h, w} of integers, got %s", fn, what,
+                   lua_type(L, idx) == LUA_TNUMBER ? "a fraction" : luaL_typename(L, idx));
+    return (int64_t)v;
+}
+
+/* The value at idx as a pair: a number n is (n, n), a table {a, b}. */
+static void check_pair(lua_State *L, int idx, const char *fn, const char *what, int64_t *out)
+{
+    idx = lua_absindex(L, idx);
+    if (lua_istable(L, idx)) {
+        if (luaL_len(L, idx) != 2)
+            luaL_error(L, "%s: %s must be a number or a pair {h, w}, got a table of %d entries",
+                       fn, what, (int)luaL_len(L, idx));
+        for (int k = 0; k < 2; k++) {
+            lua_geti(L, idx, k + 1);
+            out[k] = check_int(L, -1, fn, what);
+            lua_pop(L, 1);
+        }
+    } else {
+        out[0] = out[1] = check_int(L, idx, fn, what);
+    }
+}
+
+/* opts[key] as a pair into out (left as it is when absent). */
+static void opt_pair(lua_State *L, int opts, const char *fn, const char *key, int64_t *out)
+{
+    if (!opts)
+        return;
+    if (lua_getfield(L, opts, key) != LUA_TNIL) {
+        char what[48];
+        snprintf(what, sizeof what, "option %s", key);
+        check_pair(L, -1, fn, what, out);
+    }
+    lua_pop(L, 1);
+}
+
+static lua_Integer opt_integer(lua_State *L, int opts, const char *fn, const char *key,
+                               lua_Integer def)
+{
+    if (!opts)
+        return def;
+    lua_Integer v = def;
+    if (lua_getfield(L, opts, key) != LUA_TNIL) {
+        int ok;
+        v = lua_tointegerx(L, -1, &ok);
+        if (!ok)
+            luaL_error(L, "%s: option %s must be an integer, got %s", fn, key,
+                       luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static double opt_number(lua_State *L, int opts, const char *fn, const char *key, double def)
+{
+    if (!opts)
+        return def;
+    double v = def;
+    if (lua_getfield(L, opts, key) != LUA_TNIL) {
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "%s: option %s must be a number, got %s", fn, key, luaL_typename(L, -1));
+        v = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static bool opt_boolean(lua_State *L, int opts, const char *fn, const char *key, bool def)
+{
+    if (!opts)
+        return def;
+    bool v = def;
+    if (lua_getfield(L, opts, key) != LUA_TNIL) {
+        if (!lua_isboolean(L, -1))
+            luaL_error(L, "%s: option %s must be a boolean, got %s", fn, key, luaL_typename(L, -1));
+        v = lua_toboolean(L, -1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* opts[key] as a tensor, or NULL when absent. The tensor stays referenced
+ * by the options table (an argument) for the whole call. */
+static ff_tensor *opt_tensor(lua_State *L, int opts, const char *fn, const char *key)
+{
+    if (!opts)
+        return NULL;
+    ff_tensor *t = NULL;
+    if (lua_getfield(L, opts, key) != LUA_TNIL) {
+        t = lf_totensor(L, -1);
+        if (!t)
+            luaL_error(L, "%s: option %s must be an open tensor, got %s", fn, key,
+                       luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+    return t;
+}
+
+/* An optional tensor argument: nil or a tensor. */
+static ff_tensor *opt_tensor_arg(lua_State *L, int arg)
+{
+    return lua_isnoneornil(L, arg) ? NULL : lf_checktensor(L, arg);
+}
+
+/* Push the op's result (lf_apply holds no reference of ours). */
+static int apply_push(lua_State *L, ff_opcode op, ff_tensor *const *in, int n, const ff_params *p)
+{
+    lf_pushtensor(L, lf_apply(L, op, in, n, p, NULL));
+    return 1;
+}
+
+/* ---- linear ---- */
+
+static int m_linear(lua_State *L)
+{
+    ff_tensor *in[3] = {lf_checktensor(L, 1), lf_checktensor(L, 2), opt_tensor_arg(L, 3)};
+    ff_params p = {0};
+    return apply_push(L, FF_OP_LINEAR, in, 3, &p);
+}
+
+/* ---- conv2d ---- */
+
+static int m_conv2d(lua_State *L)
+{
+    static const char *const known[] = {"stride", "padding", "dilation", "groups", NULL};
+    const char *fn = "conv2d";
+    ff_tensor *x = lf_checktensor(L, 1), *w = lf_checktensor(L, 2), *b = NULL;
+    int opts_arg = 4;
+    if (lua_istable(L, 3)) /* (x, W, opts): no bias */
+        opts_arg = 3;
+    else if (!lua_isnoneornil(L, 3) && !lf_totensor(L, 3))
+        return luaL_error(L, "%s: argument #3 must be a bias tensor, nil or an options table, got %s",
+                          fn, luaL_typename(L, 3));
+    else
+        b = opt_tensor_arg(L, 3);
+    int opts = opt_table(L, opts_arg, fn, known);
+    ff_params p = {0};
+    int64_t stride[2] = {1, 1}, pad[2] = {0, 0}, dil[2] = {1, 1};
+    opt_pair(L, opts, fn, "stride", stride);
+    opt_pair(L, opts, fn, "padding", pad);
+    opt_pair(L, opts, fn, "dilation", dil);
+    p.i[0] = stride[0], p.i[1] = stride[1];
+    p.i[2] = pad[0], p.i[3] = pad[1];
+    p.i[4] = dil[0], p.i[5] = dil[1];
+    p.i[6] = opt_integer(L, opts, fn, "groups", 1);
+    ff_tensor *in[3] = {x, w, b};
+    return apply_push(L, FF_OP_CONV2D, in, 3, &p);
+}
+
+/* ---- pooling ---- */
+
+static int pool(lua_State *L, ff_opcode op, const char *fn)
+{
+    static const char *const known[] = {"stride", "padding", NULL};
+    ff_tensor *x = lf_checktensor(L, 1);
+    int64_t kernel[2];
+    check_pair(L, 2, fn, "kernel", kernel);
+    int opts = opt_table(L, 3, fn, known);
+    int64_t stride[2] = {kernel[0], kernel[1]}, pad[2] = {0, 0};
+    opt_pair(L, opts, fn, "stride", stride);
+    opt_pair(L, opts, fn, "padding", pad);
+    ff_params p = {0};
+    p.i[0] = kernel[0], p.i[1] = kernel[1];
+    p.i[2] = stride[0], p.i[3] = stride[1];
+    p.i[4] = pad[0], p.i[5] = pad[1];
+    return apply_push(L, op, &x, 1, &p);
+}
+
+static int m_max_pool2d(lua_State *L) { return pool(L, FF_OP_MAX_POOL2D, "max_pool2d"); }
+static int m_avg_pool2d(lua_State *L) { return pool(L, FF_OP_AVG_POOL2D, "avg_pool2d"); }
+
+static int m_adaptive_avg_pool2d(lua_State *L)
+{
+    ff_tensor *x = lf_checktensor(L, 1);
+    int64_t size[2];
+    check_pair(L, 2, "adaptive_avg_pool2d", "output size", size);
+    ff_params p = {0};
+    p.i[0] = size[0], p.i[1] = size[1];
+    return apply_push(L, FF_OP_ADAPTIVE_AVG_POOL2D, &x, 1, &p);
+}
+
+/* ---- flatten: a reshape (a view of contiguous data) ---- */
+
+static int m_flatten(lua_State *L)
+{
+    ff_tensor *x = lf_checktensor(L, 1);
+    if (x->ndim == 0)
+        return luaL_error(L, "flatten: cannot flatten a scalar tensor");
+    int start = lf_optdim(L, 2, x->ndim, "flatten", x->ndim > 1 ? 1 : 0);
+    int end = lf_optdim(L, 3, x->ndim, "flatten", x->ndim - 1);
+    if (end < start)
+        return luaL_error(L, "flatten: end_dim %d comes before start_dim %d", end + 1, start + 1);
+    ff_params p = {0};
+    int n = 0;
+    for (int d = 0; d < x->ndim; d++) {
+        if (d <= start || d > end)
+            p.i[n++] = x->shape[d];
+        else
+            p.i[n - 1] *= x->shape[d];
+    }
+    p.ni = n;
+    return apply_push(L, FF_OP_RESHAPE, &x, 1, &p);
+}
+
+/* ---- normalisation ---- */
+
+static int m_batch_norm(lua_State *L)
+{
+    static const char *const known[] = {"weight", "bias", "running_mean", "running_var",
+                                        "training", "momentum", "eps", NULL};
+    const char *fn = "batch_norm";
+    ff_tensor *x = lf_checktensor(L, 1);
+    int opts = opt_table(L, 2, fn, known);
+    ff_params p = {0};
+    ff_tensor *w = opt_tensor(L, opts, fn, "weight"), *b = opt_tensor(L, opts, fn, "bias");
+    p.aux[0] = opt_tensor(L, opts, fn, "running_mean");
+    p.aux[1] = opt_tensor(L, opts, fn, "running_var");
+    p.i[0] = opt_boolean(L, opts, fn, "training", true);
+    p.f[0] = opt_number(L, opts, fn, "momentum", 0.1);
+    p.f[1] = opt_number(L, opts, fn, "eps", 1e-5);
+    if (p.i[0] && p.aux[0])
+        lf_check_inplace(L, p.aux[0], "batch_norm (updating running_mean)");
+    if (p.i[0] && p.aux[1])
+        lf_check_inplace(L, p.aux[1], "batch_norm (updating running_var)");
+    ff_tensor *in[3] = {x, w, b};
+    return apply_push(L, FF_OP_BATCH_NORM, in, 3, &p);
+}
+
+static int m_layer_norm(lua_State *L)
+{
+    static const char *const known[] = {"weight", "bias", "eps", NULL};
+    const char *fn = "layer_norm";
+    ff_tensor *x = lf_checktensor(L, 1);
+    int64_t shape[FF_MAX_DIMS];
+    int k;
+    if (lua_type(L, 2) == LUA_TNUMBER) {
+        k = 1;
+        shape[0] = check_int(L, 2, fn, "normalized shape");
+    } else if (lua_istable(L, 2)) {
+        k = lf_checkshape(L, 2, shape, NULL, fn);
+    } else {
+        return luaL_error(L, "%s: argument #2 must be the normalised shape (a number or a table), got %s",
+                          fn, luaL_typename(L, 2));
+    }
+    bool match = k >= 1 && k <= x->ndim;
+    for (int d = 0; match && d < k; d++)
+        match = shape[d] == x->shape[x->ndim - k + d];
+    if (!match) {
+        char ss[FF_SHAPE_STRLEN], sx[FF_SHAPE_STRLEN];
+        return luaL_error(L, "%s: normalized shape %s does not match the last dims of input %s", fn,
+                          ff_shape_str(shape, k, ss, sizeof ss),
+                          ff_shape_str(x->shape, x->ndim, sx, sizeof sx));
+    }
+    int opts = opt_table(L, 3, fn, known);
+    ff_params p = {0};
+    p.i[0] = k;
+    p.f[0] = opt_number(L, opts, fn, "eps", 1e-5);
+    ff_tensor *in[3] = {x, opt_tensor(L, opts, fn, "weight"), opt_tensor(L, opts, fn, "bias")};
+    return apply_push(L, FF_OP_LAYER_NORM, in, 3, &p);
+}
+
+/* ---- dropout ---- */
+
+static int m_dropout(lua_State *L)
+{
+    ff_tensor *x = lf_checktensor(L, 1);
+    ff_params p = {0};
+    p.f[0] = luaL_checknumber(L, 2);
+    if (!lua_isnoneornil(L, 3) && !lua_isboolean(L, 3))
+        return luaL_typeerror(L, 3, "boolean (training)");
+    p.i[0] = lua_isnoneornil(L, 3) ? 1 : lua_toboolean(L, 3);
+    p.rng = lf_optgenerator(L, 4);
+    return apply_push(L, FF_OP_DROPOUT, &x, 1, &p);
+}
+
+static const luaL_Reg nn_fns[] = {
+    {"linear", m_linear},
+    {"conv2d", m_conv2d},
+    {"max_pool2d", m_max_pool2d},
+    {"avg_pool2d", m_avg_pool2d},
+    {"adaptive_avg_pool2d", m_adaptive_avg_pool2d},
+    {"flatten", m_flatten},
+    {"batch_norm", m_batch_norm},
+    {"layer_norm", m_layer_norm},
+    {"dropout", m_dropout},
+    {NULL, NULL}};
+
+void lf_open_nn(lua_State *L)
+{
+    luaL_setfuncs(L, nn_fns, 0);
+}

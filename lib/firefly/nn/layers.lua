@@ -1,0 +1,258 @@
+-- firefly.nn.layers: the layers (Linear, Conv2d, normalisation, activations,
+-- pooling, Flatten, Dropout, Identity). Each is a thin class over one
+-- functional op of the engine; the maths and its gradient live there.
+local ff = require "firefly"
+local module = require "firefly.nn.module"
+local class, Module, uniform = module.class, module.Module, module.uniform
+
+local L = {}
+
+local function shape_str(t) return table.concat(t:size(), "x") end
+
+-- Options table with defaults; unknown keys are errors (typos do not pass).
+local function options(what, opts, defaults)
+  opts = opts or {}
+  for k in pairs(opts) do
+    if defaults[k] == nil then error(what .. ": unknown option '" .. tostring(k) .. "'", 3) end
+  end
+  local o = {}
+  for k, v in pairs(defaults) do
+    if opts[k] == nil then o[k] = v else o[k] = opts[k] end
+  end
+  return o
+end
+
+local function check_int(what, name, v, min)
+  if math.type(v) ~= "integer" or v < min then
+    error(string.format("%s: %s must be an integer >= %d, got %s", what, name, min, tostring(v)), 3)
+  end
+end
+
+-- nil in a defaults table cannot be told from "absent": use false instead.
+local NONE = false
+
+---------------------------------------------------------------- Linear
+
+-- y = x Wᵀ + b. Default init as torch: W, b ~ U(-1/sqrt(in), 1/sqrt(in))
+-- (kaiming_uniform with a = sqrt(5)).
+local Linear = class("Linear", Module)
+L.Linear = Linear
+
+function L.Linear_new(in_features, out_features, opts)
+  check_int("Linear", "in_features", in_features, 1)
+  check_int("Linear", "out_features", out_features, 1)
+  local o = options("Linear", opts, { bias = true, generator = NONE })
+  local self = Module.init(setmetatable({}, Linear))
+  self.in_features, self.out_features = in_features, out_features
+  local bound = 1 / math.sqrt(in_features)
+  local g = o.generator or nil
+  self:register_parameter("weight", uniform({ out_features, in_features }, bound, g))
+  self:register_parameter("bias", o.bias and uniform({ out_features }, bound, g) or nil)
+  return self
+end
+
+function Linear:forward(x)
+  return ff.linear(x, self.weight, self.bias)
+end
+
+function Linear:extra_repr()
+  return string.format("%d -> %d%s", self.weight:size(2), self.weight:size(1),
+    self.bias and "" or ", no bias")
+end
+
+---------------------------------------------------------------- Conv2d
+
+local Conv2d = class("Conv2d", Module)
+L.Conv2d = Conv2d
+
+local function pair(v) return type(v) == "table" and { v[1], v[2] } or { v, v } end
+
+function L.Conv2d_new(in_channels, out_channels, kernel, opts)
+  check_int("Conv2d", "in_channels", in_channels, 1)
+  check_int("Conv2d", "out_channels", out_channels, 1)
+  local o = options("Conv2d", opts,
+    { stride = 1, padding = 0, dilation = 1, groups = 1, bias = true, generator = NONE })
+  check_int("Conv2d", "groups", o.groups, 1)
+  if in_channels % o.groups ~= 0 or out_channels % o.groups ~= 0 then
+    error(string.format("Conv2d: channels %d -> %d are not divisible by groups = %d",
+      in_channels, out_channels, o.groups), 2)
+  end
+  local k = pair(kernel)
+  local self = Module.init(setmetatable({}, Conv2d))
+  self.in_channels, self.out_channels, self.kernel = in_channels, out_channels, k
+  self.stride, self.padding, self.dilation, self.groups =
+      pair(o.stride), pair(o.padding), pair(o.dilation), o.groups
+  local fan_in = in_channels // o.groups * k[1] * k[2]
+  local bound = 1 / math.sqrt(fan_in)
+  local g = o.generator or nil
+  self:register_parameter("weight", uniform({ out_channels, in_channels // o.groups, k[1], k[2] }, bound, g))
+  self:register_parameter("bias", o.bias and uniform({ out_channels }, bound, g) or nil)
+  return self
+end
+
+function Conv2d:forward(x)
+  return ff.conv2d(x, self.weight, self.bias,
+    { stride = self.stride, padding = self.padding, dilation = self.dilation, groups = self.groups })
+end
+
+function Conv2d:extra_repr()
+  local w = self.weight
+  local s = string.format("%d -> %d, %dx%d", w:size(2) * self.groups, w:size(1), w:size(3), w:size(4))
+  if self.stride[1] ~= 1 or self.stride[2] ~= 1 then s = s .. ", stride " .. self.stride[1] end
+  if self.padding[1] ~= 0 or self.padding[2] ~= 0 then s = s .. ", padding " .. self.padding[1] end
+  if self.groups ~= 1 then s = s .. ", groups " .. self.groups end
+  return self.bias and s or s .. ", no bias"
+end
+
+---------------------------------------------------------------- normalisation
+
+local BatchNorm = class("BatchNorm", Module)
+L.BatchNorm = BatchNorm
+
+local function batchnorm_new(cls, what, features, opts)
+  check_int(what, "num_features", features, 1)
+  local o = options(what, opts, { eps = 1e-5, momentum = 0.1, affine = true, track_running_stats = true })
+  local self = Module.init(setmetatable({}, cls))
+  self.eps, self.momentum = o.eps, o.momentum
+  if o.affine then
+    self:register_parameter("weight", ff.ones(features))
+    self:register_parameter("bias", ff.zeros(features))
+  end
+  if o.track_running_stats then
+    self:register_buffer("running_mean", ff.zeros(features))
+    self:register_buffer("running_var", ff.ones(features))
+  end
+  return self
+end
+
+function BatchNorm:forward(x)
+  return ff.batch_norm(x, {
+    weight = self.weight, bias = self.bias,
+    running_mean = self.running_mean, running_var = self.running_var,
+    training = self.training or not self.running_mean,
+    momentum = self.momentum, eps = self.eps })
+end
+
+function BatchNorm:extra_repr()
+  local n = (self.weight or self.running_mean):size(1)
+  return tostring(n)
+end
+
+L.BatchNorm1d = class("BatchNorm1d", BatchNorm)
+L.BatchNorm2d = class("BatchNorm2d", BatchNorm)
+function L.BatchNorm1d_new(n, opts) return batchnorm_new(L.BatchNorm1d, "BatchNorm1d", n, opts) end
+function L.BatchNorm2d_new(n, opts) return batchnorm_new(L.BatchNorm2d, "BatchNorm2d", n, opts) end
+
+local LayerNorm = class("LayerNorm", Module)
+L.LayerNorm = LayerNorm
+
+-- normalized: the trailing shape normalised over (a number or a table).
+function L.LayerNorm_new(normalized, opts)
+  local o = options("LayerNorm", opts, { eps = 1e-5, affine = true })
+  local shape = type(normalized) == "table" and normalized or { normalized }
+  local self = Module.init(setmetatable({}, LayerNorm))
+  self.normalized, self.eps = shape, o.eps
+  if o.affine then
+    self:register_parameter("weight", ff.ones(shape))
+    self:register_parameter("bias", ff.zeros(shape))
+  end
+  return self
+end
+
+function LayerNorm:forward(x)
+  return ff.layer_norm(x, self.normalized, { weight = self.weight, bias = self.bias, eps = self.eps })
+end
+
+function LayerNorm:extra_repr() return table.concat(self.normalized, "x") end
+
+---------------------------------------------------------------- activations
+
+-- Activation modules: name -> {method, parameter option, default}.
+local activations = {
+  ReLU = { "relu" }, Tanh = { "tanh" }, Sigmoid = { "sigmoid" }, GELU = { "gelu" },
+  SiLU = { "silu" }, RBF = { "rbf" },
+  LeakyReLU = { "leaky_relu", 0.01 }, ELU = { "elu", 1.0 }, Softplus = { "softplus", 1.0 },
+}
+L.activation_names = {}
+
+for name, spec in pairs(activations) do
+  local cls = class(name, Module)
+  L[name] = cls
+  L.activation_names[spec[1]] = name
+  L[name .. "_new"] = function(param)
+    local self = Module.init(setmetatable({}, cls))
+    self.act, self.param = spec[1], param or spec[2]
+    return self
+  end
+  cls.forward = function(self, x)
+    if self.param then return x[self.act](x, self.param) end
+    return x[self.act](x)
+  end
+  cls.extra_repr = function(self) return self.param and tostring(self.param) or "" end
+end
+
+---------------------------------------------------------------- pooling, shape
+
+local MaxPool2d = class("MaxPool2d", Module)
+local AvgPool2d = class("AvgPool2d", Module)
+L.MaxPool2d, L.AvgPool2d = MaxPool2d, AvgPool2d
+
+local function pool_new(cls, what, kernel, opts)
+  local o = options(what, opts, { stride = NONE, padding = 0 })
+  local self = Module.init(setmetatable({}, cls))
+  self.kernel, self.stride, self.padding = pair(kernel), pair(o.stride or kernel), pair(o.padding)
+  return self
+end
+
+function L.MaxPool2d_new(k, opts) return pool_new(MaxPool2d, "MaxPool2d", k, opts) end
+function L.AvgPool2d_new(k, opts) return pool_new(AvgPool2d, "AvgPool2d", k, opts) end
+
+function MaxPool2d:forward(x)
+  return ff.max_pool2d(x, self.kernel, { stride = self.stride, padding = self.padding })
+end
+
+function AvgPool2d:forward(x)
+  return ff.avg_pool2d(x, self.kernel, { stride = self.stride, padding = self.padding })
+end
+
+function MaxPool2d:extra_repr() return self.kernel[1] .. "x" .. self.kernel[2] end
+AvgPool2d.extra_repr = MaxPool2d.extra_repr
+
+-- Global average pooling: N x C x H x W -> N x C.
+local GlobalAvgPool = class("GlobalAvgPool", Module)
+L.GlobalAvgPool = GlobalAvgPool
+function L.GlobalAvgPool_new() return Module.init(setmetatable({}, GlobalAvgPool)) end
+function GlobalAvgPool:forward(x)
+  return ff.flatten(ff.adaptive_avg_pool2d(x, 1))
+end
+
+local Flatten = class("Flatten", Module)
+L.Flatten = Flatten
+function L.Flatten_new(start_dim)
+  local self = Module.init(setmetatable({}, Flatten))
+  self.start_dim = start_dim or 2
+  return self
+end
+function Flatten:forward(x) return ff.flatten(x, self.start_dim) end
+
+local Dropout = class("Dropout", Module)
+L.Dropout = Dropout
+function L.Dropout_new(p, opts)
+  if type(p) ~= "number" or p < 0 or p > 1 then
+    error("Dropout: p must be a number in [0, 1], got " .. tostring(p), 2)
+  end
+  local o = options("Dropout", opts, { generator = NONE })
+  local self = Module.init(setmetatable({}, Dropout))
+  self.p, self.generator = p, o.generator or nil
+  return self
+end
+function Dropout:forward(x) return ff.dropout(x, self.p, self.training, self.generator) end
+function Dropout:extra_repr() return tostring(self.p) end
+
+local Identity = class("Identity", Module)
+L.Identity = Identity
+function L.Identity_new() return Module.init(setmetatable({}, Identity)) end
+function Identity:forward(x) return x end
+
+L.shape_str = shape_str
+return L
