@@ -25,6 +25,7 @@
 
 static atomic_size_t live_bytes;
 static atomic_size_t peak_bytes;
+static atomic_size_t total_bytes; /* ever allocated: paces the Lua collector */
 static long fail_countdown; /* testing hook; 0 = off */
 
 static struct {
@@ -95,6 +96,7 @@ void ff_mem_release_cache(void)
 
 static void count_alloc(size_t nbytes)
 {
+    atomic_fetch_add(&total_bytes, nbytes);
     size_t now = atomic_fetch_add(&live_bytes, nbytes) + nbytes;
     size_t peak = atomic_load(&peak_bytes);
     while (now > peak && !atomic_compare_exchange_weak(&peak_bytes, &peak, now))
@@ -140,6 +142,7 @@ void ff_free(void *p, size_t nbytes)
 
 size_t ff_mem_live_bytes(void) { return atomic_load(&live_bytes); }
 size_t ff_mem_peak_bytes(void) { return atomic_load(&peak_bytes); }
+size_t ff_mem_total_bytes(void) { return atomic_load(&total_bytes); }
 size_t ff_mem_cached_bytes(void)
 {
     pthread_mutex_lock(&cache.lock);

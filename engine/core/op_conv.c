@@ -65,6 +65,12 @@ static void geometry(const int64_t *xs, const int64_t *ws, const ff_params *p, c
 
 static bool is_depthwise(const conv_geom *g) { return g->groups > 1 && g->Cg == 1; }
 
+/* The input is its own column matrix. */
+static bool is_pointwise(const conv_geom *g)
+{
+    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
+}
+
 /* ---- argument checks (forward only: backward sees checked shapes) ---- */
 
 static ff_status check_params(const ff_params *p)
@@ -323,28 +329,28 @@ static void col2im_row(const conv_geom *g, const tap_window *t, float *restrict 
     }
 }
 
-/* One sample's col (K x P, rows ld apart) from its Cg planes at x. */
-static void im2col(const conv_geom *g, const float *x, float *col, int64_t ld)
+/* One sample's col (K x P) from its Cg planes at x. */
+static void im2col(const conv_geom *g, const float *x, float *col)
 {
     tap_window t;
     for (int64_t ki = 0; ki < g->kh; ki++)
         for (int64_t kj = 0; kj < g->kw; kj++) {
             tap_of(g, ki, kj, &t);
             for (int64_t c = 0; c < g->Cg; c++)
-                im2col_row(g, &t, x + c * g->H * g->W, col + ((c * g->kh + ki) * g->kw + kj) * ld);
+                im2col_row(g, &t, x + c * g->H * g->W, col + ((c * g->kh + ki) * g->kw + kj) * g->P);
         }
 }
 
 /* dx (one sample's Cg planes) += the adjoint of im2col applied to dcol
- * (K x P, rows ld apart; clobbered). */
-static void col2im(const conv_geom *g, float *dcol, int64_t ld, float *dx)
+ * (K x P; clobbered). */
+static void col2im(const conv_geom *g, float *dcol, float *dx)
 {
     tap_window t;
     for (int64_t ki = 0; ki < g->kh; ki++)
         for (int64_t kj = 0; kj < g->kw; kj++) {
             tap_of(g, ki, kj, &t);
             for (int64_t c = 0; c < g->Cg; c++)
-                col2im_row(g, &t, dcol + ((c * g->kh + ki) * g->kw + kj) * ld, dx + c * g->H * g->W);
+                col2im_row(g, &t, dcol + ((c * g->kh + ki) * g->kw + kj) * g->P, dx + c * g->H * g->W);
         }
 }
 
@@ -412,58 +418,6 @@ static void dw_plane_dw(const conv_geom *g, const float *restrict gy, const floa
     })
 }
 
-/* ---- chunks: the column matrices of several samples side by side ----
- * One product per sample would be (Og x K)·(K x P): with P = 14x14 or 7x7
- * outputs BLAS runs far below its peak, and every call is a fork and join
- * of its threads. So samples go in chunks of B whose columns sit side by
- * side in one K x B·P matrix: one product per chunk and group (measured on
- * 2 threads: 14x14 outputs 2.5x faster in chunks of 16, 28x28 about 10%),
- * at the price of one copy of y (scattered from the chunk's layout) or of
- * gy (gathered into it). */
-
-#define CHUNK_COLS 4096                 /* B·P aimed at */
-#define CHUNK_FLOATS ((int64_t)4 << 20) /* the largest chunk buffer: 16 MiB */
-
-static int64_t chunk_size(const conv_geom *g)
-{
-    int64_t rows = g->K > g->Og ? g->K : g->Og;
-    int64_t b = (CHUNK_COLS + g->P - 1) / g->P, cap = CHUNK_FLOATS / (rows * g->P);
-    b = b < cap ? b : cap;
-    b = b < g->N ? b : g->N;
-    return b > 1 ? b : 1;
-}
-
-/* y = src + v over a run */
-static void copy_plus(int64_t n, const float *restrict src, float v, float *restrict y)
-{
-    int64_t m = bulk(n);
-    for (int64_t i = 0; i < m; i++)
-        y[i] = src[i] + v;
-    for (int64_t i = m; i < n; i++)
-        y[i] = src[i] + v;
-}
-
-/* Planes [ch, ch + nc) of samples n0..n0+nb-1 of a (N, ch_all, P) tensor t,
- * to or from a chunk matrix m (nc rows of nb·P). */
-static void gather_chunk(const float *t, int64_t ch_all, int64_t ch, int64_t nc, int64_t n0,
-                         int64_t nb, int64_t P, float *m)
-{
-    for (int64_t j = 0; j < nb; j++)
-        for (int64_t r = 0; r < nc; r++)
-            memcpy(m + r * nb * P + j * P, t + ((n0 + j) * ch_all + ch + r) * P,
-                   (size_t)P * sizeof(float));
-}
-
-/* ... and back, adding bias[r] (bias with stride bs; NULL for none). */
-static void scatter_chunk(const float *m, int64_t nb, int64_t P, const float *bias, int64_t bs,
-                          float *t, int64_t ch_all, int64_t ch, int64_t nc, int64_t n0)
-{
-    for (int64_t j = 0; j < nb; j++)
-        for (int64_t r = 0; r < nc; r++)
-            copy_plus(P, m + r * nb * P + j * P, bias ? bias[r * bs] : 0.0f,
-                      t + ((n0 + j) * ch_all + ch + r) * P);
-}
-
 /* ---- forward ---- */
 
 static void forward_depthwise(const conv_geom *g, const float *x, const float *w,
@@ -478,27 +432,33 @@ static void forward_depthwise(const conv_geom *g, const float *x, const float *w
         }
 }
 
-/* Scratch of forward_gemm: the chunk's col (K x B·P), then its y (Og x B·P). */
+/* The scratch of forward_gemm in floats: one sample's col (K x P). */
 static size_t forward_scratch(const conv_geom *g)
 {
-    return (size_t)((g->K + g->Og) * chunk_size(g) * g->P);
+    return is_pointwise(g) ? 0 : (size_t)(g->K * g->P);
 }
 
-/* y = conv(x, w) + b through the products; buf holds forward_scratch(g) floats. */
+/* y = conv(x, w) + b, one product per sample and group:
+ *   y_g = w_g · col, into y seeded with the bias (beta = 1).
+ * Chunks of several samples side by side in one product were tried: the
+ * larger column buffer falls out of cache and the extra copies cost more
+ * than the product gains, even for 7x7 outputs (measured on 1 thread). */
 static void forward_gemm(const conv_geom *g, const float *x, const float *w, const float *b,
-                         int64_t bs, float *y, float *buf)
+                         int64_t bs, float *y, float *col)
 {
-    int64_t HW = g->H * g->W, K = g->K, P = g->P, Og = g->Og, B = chunk_size(g);
-    float *col = buf, *yc = buf + K * B * P;
-    for (int64_t n0 = 0; n0 < g->N; n0 += B) {
-        int64_t nb = g->N - n0 < B ? g->N - n0 : B, ld = nb * P;
+    int64_t HW = g->H * g->W, K = g->K, P = g->P, Og = g->Og;
+    bool direct = is_pointwise(g);
+    for (int64_t n = 0; n < g->N; n++) {
+        float *yn = y + n * g->O * P;
+        for (int64_t o = 0; b && o < g->O; o++)
+            fill(P, yn + o * P, b[o * bs]);
         for (int64_t grp = 0; grp < g->groups; grp++) {
-            for (int64_t j = 0; j < nb; j++)
-                im2col(g, x + ((n0 + j) * g->C + grp * g->Cg) * HW, col + j * P, ld);
-            /* yc = w_g · col */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Og, (int)ld, (int)K,
-                        1.0f, w + grp * Og * K, (int)K, col, (int)ld, 0.0f, yc, (int)ld);
-            scatter_chunk(yc, nb, P, b ? b + grp * Og * bs : NULL, bs, y, g->O, grp * Og, Og, n0);
+            const float *xg = x + (n * g->C + grp * g->Cg) * HW;
+            if (!direct)
+                im2col(g, xg, col);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Og, (int)P, (int)K,
+                        1.0f, w + grp * Og * K, (int)K, direct ? xg : col, (int)P,
+                        b ? 1.0f : 0.0f, yn + grp * Og * P, (int)P);
         }
     }
 }
@@ -587,8 +547,8 @@ static ff_status backward_depthwise(const conv_geom *g, const float *gy, const f
  *   dx = conv2d(gy, w̃) with w̃[c, o, u, v] = w[o, c, kh-1-u, kw-1-v]
  * (per group), padding dh·(kh-1) - ph (and the same along w), the same
  * dilation and groups, stride 1. That runs the forward path (im2col of gy,
- * one sgemm per chunk writing dx) instead of dcol = wᵀ·gy plus col2im,
- * which moves about twice the memory: OpenBLAS first zeroes the K x B·P
+ * one sgemm per sample writing dx) instead of dcol = wᵀ·gy plus col2im,
+ * which moves about twice the memory: OpenBLAS first zeroes the K x P
  * dcol (beta = 0), then col2im adds it into dx tap by tap (measured: the
  * backward 17-23% faster). */
 
@@ -626,51 +586,51 @@ static void flip_weight(const conv_geom *g, const float *w, float *wt)
 
 /* ---- backward through the products ---- */
 
-/* The scratch of backward_gemm, in floats: the chunk's gy (Og x B·P), its
- * col for dw, its dcol for dx by col2im (K x B·P each); or, for dx as a
- * convolution, w̃ and forward_gemm's scratch for it. */
+/* The scratch of backward_gemm, in floats: one sample's col for dw and
+ * dcol for dx by col2im (K x P each); or, for dx as a convolution, w̃ and
+ * forward_gemm's scratch for it. */
 typedef struct {
-    size_t gyc, col, dcol, wt, fwd;
+    size_t col, dcol, wt, fwd;
 } bwd_scratch;
 
 static size_t bwd_scratch_plan(const conv_geom *g, const conv_geom *t, bool dx, bool dw,
                                bool by_conv, bwd_scratch *s)
 {
-    size_t chunk = (size_t)(chunk_size(g) * g->P);
-    bool col2im_dx = dx && !by_conv;
-    s->gyc = dw || col2im_dx ? (size_t)g->Og * chunk : 0;
-    s->col = dw ? (size_t)g->K * chunk : 0;
-    s->dcol = col2im_dx ? (size_t)g->K * chunk : 0;
+    size_t kp = is_pointwise(g) ? 0 : (size_t)(g->K * g->P);
+    s->col = dw ? kp : 0;
+    s->dcol = dx && !by_conv ? kp : 0;
     s->wt = by_conv ? (size_t)(g->O * g->K) : 0;
     s->fwd = by_conv ? forward_scratch(t) : 0;
-    return s->gyc + s->col + s->dcol + s->wt + s->fwd;
+    return s->col + s->dcol + s->wt + s->fwd;
 }
 
-/* dw (may be NULL) and dx by col2im (may be NULL) through chunks:
- *   dw_g += gy_g · colᵀ,   dcol = w_gᵀ · gy_g then col2im. */
-static void backward_chunks(const conv_geom *g, const float *gy, const float *x, const float *w,
-                            float *dx, float *dw, float *gyc, float *col, float *dcol)
+/* dw (may be NULL) and dx by col2im (may be NULL), one sample at a time:
+ *   dw_g += gy_g · colᵀ (beta = 1 after the first sample),
+ *   dcol = w_gᵀ · gy_g, then col2im adds dcol onto dx. */
+static void backward_samples(const conv_geom *g, const float *gy, const float *x,
+                             const float *w, float *dx, float *dw, float *col, float *dcol)
 {
-    int64_t HW = g->H * g->W, K = g->K, P = g->P, Og = g->Og, B = chunk_size(g);
-    for (int64_t n0 = 0; n0 < g->N; n0 += B) {
-        int64_t nb = g->N - n0 < B ? g->N - n0 : B, ld = nb * P;
-        if (dx) /* col2im accumulates */
-            memset(dx + n0 * g->C * HW, 0, (size_t)(nb * g->C * HW) * sizeof(float));
+    int64_t HW = g->H * g->W, K = g->K, P = g->P, Og = g->Og;
+    bool direct = is_pointwise(g);
+    for (int64_t n = 0; n < g->N; n++) {
+        if (dx && !direct) /* col2im accumulates */
+            memset(dx + n * g->C * HW, 0, (size_t)(g->C * HW) * sizeof(float));
         for (int64_t grp = 0; grp < g->groups; grp++) {
-            gather_chunk(gy, g->O, grp * Og, Og, n0, nb, P, gyc);
-            int64_t xoff = grp * g->Cg * HW;
+            const float *gyg = gy + (n * g->O + grp * Og) * P;
+            int64_t xoff = (n * g->C + grp * g->Cg) * HW;
             if (dw) {
-                for (int64_t j = 0; j < nb; j++)
-                    im2col(g, x + (n0 + j) * g->C * HW + xoff, col + j * P, ld);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Og, (int)K, (int)ld,
-                            1.0f, gyc, (int)ld, col, (int)ld, n0 == 0 ? 0.0f : 1.0f,
-                            dw + grp * Og * K, (int)K);
+                if (!direct)
+                    im2col(g, x + xoff, col);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Og, (int)K, (int)P,
+                            1.0f, gyg, (int)P, direct ? x + xoff : col, (int)P,
+                            n == 0 ? 0.0f : 1.0f, dw + grp * Og * K, (int)K);
             }
             if (dx) {
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)ld, (int)Og,
-                            1.0f, w + grp * Og * K, (int)K, gyc, (int)ld, 0.0f, dcol, (int)ld);
-                for (int64_t j = 0; j < nb; j++)
-                    col2im(g, dcol + j * P, ld, dx + (n0 + j) * g->C * HW + xoff);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)P, (int)Og,
+                            1.0f, w + grp * Og * K, (int)K, gyg, (int)P, 0.0f,
+                            direct ? dx + xoff : dcol, (int)P);
+                if (!direct)
+                    col2im(g, dcol, dx + xoff);
             }
         }
     }
@@ -687,13 +647,12 @@ static ff_status backward_gemm(const conv_geom *g, const float *gy, const float 
         dx_geometry(g, &t);
     bwd_scratch s;
     size_t bytes = bwd_scratch_plan(g, &t, dx, dw, by_conv, &s) * sizeof(float);
-    float *buf = ff_alloc(bytes);
-    if (!buf)
+    float *buf = bytes ? ff_alloc(bytes) : NULL;
+    if (bytes && !buf)
         return ff_last_status();
-    float *gyc = buf, *col = gyc + s.gyc, *dcol = col + s.col, *wt = dcol + s.dcol;
-    float *fwd = wt + s.wt;
+    float *col = buf, *dcol = col + s.col, *wt = dcol + s.dcol, *fwd = wt + s.wt;
     if (dw || !by_conv)
-        backward_chunks(g, gy, x, w, by_conv ? NULL : dx, dw, gyc, col, dcol);
+        backward_samples(g, gy, x, w, by_conv ? NULL : dx, dw, col, dcol);
     if (by_conv) {
         flip_weight(g, w, wt);
         forward_gemm(&t, gy, wt, NULL, 0, dx, fwd);

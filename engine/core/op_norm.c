@@ -366,6 +366,7 @@ static void bn_grad_sums(const bn_geom *g, const float *gy, const float *x, cons
     for (int64_t n = 0; n < N; n++)
         for (int64_t c = 0; c < C; c++) {
             int64_t off = (n * C + c) * S;
+            /* two vectorised passes over a row: the second reads gy from L1 */
             sg[c] += S == 1 ? gy[off] : row_sum(gy + off, S);
             if (x)
                 sgx[c] += S == 1 ? gy[off] * ((double)x[off] - mean[c])

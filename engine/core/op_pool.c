@@ -168,24 +168,44 @@ static ff_tensor *output_of(const int64_t *shape, int ndim, const pool_geom *g)
 
 /* ---- max ---- */
 
-/* y[o] = the max of window o (NaN wins, as in torch), idx[o] its position
- * h*W + w in the plane (first one on ties); idx may be NULL. */
+/* Position (h*W + w) of the first NaN of window (oh, ow). */
+static int64_t first_nan(const pool_geom *g, const float *x, int64_t oh, int64_t ow)
+{
+    for (int64_t h = g->h0[oh]; h < g->h1[oh]; h++)
+        for (int64_t w = g->w0[ow]; w < g->w1[ow]; w++)
+            if (isnan(x[h * g->W + w]))
+                return h * g->W + w;
+    return -1; /* not reached: called only when the window holds a NaN */
+}
+
+/* y[o] = the max of window o, idx[o] its position h*W + w in the plane
+ * (the first on ties; a NaN wins, as in torch); idx may be NULL. The
+ * update is a select, not a branch: on real data the comparison is a coin
+ * flip, and mispredicted branches were measured at most of the time. */
 static void max_plane(const pool_geom *g, const float *restrict x, float *restrict y,
                       float *restrict idx)
 {
+    int64_t W = g->W;
     for (int64_t oh = 0; oh < g->OH; oh++)
         for (int64_t ow = 0; ow < g->OW; ow++) {
-            int64_t best_at = g->h0[oh] * g->W + g->w0[ow];
+            int64_t at = g->h0[oh] * W + g->w0[ow];
             float best = -INFINITY;
+            bool nan = false;
             for (int64_t h = g->h0[oh]; h < g->h1[oh]; h++)
                 for (int64_t w = g->w0[ow]; w < g->w1[ow]; w++) {
-                    float v = x[h * g->W + w];
-                    if (v > best || (isnan(v) && !isnan(best)))
-                        best = v, best_at = h * g->W + w;
+                    float v = x[h * W + w];
+                    bool gt = v > best;
+                    best = gt ? v : best;
+                    at = gt ? h * W + w : at;
+                    nan |= v != v;
                 }
+            if (nan) {
+                best = NAN;
+                at = first_nan(g, x, oh, ow);
+            }
             y[oh * g->OW + ow] = best;
             if (idx)
-                idx[oh * g->OW + ow] = (float)best_at;
+                idx[oh * g->OW + ow] = (float)at;
         }
 }
 

@@ -46,6 +46,7 @@ void *ff_alloc(size_t nbytes);      /* 64-byte aligned; NULL + error on failure 
 void ff_free(void *p, size_t nbytes);
 size_t ff_mem_live_bytes(void);     /* bytes currently held by tensors */
 size_t ff_mem_peak_bytes(void);     /* high-water mark since start */
+size_t ff_mem_total_bytes(void);    /* bytes ever allocated (a running count) */
 /* Large freed buffers are cached for reuse (training loops free and ask for
  * the same sizes every step); these are not live bytes. */
 size_t ff_mem_cached_bytes(void);

@@ -30,6 +30,7 @@
  * Every function checks all its arguments before the op runs: luaL_error
  * longjmps, and nothing here holds an engine reference until lf_apply.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include "lf.h"
@@ -66,7 +67,9 @@ static int opt_table(lua_State *L, int arg, const char *fn, const char *const *k
     return arg;
 }
 
-/* An integer value at idx, or an error naming `what`. */
+/* An integer value at idx, or an error naming `what`. Sizes, strides and
+ * paddings past 2^31 make no sense and could overflow the engine's size
+ * arithmetic, so they are refused here. */
 static int64_t check_int(lua_State *L, int idx, const char *fn, const char *what)
 {
     int ok;
@@ -74,6 +77,8 @@ static int64_t check_int(lua_State *L, int idx, const char *fn, const char *what
     if (!ok)
         luaL_error(L, "%s: %s must be an integer or a pair {h, w} of integers, got %s", fn, what,
                    lua_type(L, idx) == LUA_TNUMBER ? "a fraction" : luaL_typename(L, idx));
+    if (v > INT32_MAX || v < INT32_MIN)
+        luaL_error(L, "%s: %s %I is out of range", fn, what, v);
     return (int64_t)v;
 }
 
@@ -120,6 +125,8 @@ static lua_Integer opt_integer(lua_State *L, int opts, const char *fn, const cha
         if (!ok)
             luaL_error(L, "%s: option %s must be an integer, got %s", fn, key,
                        luaL_typename(L, -1));
+        if (v > INT32_MAX || v < INT32_MIN)
+            luaL_error(L, "%s: option %s %I is out of range", fn, key, v);
     }
     lua_pop(L, 1);
     return v;

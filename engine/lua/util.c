@@ -41,19 +41,26 @@ ff_tensor *lf_checkoperand(lua_State *L, int arg)
 }
 
 /* Engine memory is invisible to Lua's collector: a userdata of 16 bytes may
- * hold a gigabyte. So the binding runs a full collection whenever engine
- * memory passes a soft limit, then sets the limit to twice what survived
- * (as Lua's own pause does), never below a floor. */
-#define LF_GC_FLOOR ((size_t)256 << 20)
-static size_t gc_limit = LF_GC_FLOOR;
+ * hold a gigabyte. So the binding runs a full collection whenever the bytes
+ * allocated since the last one exceed a quarter of what survived it (at
+ * least 32 MiB). Paced by allocation rather than by a limit on live bytes,
+ * garbage stays small even beside a large data set, buffers are reused
+ * while still in cache, and peak memory stays near the true working set.
+ * A full collection is cheap here: the Lua heap is small next to the
+ * tensors it holds. */
+#define LF_GC_FLOOR ((size_t)32 << 20)
+static size_t gc_mark;      /* ff_mem_total_bytes() at the last collection */
+static size_t gc_survivors; /* live bytes right after it */
 
 void lf_gc_account(lua_State *L)
 {
-    if (ff_mem_live_bytes() <= gc_limit)
+    size_t since = ff_mem_total_bytes() - gc_mark;
+    size_t budget = gc_survivors / 4 > LF_GC_FLOOR ? gc_survivors / 4 : LF_GC_FLOOR;
+    if (since <= budget)
         return;
     lua_gc(L, LUA_GCCOLLECT);
-    size_t live = ff_mem_live_bytes();
-    gc_limit = live * 2 > LF_GC_FLOOR ? live * 2 : LF_GC_FLOOR;
+    gc_mark = ff_mem_total_bytes();
+    gc_survivors = ff_mem_live_bytes();
 }
 
 void lf_pushtensor(lua_State *L, ff_tensor *t)

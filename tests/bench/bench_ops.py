@@ -6,8 +6,10 @@ Run with Debian's /usr/bin/python3 (python3-torch), from anywhere:
     /usr/bin/python3 tests/bench/bench_ops.py [--json build/bench/ops.json]
     BENCH_QUICK=1 ...   # a smoke run: 3 repetitions, short samples
 
-The engine runs in a long-lived subprocess, `./firefly tests/bench/ff_worker.lua`,
-driven over a line protocol (see that file); PyTorch runs in this process.
+The engine runs in a subprocess, `./firefly tests/bench/ff_worker.lua`, driven
+over a line protocol (see that file); it lives for all the repetitions of a
+case and is restarted between cases (it starts in milliseconds), so that its
+peak RSS is that case's alone. PyTorch runs in this process.
 For every case and thread count both sides are set up, warmed up, then
 timed in alternating order (ff, torch, torch, ff, ...), and the medians are
 reported. The engine times its own loop with ff.clock(), so the pipe is

@@ -228,9 +228,9 @@ TEST(conv2d_gradients)
     }
 }
 
-/* Batches larger than a chunk (4096 columns): 40x40 outputs go 3 samples
- * at a time, so 7 samples make chunks of 3, 3 and 1. */
-TEST(conv2d_several_chunks)
+/* A larger batch and larger planes, for both ways of computing dx (stride 1:
+ * a convolution of gy; stride 2: col2im), with dw accumulated over 7 samples. */
+TEST(conv2d_larger_batch)
 {
     ff_params ps[2] = {conv_params(1, 1, 1, 1), conv_params(2, 1, 1, 1)}; /* dx as conv; col2im */
     int64_t hw[2] = {40, 80};

@@ -238,6 +238,8 @@ function TestConv2d:test_errors()
   lu.assertStrContains(error_of(ff.conv2d, x, ff.randn(4, 3, 3, 3), { padding = -1 }), "padding must be >= 0")
   lu.assertStrContains(error_of(ff.conv2d, x, ff.randn(4, 3, 3, 3), { stride = 1.5 }),
     "conv2d: option stride must be an integer")
+  lu.assertStrContains(error_of(ff.conv2d, x, ff.randn(4, 3, 3, 3), { padding = 1 << 40 }),
+    "conv2d: option padding 1099511627776 is out of range")
   lu.assertStrContains(error_of(ff.conv2d, x, ff.randn(4, 3, 3, 3), { padding = { 1, 2, 3 } }),
     "conv2d: option padding must be a number or a pair {h, w}")
   lu.assertStrContains(error_of(ff.conv2d, x, ff.randn(4, 3, 3, 3), "same"),
@@ -294,6 +296,15 @@ function TestPool:test_unbatched_and_noncontiguous()
   local x = ff.randn(3, 6, 4):transpose(2, 3) -- 3x4x6, not contiguous
   lu.assertEquals(shape(ff.max_pool2d(x, 2)), "3x2x3")
   assert_close(ff.max_pool2d(x, 2), ff.max_pool2d(x:contiguous():unsqueeze(1), 2):squeeze(1):totable(), 0)
+end
+
+function TestPool:test_max_pool_nan_wins()
+  local x = ff.tensor { { { { 1, 0 / 0, 5, 2 }, { 3, 2, 1, 0 } } } }:requires_grad(true)
+  local y = ff.max_pool2d(x, 2):totable()[1][1][1]
+  lu.assertTrue(y[1] ~= y[1], "NaN expected") -- torch propagates NaN
+  lu.assertEquals(y[2], 5)
+  ff.max_pool2d(x, 2):sum():backward()
+  lu.assertEquals(x.grad:totable(), { { { { 0, 1, 1, 0 }, { 0, 0, 0, 0 } } } })
 end
 
 function TestPool:test_max_pool_gradient_goes_to_the_argmax()
