@@ -231,7 +231,12 @@ static int a_backward(lua_State *L)
 /* ff.no_grad(fn, ...) -> fn(...)'s results, with recording off inside */
 static int a_no_grad(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TFUNCTION);
+    /* a function or anything callable (a module) */
+    if (lua_type(L, 1) != LUA_TFUNCTION) {
+        if (luaL_getmetafield(L, 1, "__call") == LUA_TNIL)
+            return luaL_typeerror(L, 1, "function or callable");
+        lua_pop(L, 1);
+    }
     bool was = ff_set_grad_enabled(false);
     int base = lua_gettop(L);
     int st = lua_pcall(L, base - 1, LUA_MULTRET, 0);

@@ -127,6 +127,50 @@ cases.mlp_step = function(mk, labels)
   return step, ps
 end
 
+-- The small VGG of examples/fashion_cnn.lua (conv 32, 32, pool, 64, 64,
+-- pool; 3x3, BN, ReLU; flatten, linear), built with ff.nn as a user would.
+-- Parameters are set deterministically in their (shared) order: rank > 1
+-- scaled by 1/sqrt(fan_in), rank 1 as 1 + 0.1 * mk (BN weights and biases
+-- alike), so the driver's check can compare both sides.
+local function small_vgg(mk)
+  local net = ff.nn.vgg { preset = "small", in_channels = 1, classes = 10, input_size = 28 }
+  local ps = net:parameters()
+  ff.no_grad(function()
+    for i, p in ipairs(ps) do
+      local shape = p:size()
+      if #shape > 1 then
+        p:copy_(mk(shape, 10 + i, 1 / math.sqrt(p:numel() / shape[1])))
+      else
+        p:copy_(mk(shape, 10 + i, 0.1) + 1)
+      end
+    end
+  end)
+  return net, ps
+end
+
+-- One SGD (momentum 0.9) training step of the small VGG, batch 128.
+cases.vgg_step = function(mk, labels)
+  local net, ps = small_vgg(mk)
+  local x, y = mk({ 128, 1, 28, 28 }, 1, 1), labels(128)
+  local opt = ff.optim.SGD(ps, { lr = 0.01, momentum = 0.9 })
+  local function step()
+    opt:zero_grad()
+    local loss = ff.cross_entropy(net(x), y)
+    loss:backward()
+    opt:step()
+    return loss
+  end
+  return step, ps
+end
+
+-- Inference of the small VGG (eval mode, no recording), batch 128.
+cases.vgg_infer = function(mk)
+  local net = small_vgg(mk)
+  net:eval()
+  local x = mk({ 128, 1, 28, 28 }, 1, 1)
+  return function() return ff.no_grad(net, x) end, {}
+end
+
 -- The ceiling: one sgemm of 1024x1024 by 1024x1024 through ff.matmul.
 cases.sgemm_1024 = function(mk)
   local a, b = mk({ 1024, 1024 }, 1, 1), mk({ 1024, 1024 }, 2, 1)
