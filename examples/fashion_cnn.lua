@@ -14,7 +14,9 @@ local test_set = data.fashion_mnist { split = "test" }
 
 local net = nn.vgg { preset = "small", in_channels = 1, classes = 10, input_size = 28 }
 print(net)
-local opt = ff.optim.SGD(net:named_parameters(), { lr = 0.05, momentum = 0.9, weight_decay = 5e-4 })
+-- Adam with cosine decay: SGD (0.05, momentum 0.9, wd 5e-4) measured 0.887
+-- after 3 epochs, short of the published range.
+local opt = ff.optim.Adam(net:named_parameters(), { lr = 1e-3 })
 local schedule = ff.optim.schedule.cosine(opt, { total = epochs })
 local loader = data.DataLoader(train_set, { batch_size = 128, shuffle = true, generator = ff.Generator(seed) })
 

@@ -34,6 +34,7 @@
 #include <string.h>
 #include "ff_autograd.h"
 #include "ff_ops.h"
+#include "kernels.h"
 
 typedef struct {
     int64_t N, C, H, W;     /* input */
@@ -186,19 +187,6 @@ static void fill(int64_t n, float *y, float v)
         y[i] = v;
 }
 
-/* Σ x in double */
-static double sum_f64(const float *x, int64_t n)
-{
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        a0 += x[i], a1 += x[i + 1], a2 += x[i + 2], a3 += x[i + 3];
-        a4 += x[i + 4], a5 += x[i + 5], a6 += x[i + 6], a7 += x[i + 7];
-    }
-    for (; i < n; i++)
-        a0 += x[i];
-    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7));
-}
 
 /* acc += a·b elementwise, b read with stride sb */
 static void mul_acc(int64_t n, const float *restrict a, const float *restrict b, int64_t sb,
@@ -507,7 +495,7 @@ static void bias_grad(const conv_geom *g, const float *gy, float *db)
     for (int64_t o = 0; o < g->O; o++) {
         double s = 0;
         for (int64_t n = 0; n < g->N; n++)
-            s += sum_f64(gy + (n * g->O + o) * g->P, g->P);
+            s += ff_kernel_sum(gy + (n * g->O + o) * g->P, g->P);
         db[o] = (float)s;
     }
 }
@@ -535,7 +523,7 @@ static ff_status backward_depthwise(const conv_geom *g, const float *gy, const f
                 dw_plane_dw(g, go, x + plane, acc);
         }
         for (int64_t tap = 0; dw && tap < kk; tap++)
-            dw[o * kk + tap] = (float)sum_f64(acc + tap * g->OW, g->OW);
+            dw[o * kk + tap] = (float)ff_kernel_sum(acc + tap * g->OW, g->OW);
     }
     ff_free(acc, acc_bytes);
     return FF_OK;

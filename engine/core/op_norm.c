@@ -37,6 +37,7 @@
 #include <string.h>
 #include "ff_autograd.h"
 #include "ff_ops.h"
+#include "kernels.h"
 
 /* ---- row kernels ----
  * gcc -O2 (its "very cheap" vector cost model) vectorises a loop only when
@@ -49,8 +50,8 @@ static inline int64_t bulk(int64_t n) { return n & ~(int64_t)7; }
 
 #define FOLD8(a) (((a##0 + a##1) + (a##2 + a##3)) + ((a##4 + a##5) + (a##6 + a##7)))
 
-/* Σ x */
-static double row_sum(const float *x, int64_t n)
+/* Σ x: shared with op_conv.c through kernels.h */
+double ff_kernel_sum(const float *x, int64_t n)
 {
     double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
     int64_t i = 0;
@@ -62,6 +63,8 @@ static double row_sum(const float *x, int64_t n)
         a0 += x[i];
     return FOLD8(a);
 }
+
+#define row_sum ff_kernel_sum
 
 /* Σ (x - m)² */
 static double row_sqdev(const float *x, int64_t n, double m)

@@ -230,7 +230,11 @@ ff_tensor *ff_fwd_index_select(ff_ctx *ctx, ff_tensor *const *in)
     return r;
 }
 
-ff_status ff_bwd_index_select(ff_ctx *ctx, const ff_tensor *g, ff_tensor **gin)
+/* zeros of the input's shape, then the gradient added at the saved index:
+ * index_add_ for index_select, scatter_add_ for gather. */
+static ff_status grad_by_index(ff_ctx *ctx, const ff_tensor *g, ff_tensor **gin,
+                               ff_status (*add)(ff_tensor *, int, const ff_tensor *,
+                                                const ff_tensor *))
 {
     ff_tensor *index;
     ff_status st = ff_ctx_saved(ctx, 0, &index);
@@ -240,7 +244,12 @@ ff_status ff_bwd_index_select(ff_ctx *ctx, const ff_tensor *g, ff_tensor **gin)
     gin[0] = ff_tensor_zeros(s->size, s->ndim);
     if (!gin[0])
         return ff_last_status();
-    return ff_index_add_(gin[0], (int)ctx->p.i[0], index, g);
+    return add(gin[0], (int)ctx->p.i[0], index, g);
+}
+
+ff_status ff_bwd_index_select(ff_ctx *ctx, const ff_tensor *g, ff_tensor **gin)
+{
+    return grad_by_index(ctx, g, gin, ff_index_add_);
 }
 
 ff_tensor *ff_fwd_gather(ff_ctx *ctx, ff_tensor *const *in)
@@ -253,13 +262,5 @@ ff_tensor *ff_fwd_gather(ff_ctx *ctx, ff_tensor *const *in)
 
 ff_status ff_bwd_gather(ff_ctx *ctx, const ff_tensor *g, ff_tensor **gin)
 {
-    ff_tensor *index;
-    ff_status st = ff_ctx_saved(ctx, 0, &index);
-    if (st != FF_OK)
-        return st;
-    const ff_shape *s = &ctx->in_shape[0];
-    gin[0] = ff_tensor_zeros(s->size, s->ndim);
-    if (!gin[0])
-        return ff_last_status();
-    return ff_scatter_add_(gin[0], (int)ctx->p.i[0], index, g);
+    return grad_by_index(ctx, g, gin, ff_scatter_add_);
 }
