@@ -83,23 +83,30 @@ static ff_status run_hooks(ff_hook *h, ff_tensor **g)
     return FF_OK;
 }
 
-/* t->grad += g, owning a fresh contiguous copy the first time (g may be
- * shared with other inputs' gradients). */
-static ff_status accumulate_into(ff_tensor *t, const ff_tensor *g)
+/* t->grad += g. The first time, t->grad takes g itself when nothing else
+ * can see it (its only reference is the caller's `owned` one and its storage
+ * is its own): later accumulation writes into it in place, so a gradient
+ * still shared with another input's (add returns one tensor for both) or
+ * viewing another tensor's storage is copied instead. */
+static ff_status accumulate_into(ff_tensor *t, ff_tensor *g, int owned)
 {
     if (!t->grad) {
-        t->grad = ff_tensor_clone(g);
+        bool exclusive = g->refcount == owned && g->storage->refcount == 1 &&
+                         ff_tensor_is_contiguous(g) && !g->grad_fn && !g->requires_grad;
+        t->grad = exclusive ? ff_tensor_retain(g) : ff_tensor_clone(g);
         return t->grad ? FF_OK : ff_last_status();
     }
     return ff_binary_(FF_ADD, t->grad, g);
 }
 
+/* g: one reference held by the caller (the input-gradient array). */
 static ff_status leaf_receive(ff_tensor *leaf, ff_tensor *g)
 {
-    ff_tensor_retain(g);
+    ff_tensor *given = ff_tensor_retain(g);
     ff_status st = run_hooks(leaf->hooks, &g);
+    /* references we know of: ours, and the caller's unless a hook replaced g */
     if (st == FF_OK)
-        st = accumulate_into(leaf, g);
+        st = accumulate_into(leaf, g, g == given ? 2 : 1);
     ff_tensor_release(g);
     return st;
 }
@@ -146,7 +153,7 @@ static ff_status process(ff_node *n, bool retain_graph, node_list *ready)
     n->grad = NULL;
     ff_status st = run_hooks(n->hooks, &g);
     if (st == FF_OK && n->out && n->out->retains_grad)
-        st = accumulate_into(n->out, g);
+        st = accumulate_into(n->out, g, 0); /* g goes on to the backward: always copy */
     if (st == FF_OK && n->released)
         st = ff_error(FF_ERR_STATE,
                       "backward: the graph through %s was freed by an earlier backward; "

@@ -30,6 +30,25 @@ function TestLeaves:test_accumulates_across_backward_calls()
   lu.assertStrContains(error_of(function() x.grad = ff.ones(2) end), "shape 2")
 end
 
+function TestLeaves:test_shared_gradients_are_not_aliased()
+  -- add's backward hands one tensor to both inputs; each leaf must own its
+  -- gradient, or accumulating into one would change the other.
+  local a, b = ff.ones(3):requires_grad(true), ff.ones(3):requires_grad(true)
+  for _ = 1, 2 do (a + b):sum():backward() end
+  lu.assertEquals(a.grad:totable(), { 2, 2, 2 })
+  lu.assertEquals(b.grad:totable(), { 2, 2, 2 })
+  local c = ff.ones(2):requires_grad(true)
+  for _ = 1, 3 do (c + c):sum():backward() end
+  lu.assertEquals(c.grad:totable(), { 6, 6 })
+  -- a hook's replacement kept by the caller is not written into later
+  local kept
+  local d = ff.ones(2):requires_grad(true)
+  d:register_hook(function(g) kept = g * 1; return kept end)
+  for _ = 1, 2 do (d * 1):sum():backward() end
+  lu.assertEquals(d.grad:totable(), { 2, 2 })
+  lu.assertEquals(kept:totable(), { 1, 1 })
+end
+
 function TestLeaves:test_gradient_flows_only_to_leaves_that_ask()
   local a = ff.ones(2):requires_grad(true)
   local b = ff.ones(2)
