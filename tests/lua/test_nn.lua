@@ -50,6 +50,19 @@ function TestLayers:test_linear_matches_formula_and_init_bounds()
   lu.assertTrue(l.weight:requires_grad() and l.weight:is_leaf())
 end
 
+function TestLayers:test_init_options()
+  local z = nn.Linear(4, 3, { init = "zeros" })
+  lu.assertEquals(z.weight:abs():sum():item(), 0)
+  local x = nn.Linear(300, 200, { init = "xavier_uniform", generator = ff.Generator(1) })
+  local bound = math.sqrt(6 / 500)
+  lu.assertTrue(x.weight:abs():max():item() <= bound and x.weight:abs():max():item() > 0.9 * bound)
+  local k = nn.Conv2d(16, 8, 3, { init = "kaiming_normal", generator = ff.Generator(2) })
+  lu.assertAlmostEquals(k.weight:var():item(), 2 / (16 * 9), 0.2 * 2 / (16 * 9))
+  local custom = nn.Linear(2, 2, { init = function(shape) return ff.ones(shape), ff.full({ shape[1] }, 7) end })
+  lu.assertEquals(custom.bias:totable(), { 7, 7 })
+  lu.assertStrContains(error_of(nn.Linear, 2, 2, { init = "he" }), "unknown init 'he'")
+end
+
 function TestLayers:test_batchnorm_modes()
   local bn = nn.BatchNorm1d(3)
   local x = ff.randn(64, 3, ff.Generator(2)) * 2 + 5

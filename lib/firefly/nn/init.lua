@@ -10,7 +10,8 @@ local layers = require "firefly.nn.layers"
 local containers = require "firefly.nn.containers"
 local builders -- loaded below (it uses the constructors)
 
-local nn = { Module = module.Module, class = module.class, classes = module.classes }
+local nn = { Module = module.Module, class = module.class, classes = module.classes,
+  inits = module.inits }
 
 -- Every layer class X with a constructor X_new becomes nn.X(...).
 for _, src in ipairs { layers, containers } do

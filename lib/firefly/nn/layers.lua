@@ -3,7 +3,7 @@
 -- functional op of the engine; the maths and its gradient live there.
 local ff = require "firefly"
 local module = require "firefly.nn.module"
-local class, Module, uniform = module.class, module.Module, module.uniform
+local class, Module, initialise = module.class, module.Module, module.initialise
 
 local L = {}
 
@@ -34,20 +34,20 @@ local NONE = false
 ---------------------------------------------------------------- Linear
 
 -- y = x Wᵀ + b. Default init as torch: W, b ~ U(-1/sqrt(in), 1/sqrt(in))
--- (kaiming_uniform with a = sqrt(5)).
+-- (kaiming_uniform with a = sqrt(5)); opts.init picks another (module.inits).
 local Linear = class("Linear", Module)
 L.Linear = Linear
 
 function L.Linear_new(in_features, out_features, opts)
   check_int("Linear", "in_features", in_features, 1)
   check_int("Linear", "out_features", out_features, 1)
-  local o = options("Linear", opts, { bias = true, generator = NONE })
+  local o = options("Linear", opts, { bias = true, generator = NONE, init = NONE })
   local self = Module.init(setmetatable({}, Linear))
   self.in_features, self.out_features = in_features, out_features
-  local bound = 1 / math.sqrt(in_features)
-  local g = o.generator or nil
-  self:register_parameter("weight", uniform({ out_features, in_features }, bound, g))
-  self:register_parameter("bias", o.bias and uniform({ out_features }, bound, g) or nil)
+  local w, b = initialise("Linear", o.init or nil, { out_features, in_features },
+    in_features, out_features, o.generator or nil)
+  self:register_parameter("weight", w)
+  self:register_parameter("bias", o.bias and b or nil)
   return self
 end
 
@@ -71,7 +71,7 @@ function L.Conv2d_new(in_channels, out_channels, kernel, opts)
   check_int("Conv2d", "in_channels", in_channels, 1)
   check_int("Conv2d", "out_channels", out_channels, 1)
   local o = options("Conv2d", opts,
-    { stride = 1, padding = 0, dilation = 1, groups = 1, bias = true, generator = NONE })
+    { stride = 1, padding = 0, dilation = 1, groups = 1, bias = true, generator = NONE, init = NONE })
   check_int("Conv2d", "groups", o.groups, 1)
   if in_channels % o.groups ~= 0 or out_channels % o.groups ~= 0 then
     error(string.format("Conv2d: channels %d -> %d are not divisible by groups = %d",
@@ -83,10 +83,10 @@ function L.Conv2d_new(in_channels, out_channels, kernel, opts)
   self.stride, self.padding, self.dilation, self.groups =
       pair(o.stride), pair(o.padding), pair(o.dilation), o.groups
   local fan_in = in_channels // o.groups * k[1] * k[2]
-  local bound = 1 / math.sqrt(fan_in)
-  local g = o.generator or nil
-  self:register_parameter("weight", uniform({ out_channels, in_channels // o.groups, k[1], k[2] }, bound, g))
-  self:register_parameter("bias", o.bias and uniform({ out_channels }, bound, g) or nil)
+  local w, b = initialise("Conv2d", o.init or nil, { out_channels, in_channels // o.groups, k[1], k[2] },
+    fan_in, out_channels // o.groups * k[1] * k[2], o.generator or nil)
+  self:register_parameter("weight", w)
+  self:register_parameter("bias", o.bias and b or nil)
   return self
 end
 

@@ -150,4 +150,39 @@ function M.uniform(shape, bound, g)
   return ff.rand(shape, g):mul_(2 * bound):sub_(bound)
 end
 
+-- Weight initialisations by name, for the `init` option of Linear and
+-- Conv2d: each returns the weight and the bias (or nil) for a layer with
+-- the given weight shape, fan-in, fan-out and generator.
+--   kaiming_uniform  torch's default: W, b ~ U(±1/sqrt(fan_in))
+--   kaiming_normal   He et al. for ReLU: W ~ N(0, 2/fan_in), b = 0
+--   xavier_uniform   Glorot: W ~ U(±sqrt(6/(fan_in+fan_out))), b = 0
+--   xavier_normal    W ~ N(0, 2/(fan_in+fan_out)), b = 0
+--   zeros            W = 0, b = 0 (a new neuron's outgoing weights)
+-- A function(wshape, fan_in, fan_out, g) -> W, b may be given instead.
+M.inits = {
+  kaiming_uniform = function(shape, fan_in, _, g)
+    local bound = 1 / math.sqrt(fan_in)
+    return M.uniform(shape, bound, g), M.uniform({ shape[1] }, bound, g)
+  end,
+  kaiming_normal = function(shape, fan_in, _, g)
+    return ff.randn(shape, g):mul_(math.sqrt(2 / fan_in)), ff.zeros(shape[1])
+  end,
+  xavier_uniform = function(shape, fan_in, fan_out, g)
+    return M.uniform(shape, math.sqrt(6 / (fan_in + fan_out)), g), ff.zeros(shape[1])
+  end,
+  xavier_normal = function(shape, fan_in, fan_out, g)
+    return ff.randn(shape, g):mul_(math.sqrt(2 / (fan_in + fan_out))), ff.zeros(shape[1])
+  end,
+  zeros = function(shape) return ff.zeros(shape), ff.zeros(shape[1]) end,
+}
+
+function M.initialise(what, init, shape, fan_in, fan_out, g)
+  local fn = type(init) == "function" and init or M.inits[init or "kaiming_uniform"]
+  if not fn then
+    error(string.format("%s: unknown init '%s' (kaiming_uniform, kaiming_normal, xavier_uniform, xavier_normal, zeros, or a function)",
+      what, tostring(init)), 4)
+  end
+  return fn(shape, fan_in, fan_out, g)
+end
+
 return M
