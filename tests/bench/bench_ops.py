@@ -528,10 +528,13 @@ def measure_case(worker, blas, case, n):
     return row
 
 
-# Max pooling after ReLU meets exact ties (windows of zeros); the two
-# engines send the gradient to different, equally valid positions, so the
-# convolution gradients below them agree to about 1% only.
-CHECK_TOL = {"vgg_step": 1e-2}
+# The small VGG's max pools meet near-ties: window values that differ by
+# less than the two engines' float rounding (e.g. 0.7972037 vs 0.7972054 in
+# one, 0.7972158 vs 0.7972125 in the other), so each routes the gradient to
+# a different maximum and the layers below agree to a few percent only.
+# Every op was checked on its own (conv dx, batch-norm dx: 1e-6 relative);
+# traced elementwise, layer by layer, the first difference is at a pool.
+CHECK_TOL = {"vgg_step": 5e-2}
 
 
 def check_case(worker, case):
