@@ -85,7 +85,7 @@ $(B)/test_c: $(CTEST_OBJ) $(B)/libffcore.a
 	$(CC) -o $@ $(CTEST_OBJ) $(B)/libffcore.a $(LDLIBS_ALL)
 
 test: all $(B)/test_c
-	@bash tests/run.sh
+	@SANITIZE=$(SANITIZE) bash tests/run.sh
 
 bench: all
 	@dpkg-query -W -f='$${Status}' python3-torch 2>/dev/null | grep -q 'ok installed' || { \
