@@ -1,0 +1,16 @@
+-- firefly.grow: growing networks by Firefly neural architecture descent.
+--
+-- This is being built in steps (see spec/grow.md). Available now: finding
+-- the growable units of a network, and materialising splits and new
+-- neurons with the optimiser remap they need.
+local units = require "firefly.grow.units"
+local edit = require "firefly.grow.edit"
+
+local grow = {}
+
+grow.units = units.units
+grow.width = units.width
+grow.split = edit.split
+grow.add = edit.add
+
+return grow
