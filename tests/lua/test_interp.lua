@@ -122,6 +122,11 @@ function TestInterp:test_trailing_semicolon_silences()
   lu.assertEquals(out, "side effect\nshown\n")
 end
 
+function TestInterp:test_tensors_print_whole_and_as_summaries_in_tables()
+  local out = repl("ff.ones(2)\n{a = 1, t = ff.zeros(2, 3)}\n")
+  lu.assertEquals(out, " 1  1\n[Tensor 2]\n{a = 1, t = [Tensor 2x3]}\n")
+end
+
 function TestInterp:test_statements_and_empty_results_print_nothing()
   local out = repl("local y = 1\nf = function() end\nf()\n\n-- a comment\nnil\n")
   lu.assertEquals(out, "nil\n") -- only the expression `nil`
