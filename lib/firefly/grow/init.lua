@@ -1,10 +1,12 @@
 -- firefly.grow: growing networks by Firefly neural architecture descent.
 --
 -- This is being built in steps (see spec/grow.md). Available now: finding
--- the growable units of a network, and materialising splits and new
--- neurons with the optimiser remap they need.
+-- the growable units of a network, materialising splits and new neurons
+-- with the optimiser remap they need, and the reference over-grown network
+-- of MLP units with its gates.
 local units = require "firefly.grow.units"
 local edit = require "firefly.grow.edit"
+local overgrown = require "firefly.grow.overgrown"
 
 local grow = {}
 
@@ -12,5 +14,6 @@ grow.units = units.units
 grow.width = units.width
 grow.split = edit.split
 grow.add = edit.add
+grow.overgrown = overgrown.build
 
 return grow

@@ -1,0 +1,80 @@
+-- test_grow_overgrown: the reference over-grown network of MLP units:
+-- function preservation at zero perturbation, gate gradients against
+-- finite differences, splits scoring zero at the origin and non-zero at
+-- the endpoint, and the first-order prediction of a new-neuron step
+-- against the loss change measured after materialising it.
+package.path = "tests/lua/?.lua;" .. package.path
+local testlib = require "testlib"
+local lu = testlib.lu
+local ff = require "firefly"
+local nn = ff.nn
+local overgrown = require "firefly.grow.overgrown"
+
+local function setup(bn)
+  ff.manual_seed(11)
+  local net = nn.mlp { 5, 6, 4, 3, bn = bn, act = "tanh" }
+  if bn then net(ff.randn(64, 5)) end -- running statistics
+  net:eval()
+  local g = ff.Generator(12)
+  local x, y = ff.randn(16, 5, g), ff.randint(1, 3, 16, g)
+  local og = overgrown.build(net, ff.grow.units(net), { new = 3, eps = 1e-2, generator = ff.Generator(13) })
+  return net, og, x, y
+end
+
+TestOvergrown = {}
+
+function TestOvergrown:test_zero_perturbation_is_the_base_network()
+  for _, bn in ipairs { false, true } do
+    local net, og, x = setup(bn)
+    ff.no_grad(function()
+      for _, c in ipairs(og.units) do
+        c.split.v:zero_()
+        c.new.e:zero_()
+      end
+    end)
+    local a, b = ff.no_grad(og, x), ff.no_grad(net, x)
+    lu.assertTrue(a:allclose(b, 1e-5, 1e-6), "max diff " .. (a - b):abs():max():item())
+  end
+end
+
+function TestOvergrown:test_gate_gradients_match_finite_differences()
+  local _, og, x, y = setup(true)
+  local gates = og:gates()
+  local ok, report = ff.gradcheck(function() return ff.cross_entropy(og(x), y) end, gates,
+    { eps = 1e-2, atol = 1e-4, rtol = 1e-2 })
+  lu.assertTrue(ok, report)
+end
+
+function TestOvergrown:test_split_scores_vanish_at_the_origin_only()
+  local _, og, x, y = setup(false)
+  local gate = og.units[1].split.gate
+  og.alpha = 0
+  ff.cross_entropy(og(x), y):backward()
+  lu.assertEquals(gate.grad:abs():max():item(), 0)
+  gate.grad = nil
+  og.alpha = 1
+  ff.cross_entropy(og(x), y):backward()
+  lu.assertTrue(gate.grad:abs():max():item() > 0)
+end
+
+function TestOvergrown:test_first_order_prediction_of_new_neurons()
+  local net, og, x, y = setup(false)
+  local c = og.units[1]
+  local unit = c.unit
+  -- s_j = dL/de_j at e = 0 (new neurons act at first order)
+  ff.no_grad(function() c.split.v:zero_(); c.new.e:zero_() end)
+  ff.cross_entropy(og(x), y):backward()
+  local s = c.new.e.grad:clone()
+  local eps = 1e-3
+  local e_hat = s:sign() * -eps
+  local predicted = (e_hat * s):sum():item()
+  local before = ff.no_grad(function() return ff.cross_entropy(net(x), y):item() end)
+  ff.grow.add(unit, c.new.u:detach(), c.new.b:detach(), c.new.o:detach() * e_hat)
+  local after = ff.no_grad(function() return ff.cross_entropy(net(x), y):item() end)
+  local measured = after - before
+  lu.assertTrue(predicted < 0)
+  lu.assertTrue(math.abs(measured - predicted) <= 0.1 * math.abs(predicted),
+    string.format("predicted %.6g, measured %.6g", predicted, measured))
+end
+
+os.exit(testlib.run())
