@@ -7,6 +7,7 @@
 local units = require "firefly.grow.units"
 local edit = require "firefly.grow.edit"
 local overgrown = require "firefly.grow.overgrown"
+local propose = require "firefly.grow.propose"
 
 local grow = {}
 
@@ -15,5 +16,6 @@ grow.width = units.width
 grow.split = edit.split
 grow.add = edit.add
 grow.overgrown = overgrown.build
+grow.propose = propose.propose
 
 return grow

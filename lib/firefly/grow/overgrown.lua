@@ -103,9 +103,14 @@ function O:gates()
   return list
 end
 
-local function unit_forward(self, c, x)
+-- A unit's producer applied with every candidate: returns the per-neuron
+-- output (after φ) and the new neurons' contribution to the consumer's
+-- output. `extra` is the previous unit's contribution to this producer's
+-- output (units chain: one unit's consumer is the next one's producer).
+local function unit_forward(self, c, x, extra)
   local u = c.unit
   local z = ff.linear(x, u.producer.weight, u.producer.bias)
+  if extra then z = z + extra end
   local hidden
   if c.split then
     local s = ff.linear(x, c.split.v) * (c.split.gate + self.alpha)
@@ -113,26 +118,28 @@ local function unit_forward(self, c, x)
   else
     hidden = phi(u, z)
   end
-  local out = u.consumer(hidden)
+  local contribution
   if c.new then
     local n = c.new
     local a = phi(u, ff.linear(x, n.u, n.b), true)
-    out = out + ff.linear(a * (n.e * (n.gate + self.alpha)), n.o)
+    contribution = ff.linear(a * (n.e * (n.gate + self.alpha)), n.o)
   end
-  return out
+  return hidden, contribution
 end
 
 -- The over-grown network's output for input x.
 function O:forward(x)
   local kids = self.net._children
+  local extra -- new neurons' contribution waiting for its consumer
   local i = 1
   while i <= #kids do
     local at = self.at[i]
     if at then
-      x = unit_forward(self, self.units[at.idx], x)
-      i = at.last + 1
+      x, extra = unit_forward(self, self.units[at.idx], x, extra)
+      i = at.last -- the consumer comes next: it takes `extra`
     else
       x = kids[i][2](x)
+      if extra then x = x + extra; extra = nil end
       i = i + 1
     end
   end

@@ -1,0 +1,288 @@
+-- firefly.grow.propose: one growth step of Firefly descent, scriptable from
+-- the REPL:
+--
+--   local p = ff.grow.propose(net, nb, batches)  -- build + optimise + score
+--   print(p)                                     -- candidates per unit
+--   p:select(8)                                  -- keep the best 8
+--   local net, maps, report = p:apply(opt)       -- materialise; opt follows
+--
+-- Step 1 optimises the perturbations (ε, δ) of every candidate with the
+-- network's weights frozen and batch norm in evaluation mode, projecting
+-- after each step onto |ε_i| <= ε and ||δ_i|| <= 1. Step 2 scores each
+-- candidate by the average gradient of the loss along its own step
+-- (firefly-method.md section 3) through the gates, with the endpoint rule
+-- (α = 1) or the midpoint rule (g points); selection keeps the η largest
+-- |s_i| and sets ε̂_i = −ε·sign(s_i), predicting ΔL = Σ ε̂_i s_i.
+--
+-- This step handles MLP units (Linear -> Linear, see overgrown.lua).
+local ff = require "firefly"
+local units_mod = require "firefly.grow.units"
+local edit = require "firefly.grow.edit"
+local overgrown = require "firefly.grow.overgrown"
+
+local P = {}
+P.__index = P
+
+local function check_nb(nb)
+  local allowed = { split = 1, new = 1, eps = 1, where = 1, steps = 1, lr = 1, rule = 1, points = 1,
+    loss = 1, generator = 1 }
+  for k in pairs(nb) do
+    if not allowed[k] then error("grow.propose: unknown neighbourhood option '" .. tostring(k) .. "'", 3) end
+  end
+  if nb.rule and nb.rule ~= "endpoint" and nb.rule ~= "midpoint" then
+    error("grow.propose: rule must be \"endpoint\" or \"midpoint\", got " .. tostring(nb.rule), 3)
+  end
+end
+
+-- batches: a DataLoader, or a list of {x, y}
+local function each_batch(batches, fn)
+  if batches.iter then
+    for x, y in batches:iter() do fn(x, y) end
+  else
+    for _, b in ipairs(batches) do fn(b[1], b[2]) end
+  end
+end
+
+local function loss_of(nb)
+  return nb.loss or function(out, y) return ff.cross_entropy(out, y) end
+end
+
+-- Projection onto the constraints: rows of v (= εδ) to norm <= ε; new
+-- neurons: |e| <= ε and ||(u, c, o)|| <= 1.
+local function project(og, eps)
+  ff.no_grad(function()
+    for _, c in ipairs(og.units) do
+      if c.split then
+        local v = c.split.v
+        local n = v:norm(2, 2, true):clamp(eps, nil)
+        v:mul_(n:pow(-1) * eps)
+      end
+      if c.new then
+        local n = c.new
+        n.e:clamp_(-eps, eps)
+        local norm = (n.u:pow(2):sum(2) + n.b:pow(2) + n.o:pow(2):sum(1)):sqrt():clamp(1, nil)
+        n.u:div_(norm:unsqueeze(2))
+        n.b:div_(norm)
+        n.o:div_(norm:unsqueeze(1))
+      end
+    end
+  end)
+end
+
+local function step1(og, nb, batches, lf)
+  local steps = nb.steps or 1
+  if steps <= 0 then return end
+  local opt = ff.optim.Adam(og:perturbations(), { lr = nb.lr or 1e-3 })
+  for _ = 1, steps do
+    each_batch(batches, function(x, y)
+      opt:zero_grad()
+      lf(og(x), y):backward()
+      opt:step()
+      project(og, nb.eps or 1e-2)
+    end)
+  end
+end
+
+-- Average gate gradients over batches and quadrature points, divided by
+-- each candidate's step: s_i = mean_α ∂L/∂y_i(α) / ε̃_i.
+local function step2(og, nb, batches, lf)
+  local alphas = { 1 }
+  if nb.rule == "midpoint" then
+    alphas = {}
+    local g = nb.points or 4
+    for k = 1, g do alphas[k] = (2 * k - 1) / (2 * g) end
+  end
+  local gates = og:gates()
+  local sums = {}
+  for i, gt in ipairs(gates) do sums[i] = ff.zeros(gt:size()); gt.grad = nil end
+  local count = 0
+  for _, a in ipairs(alphas) do
+    og.alpha = a
+    each_batch(batches, function(x, y)
+      lf(og(x), y):backward()
+      ff.no_grad(function()
+        for i, gt in ipairs(gates) do sums[i]:add_(gt.grad); gt.grad = nil end
+      end)
+      count = count + 1
+    end)
+  end
+  og.alpha = 1
+  -- per-candidate steps ε̃
+  local scores, k = {}, 1
+  for _, c in ipairs(og.units) do
+    local entry = {}
+    if c.split then
+      entry.split = ff.no_grad(function()
+        return sums[k] / count / c.split.v:norm(2, 2):clamp(1e-12, nil)
+      end)
+      k = k + 1
+    end
+    if c.new then
+      entry.new = ff.no_grad(function()
+        return sums[k] / count / c.new.e:abs():clamp(1e-12, nil)
+      end)
+      k = k + 1
+    end
+    scores[#scores + 1] = entry
+  end
+  return scores
+end
+
+local function mean_loss(net, batches, lf)
+  local total, n = 0, 0
+  ff.no_grad(function()
+    each_batch(batches, function(x, y)
+      total = total + lf(net(x), y):item() * x:size(1)
+      n = n + x:size(1)
+    end)
+  end)
+  return total / math.max(n, 1)
+end
+
+-- grow.propose(net, nb, batches) -> proposal
+function P.propose(net, nb, batches)
+  nb = nb or {}
+  check_nb(nb)
+  local t0 = ff.clock()
+  local lf = loss_of(nb)
+  local us = units_mod.units(net, nb.where)
+  if #us == 0 then error("grow.propose: the network has no growable units", 2) end
+  local was_training = net.training
+  net:eval()
+  -- freeze the network's weights: step 1 moves only the perturbations
+  local frozen = {}
+  for _, p in ipairs(net:parameters()) do frozen[#frozen + 1] = p; p:requires_grad(false) end
+  local new = type(nb.new) == "table" and nb.new.candidates or nb.new or 0
+  local ok, err = pcall(function()
+    local og = overgrown.build(net, us, { split = nb.split ~= false, new = new, eps = nb.eps,
+      generator = nb.generator })
+    step1(og, nb, batches, lf)
+    local self = setmetatable({ net = net, og = og, nb = nb, batches = batches, lf = lf,
+      loss_before = mean_loss(net, batches, lf) }, P)
+    self.scores = step2(og, nb, batches, lf)
+    self.seconds = ff.clock() - t0
+    return self
+  end)
+  for _, p in ipairs(frozen) do p:requires_grad(true) end
+  net:train(was_training)
+  if not ok then error(err, 0) end
+  return err
+end
+
+-- Every candidate as {unit = k, kind = "split" | "new", index = i, score = s}.
+function P:candidates()
+  local list = {}
+  for k, entry in ipairs(self.scores) do
+    for _, kind in ipairs { "split", "new" } do
+      if entry[kind] then
+        for i, s in ipairs(entry[kind]:totable()) do
+          list[#list + 1] = { unit = k, kind = kind, index = i, score = s }
+        end
+      end
+    end
+  end
+  return list
+end
+
+-- Keep the eta candidates with the largest |s|; ε̂ = −ε·sign(s).
+function P:select(eta)
+  local list = self:candidates()
+  table.sort(list, function(a, b) return math.abs(a.score) > math.abs(b.score) end)
+  local eps = self.nb.eps or 1e-2
+  self.selected, self.predicted = {}, 0
+  for i = 1, math.min(eta, #list) do
+    local c = list[i]
+    c.eps_hat = c.score > 0 and -eps or eps
+    self.predicted = self.predicted + c.eps_hat * c.score
+    self.selected[#self.selected + 1] = c
+  end
+  return self
+end
+
+-- Pad the rows of t (k x d_old ...) with zero columns up to d (a unit
+-- whose producer gained inputs from an earlier unit's growth).
+local function pad_cols(t, d)
+  local have = t:size(2)
+  if have == d then return t end
+  local shape = t:size()
+  shape[2] = d - have
+  return ff.cat({ t, ff.zeros(shape) }, 2)
+end
+
+-- Materialise the selection (units in network order). With an optimiser,
+-- its state follows every edit (opt:remap after each one: a layer can be
+-- edited twice, as one unit's consumer and the next one's producer).
+-- Returns the network, the list of remap maps in the order they apply,
+-- and a report.
+function P:apply(opt)
+  if not self.selected then error("grow.apply: select() first", 2) end
+  local params_before = self.net:num_params()
+  local maps = {}
+  local function done(map)
+    maps[#maps + 1] = map
+    if opt then opt:remap(map) end
+  end
+  local by_unit = {}
+  for _, c in ipairs(self.selected) do
+    by_unit[c.unit] = by_unit[c.unit] or { split = {}, new = {} }
+    table.insert(by_unit[c.unit][c.kind], c)
+  end
+  for k, cand in ipairs(self.og.units) do
+    local sel = by_unit[k]
+    if sel then
+      local unit = cand.unit
+      local d = unit.producer.weight:size(2)
+      if #sel.split > 0 then
+        local idx, rows = {}, {}
+        for j, c in ipairs(sel.split) do
+          idx[j] = c.index
+          local v = cand.split.v[c.index]
+          rows[j] = (v / math.max(v:norm():item(), 1e-12) * c.eps_hat):detach()
+        end
+        done(edit.split(unit, idx, pad_cols(ff.stack(rows), d)))
+      end
+      if #sel.new > 0 then
+        local idx, e_hat = {}, {}
+        for j, c in ipairs(sel.new) do idx[j] = c.index; e_hat[j] = c.eps_hat end
+        local n = cand.new
+        local u = pad_cols(n.u:detach():index_select(1, idx), d)
+        local b = n.b:detach():index_select(1, idx)
+        local o = n.o:detach():index_select(2, idx) * ff.tensor(e_hat)
+        done(edit.add(unit, u, b, o))
+      end
+    end
+  end
+  local was_training = self.net.training
+  self.net:eval()
+  local loss_after = mean_loss(self.net, self.batches, self.lf)
+  self.net:train(was_training)
+  local report = {
+    predicted = self.predicted, measured = loss_after - self.loss_before,
+    loss_before = self.loss_before, loss_after = loss_after,
+    params_before = params_before, params_after = self.net:num_params(),
+    selected = #self.selected, seconds = self.seconds,
+  }
+  return self.net, maps, report
+end
+
+function P:__tostring()
+  local lines = { string.format("Firefly proposal: %d units, %.2f s", #self.scores, self.seconds or 0) }
+  for k, entry in ipairs(self.scores) do
+    local u = self.og.units[k].unit
+    local parts = {}
+    for _, kind in ipairs { "split", "new" } do
+      if entry[kind] then
+        local s = entry[kind]
+        parts[#parts + 1] = string.format("%d %s (|s| max %.3g)", s:numel(), kind, s:abs():max():item())
+      end
+    end
+    lines[#lines + 1] = string.format("  unit %s (%s, %d neurons): %s", u.name, u.kind,
+      units_mod.width(u), table.concat(parts, ", "))
+  end
+  if self.selected then
+    lines[#lines + 1] = string.format("  selected %d, predicted dL %.4g", #self.selected, self.predicted)
+  end
+  return table.concat(lines, "\n")
+end
+
+return P

@@ -1,0 +1,68 @@
+-- test_grow_propose: one Firefly step from the REPL-level API on an MLP:
+-- propose (step 1 + step 2), select, apply; the predicted loss change
+-- against the measured one, constraints after step 1, and training on.
+package.path = "tests/lua/?.lua;" .. package.path
+local testlib = require "testlib"
+local lu = testlib.lu
+local ff = require "firefly"
+local nn = ff.nn
+
+local function setup()
+  ff.manual_seed(21)
+  local ds = ff.data.two_moons { n = 256, noise = 0.1, seed = 21 }
+  local net = nn.mlp { 2, 4, 4, 2, act = "tanh" }
+  local opt = ff.optim.SGD(net:named_parameters(), { lr = 0.1, momentum = 0.9 })
+  local loader = ff.data.DataLoader(ds, { batch_size = 64, shuffle = true, generator = ff.Generator(21) })
+  ff.train.fit { model = net, data = loader, optim = opt, epochs = 3, quiet = true }
+  local batches = {}
+  for i = 1, 2 do
+    local idx = ff.arange(1 + (i - 1) * 128, 1 + i * 128)
+    batches[i] = { ds.x:index_select(1, idx), ds.y:index_select(1, idx) }
+  end
+  return net, opt, batches, loader
+end
+
+TestPropose = {}
+
+function TestPropose:test_step_predicts_the_loss_change()
+  local net, opt, batches = setup()
+  local p = ff.grow.propose(net, { new = 4, eps = 1e-2, steps = 2, lr = 1e-2,
+    generator = ff.Generator(5) }, batches)
+  lu.assertStrContains(tostring(p), "unit 1 (Linear, 4 neurons)")
+  -- step 1 kept every candidate inside the constraints
+  for _, c in ipairs(p.og.units) do
+    lu.assertTrue(c.split.v:norm(2, 2):max():item() <= 1e-2 * (1 + 1e-5))
+    lu.assertTrue(c.new.e:abs():max():item() <= 1e-2 * (1 + 1e-5))
+  end
+  p:select(4)
+  lu.assertStrContains(tostring(p), "selected 4")
+  local before = net:num_params()
+  local grown, maps, report = p:apply(opt)
+  lu.assertEquals(grown, net)
+  lu.assertTrue(report.params_after > before)
+  lu.assertTrue(report.predicted < 0)
+  lu.assertTrue(math.abs(report.measured - report.predicted) <= 0.5 * math.abs(report.predicted),
+    string.format("predicted %.4g measured %.4g", report.predicted, report.measured))
+  lu.assertTrue(#maps >= 1 and #maps <= 4) -- split and/or add on each unit touched
+  -- the optimiser followed the grown layers, and training goes on
+  local x, y = batches[1][1], batches[1][2]
+  opt:zero_grad()
+  ff.cross_entropy(net(x), y):backward()
+  opt:step()
+end
+
+function TestPropose:test_midpoint_rule_and_errors()
+  local net, _, batches = setup()
+  local pe = ff.grow.propose(net, { new = 2, steps = 0, generator = ff.Generator(3) }, batches)
+  local pm = ff.grow.propose(net, { new = 2, steps = 0, rule = "midpoint", points = 3,
+    generator = ff.Generator(3) }, batches)
+  local se, sm = pe.scores[1].split, pm.scores[1].split
+  lu.assertFalse(se:equal(sm))
+  -- a split's midpoint score is about half its endpoint score (linear in α)
+  lu.assertTrue((sm * 2 - se):abs():max():item() <= 0.2 * se:abs():max():item())
+  lu.assertStrContains(testlib.error_of(ff.grow.propose, net, { nwe = 2 }, batches), "unknown neighbourhood option")
+  lu.assertStrContains(testlib.error_of(ff.grow.propose, net, { rule = "simpson" }, batches), "endpoint")
+  lu.assertTrue(net:parameters()[1]:requires_grad(), "weights unfrozen after propose")
+end
+
+os.exit(testlib.run())
