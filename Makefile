@@ -96,10 +96,9 @@ bench: all
 	  echo "make bench: python3-torch could not be installed; the PyTorch comparison will be skipped"; }
 	@bash tests/bench/run.sh
 
-# Until the Fashion-MNIST growth recipe lands (examples/fashion_grow.lua),
-# `make run` shows the engine on a small demo.
+# The main job: grow an MLP on Fashion-MNIST by Firefly descent.
 run: all
-	./firefly examples/tensor_demo.lua
+	./firefly examples/fashion_grow.lua
 
 install: all
 	install -d $(PREFIX)/bin $(PREFIX)/lib/lua/5.4/firefly $(PREFIX)/share/lua/5.4

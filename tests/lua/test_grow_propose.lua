@@ -65,4 +65,38 @@ function TestPropose:test_midpoint_rule_and_errors()
   lu.assertTrue(net:parameters()[1]:requires_grad(), "weights unfrozen after propose")
 end
 
+TestRun = {}
+
+function TestRun:test_phases_grow_and_log_reproducibly()
+  local function once()
+    ff.manual_seed(31)
+    local ds = ff.data.two_moons { n = 256, noise = 0.1, seed = 31 }
+    local net = nn.mlp { 2, 3, 3, 2, act = "tanh" }
+    local opt = ff.optim.SGD(net:named_parameters(), { lr = 0.1, momentum = 0.9 })
+    local loader = ff.data.DataLoader(ds, { batch_size = 64, shuffle = true, generator = ff.Generator(31) })
+    local dir = os.tmpname()
+    os.remove(dir)
+    local rows = ff.grow.run { net = net, data = loader, test = ds, optim = opt, phases = 3, epochs = 2,
+      neighbourhood = { new = 4, steps = 1, lr = 1e-2, generator = ff.Generator(32) },
+      eta = { ratio = 0.5 }, score_batches = 2, log = dir, quiet = true }
+    local logged = ff.logging.read_jsonl(dir .. "/grow.jsonl")
+    os.execute("rm -rf '" .. dir .. "'")
+    return rows, logged, net
+  end
+  local rows, logged, net = once()
+  lu.assertEquals(#rows, 3)
+  lu.assertEquals(#logged, 3)
+  lu.assertTrue(rows[3].params > rows[1].params)
+  lu.assertEquals(rows[1].widths, "3-3")
+  lu.assertEquals(rows[2].neurons, 3 + 3 + rows[1].grown)
+  lu.assertEquals(net:num_params(), rows[3].params)
+  lu.assertTrue(rows[1].measured_dloss < 0)
+  -- the same seed gives the same run
+  local rows2 = once()
+  for i = 1, 3 do
+    lu.assertEquals(rows2[i].widths, rows[i].widths)
+    lu.assertEquals(rows2[i].train_loss, rows[i].train_loss)
+  end
+end
+
 os.exit(testlib.run())

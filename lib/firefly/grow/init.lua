@@ -8,6 +8,7 @@ local units = require "firefly.grow.units"
 local edit = require "firefly.grow.edit"
 local overgrown = require "firefly.grow.overgrown"
 local propose = require "firefly.grow.propose"
+local run = require "firefly.grow.run"
 
 local grow = {}
 
@@ -17,5 +18,6 @@ grow.split = edit.split
 grow.add = edit.add
 grow.overgrown = overgrown.build
 grow.propose = propose.propose
+grow.run = run.run
 
 return grow
