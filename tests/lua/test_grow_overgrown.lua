@@ -77,4 +77,50 @@ function TestOvergrown:test_first_order_prediction_of_new_neurons()
     string.format("predicted %.6g, measured %.6g", predicted, measured))
 end
 
+TestOvergrownConv = {}
+
+local function conv_setup(gap)
+  ff.manual_seed(41)
+  local net = nn.vgg { cfg = { 4, "M", 6 }, in_channels = 1, classes = 3, input_size = (not gap) and 8 or nil }
+  net(ff.randn(16, 1, 8, 8)) -- batch-norm statistics
+  net:eval()
+  local g = ff.Generator(42)
+  local x, y = ff.randn(6, 1, 8, 8, g), ff.randint(1, 3, 6, g)
+  local og = overgrown.build(net, ff.grow.units(net), { new = 2, eps = 1e-2, generator = ff.Generator(43) })
+  return net, og, x, y
+end
+
+function TestOvergrownConv:test_units_and_zero_perturbation()
+  for _, gap in ipairs { false, true } do
+    local net, og, x = conv_setup(gap)
+    lu.assertEquals(#og.units, 2)
+    lu.assertEquals(og.units[2].unit.spatial, gap and 1 or 16)
+    ff.no_grad(function()
+      for _, c in ipairs(og.units) do c.split.v:zero_(); c.new.e:zero_() end
+    end)
+    local a, b = ff.no_grad(og, x), ff.no_grad(net, x)
+    lu.assertTrue(a:allclose(b, 1e-5, 1e-6), "max diff " .. (a - b):abs():max():item())
+  end
+end
+
+function TestOvergrownConv:test_gate_gradients_match_finite_differences()
+  local _, og, x, y = conv_setup(false)
+  local ok, report = ff.gradcheck(function() return ff.cross_entropy(og(x), y) end, og:gates(),
+    { eps = 1e-2, atol = 1e-4, rtol = 2e-2 })
+  lu.assertTrue(ok, report)
+end
+
+function TestOvergrownConv:test_propose_predicts_the_loss_change()
+  local net, _, x, y = conv_setup(false)
+  net:train()
+  local p = ff.grow.propose(net, { new = 3, steps = 1, lr = 1e-2, generator = ff.Generator(44) }, { { x, y } })
+  p:select(3)
+  local _, _, r = p:apply()
+  lu.assertTrue(r.predicted < 0)
+  lu.assertTrue(math.abs(r.measured - r.predicted) <= 0.5 * math.abs(r.predicted),
+    string.format("predicted %.4g measured %.4g", r.predicted, r.measured))
+  -- the grown network still runs and keeps its output shape
+  lu.assertEquals(net(x):size(), { 6, 3 })
+end
+
 os.exit(testlib.run())

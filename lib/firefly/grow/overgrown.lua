@@ -1,8 +1,8 @@
--- firefly.grow.overgrown: the over-grown network of one growth phase, for
--- MLP units (a Linear producer, per-neuron layers, a Linear consumer), as a
--- composition of the engine's differentiable ops. A reference
--- implementation: the fused C operators of the descent will be checked
--- against it.
+-- firefly.grow.overgrown: the over-grown network of one growth phase, as a
+-- composition of the engine's differentiable ops, for units of Linear and
+-- Conv2d layers in the top-level Sequential (a producer, per-neuron layers,
+-- a consumer; see units.lua). A reference implementation: the fused C
+-- operators of the descent will be checked against it.
 --
 -- Around each unit, every candidate edit is present at once:
 --   split of neuron i   ½[φ(z_i + s_i) + φ(z_i − s_i)], s_i = (α + y_i)·(x·v_iᵀ)
@@ -23,14 +23,70 @@ O.__index = O
 
 local function class_of(m) return getmetatable(m).__name end
 
--- φ for existing neurons: every per-neuron layer; for new ones: only the
--- activations (batch-norm entries of new neurons are the identity).
-local function phi(unit, z, new)
+-- φ for existing neurons: every per-neuron layer.
+local function phi(unit, z)
+  for _, m in ipairs(unit.between) do z = m(z) end
+  return z
+end
+
+-- A new neuron's output times its step, `scale` (one value per neuron):
+-- the activations and pooling of the unit, but not its batch norm (a new
+-- neuron's entries are the identity) nor dropout; the scale is applied
+-- before Flatten or GlobalAvgPool and after any max pooling (which does not
+-- commute with a negative scale).
+local function phi_new(unit, z, scale)
+  local scaled = false
+  local function apply_scale(t)
+    scaled = true
+    if t:dim() == 4 then return t * scale:view(1, scale:size(1), 1, 1) end
+    return t * scale
+  end
   for _, m in ipairs(unit.between) do
     local cls = class_of(m)
-    if not new or (cls ~= "BatchNorm1d" and cls ~= "Dropout") then z = m(z) end
+    if cls == "Flatten" or cls == "GlobalAvgPool" then
+      if not scaled then z = apply_scale(z) end
+      z = m(z)
+    elseif cls ~= "BatchNorm1d" and cls ~= "BatchNorm2d" and cls ~= "Dropout" then
+      z = m(z)
+    end
   end
+  if not scaled then z = apply_scale(z) end
   return z
+end
+
+-- The producer's op on x with weight w and bias b (conv options shared).
+local function produce(unit, x, w, b)
+  local p = unit.producer
+  if unit.kind == "Linear" then return ff.linear(x, w, b) end
+  return ff.conv2d(x, w, b, { stride = p.stride, padding = p.padding, dilation = p.dilation })
+end
+
+-- The consumer's op on the new neurons' (scaled) outputs with weights o.
+local function consume(unit, a, o)
+  local c = unit.consumer
+  if class_of(c) == "Linear" then return ff.linear(a, o) end
+  return ff.conv2d(a, o, nil, { stride = c.stride, padding = c.padding, dilation = c.dilation })
+end
+
+-- Per-channel gate/step as a tensor broadcasting over z's layout.
+local function per_neuron(t, z)
+  if z:dim() == 4 then return t:view(1, t:size(1), 1, 1) end
+  return t
+end
+
+-- The shape of the outgoing weights of n new neurons: the consumer's weight
+-- with n in its input dim (times `spatial` for a Linear after Flatten).
+local function outgoing_shape(unit, n)
+  local shape = unit.consumer.weight:size()
+  shape[2] = n * (class_of(unit.consumer) == "Linear" and unit.spatial or 1)
+  return shape
+end
+
+-- {m, 1, 1, ...}: one value per row of a weight of v's rank
+local function per_row_shape(v)
+  local shape = { v:size(1) }
+  for i = 2, v:dim() do shape[i] = 1 end
+  return shape
 end
 
 -- O.build(net, units, opts) -> over-grown network
@@ -42,24 +98,27 @@ function O.build(net, units, opts)
   local eps = opts.eps or 1e-2
   local self = setmetatable({ net = net, units = {}, alpha = 1 }, O)
   for _, u in ipairs(units) do
-    if u.kind ~= "Linear" or class_of(u.consumer) ~= "Linear" or u.spatial ~= 1 then
-      error("grow.overgrown: unit " .. u.name .. " is not Linear -> Linear (conv units are not supported yet)", 2)
-    end
-    local m, d = u.producer.weight:size(1), u.producer.weight:size(2)
-    local k = u.consumer.weight:size(1)
+    local row = u.producer.weight:size()      -- m x fan-in shape
+    local m = table.remove(row, 1)
+    local fan_in = 1
+    for _, d in ipairs(row) do fan_in = fan_in * d end
     local c = { unit = u }
     if opts.split ~= false then
-      -- directions of norm eps per row
-      local v = ff.randn(m, d, g)
-      v = v / v:norm(2, 2, true) * eps
+      -- random directions, rows of norm eps
+      local v = ff.randn(u.producer.weight:size(), g)
+      v = v / v:view(m, -1):norm(2, 2):view(per_row_shape(v)) * eps
       c.split = { v = v:detach():requires_grad(true), gate = ff.zeros(m):requires_grad(true) }
     end
     local n = opts.new or 0
     if n > 0 then
+      local ushape = { n, table.unpack(row) }
+      local oshape = outgoing_shape(u, n)
+      local fan_o = 1
+      for i = 2, #oshape do fan_o = fan_o * oshape[i] end
       c.new = {
-        u = (ff.randn(n, d, g) / math.sqrt(d)):requires_grad(true),
+        u = (ff.randn(ushape, g) / math.sqrt(fan_in)):requires_grad(true),
         b = ff.zeros(n):requires_grad(true),
-        o = (ff.randn(k, n, g) / math.sqrt(n)):requires_grad(true),
+        o = (ff.randn(oshape, g) / math.sqrt(fan_o)):requires_grad(true),
         e = ff.full({ n }, eps):requires_grad(true),
         gate = ff.zeros(n):requires_grad(true),
       }
@@ -109,11 +168,11 @@ end
 -- output (units chain: one unit's consumer is the next one's producer).
 local function unit_forward(self, c, x, extra)
   local u = c.unit
-  local z = ff.linear(x, u.producer.weight, u.producer.bias)
+  local z = produce(u, x, u.producer.weight, u.producer.bias)
   if extra then z = z + extra end
   local hidden
   if c.split then
-    local s = ff.linear(x, c.split.v) * (c.split.gate + self.alpha)
+    local s = produce(u, x, c.split.v) * per_neuron(c.split.gate + self.alpha, z)
     hidden = (phi(u, z + s) + phi(u, z - s)) * 0.5
   else
     hidden = phi(u, z)
@@ -121,8 +180,8 @@ local function unit_forward(self, c, x, extra)
   local contribution
   if c.new then
     local n = c.new
-    local a = phi(u, ff.linear(x, n.u, n.b), true)
-    contribution = ff.linear(a * (n.e * (n.gate + self.alpha)), n.o)
+    local a = phi_new(u, produce(u, x, n.u, n.b), n.e * (n.gate + self.alpha))
+    contribution = consume(u, a, n.o)
   end
   return hidden, contribution
 end

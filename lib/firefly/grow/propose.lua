@@ -14,7 +14,8 @@
 -- (α = 1) or the midpoint rule (g points); selection keeps the η largest
 -- |s_i| and sets ε̂_i = −ε·sign(s_i), predicting ΔL = Σ ε̂_i s_i.
 --
--- This step handles MLP units (Linear -> Linear, see overgrown.lua).
+-- Units of Linear and Conv2d layers in the top-level Sequential (see
+-- overgrown.lua).
 local ff = require "firefly"
 local units_mod = require "firefly.grow.units"
 local edit = require "firefly.grow.edit"
@@ -54,16 +55,19 @@ local function project(og, eps)
     for _, c in ipairs(og.units) do
       if c.split then
         local v = c.split.v
-        local n = v:norm(2, 2, true):clamp(eps, nil)
-        v:mul_(n:pow(-1) * eps)
+        local m = v:size(1)
+        local rows = v:view(m, -1)
+        rows:mul_((rows:norm(2, 2, true):clamp(eps, nil)):pow(-1) * eps)
       end
       if c.new then
         local n = c.new
+        local k = n.e:size(1)
         n.e:clamp_(-eps, eps)
-        local norm = (n.u:pow(2):sum(2) + n.b:pow(2) + n.o:pow(2):sum(1)):sqrt():clamp(1, nil)
-        n.u:div_(norm:unsqueeze(2))
+        local u, o = n.u:view(k, -1), n.o:view(n.o:size(1), k, -1)
+        local norm = (u:pow(2):sum(2) + n.b:pow(2) + o:pow(2):sum(3):sum(1)):sqrt():clamp(1, nil)
+        u:div_(norm:unsqueeze(2))
         n.b:div_(norm)
-        n.o:div_(norm:unsqueeze(1))
+        o:div_(norm:view(1, k, 1))
       end
     end
   end)
@@ -113,7 +117,8 @@ local function step2(og, nb, batches, lf)
     local entry = {}
     if c.split then
       entry.split = ff.no_grad(function()
-        return sums[k] / count / c.split.v:norm(2, 2):clamp(1e-12, nil)
+        local v = c.split.v
+        return sums[k] / count / v:view(v:size(1), -1):norm(2, 2):clamp(1e-12, nil)
       end)
       k = k + 1
     end
@@ -247,8 +252,15 @@ function P:apply(opt)
         local n = cand.new
         local u = pad_cols(n.u:detach():index_select(1, idx), d)
         local b = n.b:detach():index_select(1, idx)
-        local o = n.o:detach():index_select(2, idx) * ff.tensor(e_hat)
-        done(edit.add(unit, u, b, o))
+        -- outgoing weights of the selected neurons, times their steps, in
+        -- the consumer's layout (k blocks of `spatial` columns, or k input
+        -- channels)
+        local out_rows = n.o:size(1)
+        local o = n.o:detach():view(out_rows, n.e:size(1), -1):index_select(2, idx)
+          * ff.tensor(e_hat):view(1, #idx, 1)
+        local oshape = n.o:size()
+        oshape[2] = oshape[2] // n.e:size(1) * #idx
+        done(edit.add(unit, u, b, o:reshape(oshape)))
       end
     end
   end
