@@ -29,6 +29,7 @@
 static void print_usage(FILE *f)
 {
     fputs("usage: " FF_PROGNAME " [options] [script [args...]]\n"
+          "       " FF_PROGNAME " grow RECIPE.lua [--seed N] [--out DIR] [key=value ...]\n"
           "Options:\n"
           "  -e stat   execute string 'stat'\n"
           "  -l mod    require module 'mod' into global 'mod'\n"
@@ -195,7 +196,12 @@ static int run_script(lua_State *L, char **argv)
     /* "-" is stdin, unless it came after "--" (then it is a file named "-"). */
     if (strcmp(name, "-") == 0 && strcmp(argv[-1], "--") != 0)
         name = NULL;
-    status = luaL_loadfile(L, name);
+    /* `firefly grow RECIPE.lua ...` runs a growth recipe (unless a file
+     * named "grow" is what the user means). */
+    if (name && strcmp(name, "grow") == 0 && access(name, F_OK) != 0)
+        status = luaL_loadstring(L, "return require('firefly.grow.recipe').main(...)");
+    else
+        status = luaL_loadfile(L, name);
     if (status == LUA_OK) {
         for (n = 0; argv[n + 1] != NULL; n++)
             lua_pushstring(L, argv[n + 1]);

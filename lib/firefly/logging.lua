@@ -41,6 +41,18 @@ function log.Logger(opts)
   return self
 end
 
+-- One JSON object with its keys sorted: the same row gives the same bytes
+-- in every process (table order is not stable across runs), so two runs'
+-- logs can be compared byte for byte.
+local function json_row(row)
+  local keys = {}
+  for k in pairs(row) do keys[#keys + 1] = k end
+  table.sort(keys)
+  local parts = {}
+  for i, k in ipairs(keys) do parts[i] = cjson.encode(tostring(k)) .. ":" .. cjson.encode(row[k]) end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
 function Logger:write(row)
   if not self.columns then
     self.columns = {}
@@ -55,7 +67,7 @@ function Logger:write(row)
   for i, c in ipairs(self.columns) do cells[i] = csv_cell(row[c]) end
   self.csv:write(table.concat(cells, ","), "\n")
   self.csv:flush()
-  self.jsonl:write(cjson.encode(row), "\n")
+  self.jsonl:write(json_row(row), "\n")
   self.jsonl:flush()
   self.rows[#self.rows + 1] = row
 end

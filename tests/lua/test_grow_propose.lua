@@ -99,4 +99,32 @@ function TestRun:test_phases_grow_and_log_reproducibly()
   end
 end
 
+TestRecipe = {}
+
+function TestRecipe:test_same_recipe_and_seed_give_identical_logs()
+  local function run(seed, dir, extra)
+    local cmd = string.format("./firefly grow examples/recipes/moons.lua --seed %d --out %s --quiet %s 2>&1",
+      seed, dir, extra or "")
+    local p = io.popen(cmd)
+    local out = p:read("a")
+    lu.assertTrue(p:close(), out)
+    local f = assert(io.open(dir .. "/grow.jsonl"))
+    local text = f:read("a")
+    f:close()
+    os.execute("rm -rf '" .. dir .. "'")
+    return text, out
+  end
+  local base = os.tmpname()
+  os.remove(base)
+  local a, out = run(3, base .. "a")
+  local b = run(3, base .. "b")
+  local c = run(4, base .. "c")
+  local d = run(3, base .. "d", "phases=2")
+  lu.assertStrContains(out, "done: widths")
+  lu.assertEquals(a, b)
+  lu.assertNotEquals(a, c)
+  local _, lines = d:gsub("\n", "")
+  lu.assertEquals(lines, 2)
+end
+
 os.exit(testlib.run())

@@ -9,6 +9,7 @@ local edit = require "firefly.grow.edit"
 local overgrown = require "firefly.grow.overgrown"
 local propose = require "firefly.grow.propose"
 local run = require "firefly.grow.run"
+local recipe = require "firefly.grow.recipe"
 
 local grow = {}
 
@@ -19,5 +20,6 @@ grow.add = edit.add
 grow.overgrown = overgrown.build
 grow.propose = propose.propose
 grow.run = run.run
+grow.recipe = recipe
 
 return grow

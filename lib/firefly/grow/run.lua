@@ -8,7 +8,7 @@
 --
 -- eta, the growth budget of phase t (neurons), is a number, {ratio = r}
 -- (r times the current number of neurons in growable units, at least 1),
--- or a function(t, net) -> number.
+-- or a function(t, net) -> number such as the ff.schedule ones.
 local ff = require "firefly"
 local units_mod = require "firefly.grow.units"
 local propose = require "firefly.grow.propose"
@@ -59,7 +59,10 @@ function R.run(opts)
   check(opts)
   local net, loader = opts.net, opts.data
   local opt = opts.optim
+  -- grow.* holds only what a seed determines, so two runs' logs compare
+  -- byte for byte; wall times go to timing.*
   local logger = opts.log and ff.logging.Logger { dir = opts.log, name = "grow" }
+  local timing = opts.log and ff.logging.Logger { dir = opts.log, name = "timing" }
   local rows = {}
   local epoch = 0
   for t = 1, opts.phases or 4 do
@@ -67,6 +70,8 @@ function R.run(opts)
       test = opts.test, quiet = opts.quiet, start_epoch = epoch + 1, label = "phase " .. t }
     epoch = epoch + #fit
     local last = fit[#fit]
+    local train_seconds = 0
+    for _, r in ipairs(fit) do train_seconds = train_seconds + r.seconds end
     local n, shape = neurons(net)
     local row = { phase = t, epoch = epoch, neurons = n, widths = shape, params = net:num_params(),
       train_loss = last.train_loss, train_acc = last.train_acc, test_acc = last.test_acc,
@@ -82,7 +87,12 @@ function R.run(opts)
       row.predicted_dloss, row.measured_dloss = report.predicted, report.measured
     end
     rows[#rows + 1] = row
-    if logger then logger:write(row) end
+    if logger then
+      local logged = {}
+      for k, v in pairs(row) do if k ~= "grow_seconds" then logged[k] = v end end
+      logger:write(logged)
+      timing:write { phase = t, train_seconds = train_seconds, grow_seconds = row.grow_seconds or 0 }
+    end
     if not opts.quiet then
       print(string.format("phase %d  widths %-12s params %7d  train loss %.4f  test acc %s  %s", t,
         row.widths, row.params, row.train_loss, row.test_acc and string.format("%.4f", row.test_acc) or "-",
@@ -91,7 +101,7 @@ function R.run(opts)
     end
     if opts.on_phase and opts.on_phase(t, row) == false then break end
   end
-  if logger then logger:close() end
+  if logger then logger:close(); timing:close() end
   return rows
 end
 
