@@ -101,6 +101,30 @@ end
 
 TestRecipe = {}
 
+function TestRecipe:test_resume_after_any_phase_is_bit_identical()
+  local R = ff.grow.recipe
+  local function read(path)
+    local f = assert(io.open(path))
+    local t = f:read("a")
+    f:close()
+    return t
+  end
+  local base = os.tmpname()
+  os.remove(base)
+  local _, full = R.run(R.load("examples/recipes/moons.lua"), { out = base .. "full", quiet = true })
+  for stop = 1, 2 do
+    local dir = base .. "stop" .. stop
+    R.run(R.load("examples/recipes/moons.lua"), { out = dir, quiet = true, stop_after = stop })
+    local _, resumed = R.run(R.load("examples/recipes/moons.lua"), { out = dir, quiet = true, resume = true })
+    lu.assertEquals(read(dir .. "/grow.jsonl"), read(base .. "full/grow.jsonl"), "logs after stopping at " .. stop)
+    local pa, pb = full:parameters(), resumed:parameters()
+    lu.assertEquals(#pa, #pb)
+    for i = 1, #pa do lu.assertTrue(pa[i]:equal(pb[i]), "parameter " .. i .. " after stopping at " .. stop) end
+    os.execute("rm -rf '" .. dir .. "'")
+  end
+  os.execute("rm -rf '" .. base .. "full'")
+end
+
 function TestRecipe:test_same_recipe_and_seed_give_identical_logs()
   local function run(seed, dir, extra)
     local cmd = string.format("./firefly grow examples/recipes/moons.lua --seed %d --out %s --quiet %s 2>&1",

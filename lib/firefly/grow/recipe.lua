@@ -54,7 +54,9 @@ function R.load(path)
   return recipe
 end
 
--- Run a recipe table; opts: seed, out (log directory), quiet.
+-- Run a recipe table; opts: seed, out (log directory; the checkpoint of
+-- every phase goes there too), quiet, resume (go on from out's checkpoint
+-- when there is one), stop_after (end after that phase: for tests).
 function R.run(recipe, opts)
   opts = opts or {}
   local seed = opts.seed or recipe.seed or 1
@@ -62,26 +64,39 @@ function R.run(recipe, opts)
   local train, test = recipe.data(ff)
   local loader = train.iter and train or ff.data.DataLoader(train, {
     batch_size = recipe.batch_size or 128, shuffle = true, generator = ff.Generator(seed) })
-  local net = recipe.net(ff)
+  local ckpath = opts.out and opts.out .. "/checkpoint.safetensors"
+  local ck
+  if opts.resume and ckpath and io.open(ckpath) then
+    ck = ff.load(ckpath)
+    if ck.format ~= "firefly-grow-1" then error("grow: " .. ckpath .. " is not a growth checkpoint", 0) end
+  end
+  local net = ck and ck.net or recipe.net(ff)
   local optim = recipe.optim(ff, net:named_parameters())
+  if ck then optim:load_state_dict(ck.optim) end
   local nb = {}
   for k, v in pairs(recipe.neighbourhood or {}) do nb[k] = v end
   nb.generator = nb.generator or ff.Generator(seed + 1)
   local eta = recipe.eta or { ratio = 0.35 }
   if type(eta) == "function" then eta = eta(ff) end
-  if not opts.quiet then print(net) end
+  if not opts.quiet then
+    if ck then print(string.format("resuming after phase %d (%s)", ck.phase, ckpath)) end
+    print(net)
+  end
   local rows = ff.grow.run { net = net, data = loader, test = test, optim = optim,
     phases = recipe.phases or 4, epochs = recipe.epochs or 1, neighbourhood = nb, eta = eta,
-    score_batches = recipe.score_batches or 8, log = opts.out, quiet = opts.quiet }
+    score_batches = recipe.score_batches or 8, log = opts.out, quiet = opts.quiet,
+    checkpoint = ckpath, resume = ck,
+    on_phase = opts.stop_after and function(t) return t < opts.stop_after end }
   if not opts.quiet then print(net) end
   return rows, net
 end
 
 local usage = [[
-usage: firefly grow RECIPE.lua [--seed N] [--out DIR] [--quiet] [key=value ...]
+usage: firefly grow RECIPE.lua [--seed N] [--out DIR] [--resume] [--quiet] [key=value ...]
 Runs a growth recipe (a Lua file returning a table; see spec/grow.md).
   --seed N    seed of the run (default: the recipe's seed, else 1)
-  --out DIR   where the phase log goes (default out/<recipe name>)
+  --out DIR   where the phase log and checkpoint go (default out/<recipe name>)
+  --resume    go on from DIR's checkpoint (written after every phase)
   --quiet     no per-epoch and per-phase lines
   key=value   override a recipe field; dotted keys reach into tables]]
 
@@ -97,6 +112,7 @@ function R.main(...)
     elseif a == "--out" then opts.out = args[i + 1]; i = i + 1
       if not opts.out then error("grow: --out needs a directory", 0) end
     elseif a == "--quiet" then opts.quiet = true
+    elseif a == "--resume" then opts.resume = true
     elseif a == "--help" or a == "-h" then print(usage); return
     elseif a:find("=", 1, true) then overrides[#overrides + 1] = a
     elseif not path then path = a

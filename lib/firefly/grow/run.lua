@@ -45,7 +45,7 @@ end
 
 local function check(opts)
   local allowed = { net = 1, data = 1, test = 1, optim = 1, phases = 1, epochs = 1, neighbourhood = 1,
-    eta = 1, score_batches = 1, log = 1, quiet = 1, on_phase = 1 }
+    eta = 1, score_batches = 1, log = 1, quiet = 1, on_phase = 1, checkpoint = 1, resume = 1 }
   for k in pairs(opts) do
     if not allowed[k] then error("grow.run: unknown option '" .. tostring(k) .. "'", 3) end
   end
@@ -54,18 +54,56 @@ local function check(opts)
   end
 end
 
--- Returns the list of per-phase rows.
+-- Generator states travel as hex (checkpoint metadata is JSON text).
+local function hex(s) return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end)) end
+local function unhex(h) return (h:gsub("%x%x", function(b) return string.char(tonumber(b, 16)) end)) end
+
+-- Everything a later phase depends on: the network, the optimiser's
+-- state, every random stream, the epoch and the rows so far. Written
+-- atomically (ff.save), so a killed run leaves the previous phase's.
+local function save_checkpoint(path, net, opt, loader, nb, phase, epoch, rows)
+  ff.save(path, {
+    format = "firefly-grow-1", phase = phase, epoch = epoch, net = net, optim = opt:state_dict(),
+    rng = hex(ff.get_rng_state():get_state()),
+    loader_rng = loader.generator and hex(loader.generator:get_state()) or false,
+    loader_epoch = loader.epoch or 0,
+    nb_rng = nb.generator and hex(nb.generator:get_state()) or false,
+    rows = rows,
+  })
+end
+
+-- Put the random streams back where the checkpoint left them.
+local function restore_streams(ck, loader, nb)
+  local g = ff.Generator()
+  g:set_state(unhex(ck.rng))
+  ff.set_rng_state(g)
+  if ck.loader_rng and loader.generator then loader.generator:set_state(unhex(ck.loader_rng)) end
+  loader.epoch = ck.loader_epoch
+  if ck.nb_rng and nb.generator then nb.generator:set_state(unhex(ck.nb_rng)) end
+end
+
+R.save_checkpoint = save_checkpoint
+
+-- Returns the list of per-phase rows. With `checkpoint = path` the state
+-- after every phase is saved there; `resume = <a loaded checkpoint>` goes
+-- on from it (the caller has rebuilt net and optim from it).
 function R.run(opts)
   check(opts)
   local net, loader = opts.net, opts.data
   local opt = opts.optim
+  local nb = opts.neighbourhood or {}
   -- grow.* holds only what a seed determines, so two runs' logs compare
   -- byte for byte; wall times go to timing.*
-  local logger = opts.log and ff.logging.Logger { dir = opts.log, name = "grow" }
-  local timing = opts.log and ff.logging.Logger { dir = opts.log, name = "timing" }
-  local rows = {}
-  local epoch = 0
-  for t = 1, opts.phases or 4 do
+  local ck = opts.resume
+  local append = ck ~= nil
+  local logger = opts.log and ff.logging.Logger { dir = opts.log, name = "grow", append = append }
+  local timing = opts.log and ff.logging.Logger { dir = opts.log, name = "timing", append = append }
+  local rows, epoch, first = {}, 0, 1
+  if ck then
+    rows, epoch, first = ck.rows, ck.epoch, ck.phase + 1
+    restore_streams(ck, loader, nb)
+  end
+  for t = first, opts.phases or 4 do
     local fit = ff.train.fit { model = net, data = loader, optim = opt, epochs = opts.epochs or 1,
       test = opts.test, quiet = opts.quiet, start_epoch = epoch + 1, label = "phase " .. t }
     epoch = epoch + #fit
@@ -78,8 +116,7 @@ function R.run(opts)
       test_loss = last.test_loss }
     if t < (opts.phases or 4) then
       local t0 = ff.clock()
-      local p = propose.propose(net, opts.neighbourhood or {},
-        first_batches(loader, opts.score_batches or 8))
+      local p = propose.propose(net, nb, first_batches(loader, opts.score_batches or 8))
       p:select(budget(opts.eta or 16, t, net))
       local _, _, report = p:apply(opt)
       row.grow_seconds = ff.clock() - t0
@@ -99,6 +136,7 @@ function R.run(opts)
         row.grown and string.format("grew %d (dL predicted %.2e, measured %.2e, %.2f s)", row.grown,
           row.predicted_dloss, row.measured_dloss, row.grow_seconds) or ""))
     end
+    if opts.checkpoint then save_checkpoint(opts.checkpoint, net, opt, loader, nb, t, epoch, rows) end
     if opts.on_phase and opts.on_phase(t, row) == false then break end
   end
   if logger then logger:close(); timing:close() end
