@@ -65,6 +65,28 @@ function TestPropose:test_midpoint_rule_and_errors()
   lu.assertTrue(net:parameters()[1]:requires_grad(), "weights unfrozen after propose")
 end
 
+function TestPropose:test_midpoint_agrees_with_exact()
+  -- the exact rule walks each candidate's own path; the midpoint rule's
+  -- diagonal path must agree on a small net, and the endpoint rule must be
+  -- off by the factor 2 a split's linear-in-alpha gradient predicts
+  local net, _, batches = setup()
+  local function scores(rule, points)
+    return ff.grow.propose(net, { new = 3, steps = 0, rule = rule, points = points,
+      generator = ff.Generator(3) }, batches).scores
+  end
+  local exact, mid, endp = scores("exact"), scores("midpoint", 8), scores("endpoint")
+  for u = 1, 2 do
+    for _, kind in ipairs { "split", "new" } do
+      local e, m = exact[u][kind], mid[u][kind]
+      local worst = ((m - e):abs() - e:abs() * 0.1):max():item()
+      lu.assertTrue(worst <= 2e-6, string.format("unit %d %s: midpoint %s vs exact %s", u, kind,
+        table.concat(m:totable(), " "), table.concat(e:totable(), " ")))
+    end
+    local ratio = endp[u].split:norm():item() / exact[u].split:norm():item()
+    lu.assertTrue(ratio > 1.6 and ratio < 2.4, "endpoint / exact split scores: " .. ratio)
+  end
+end
+
 TestRun = {}
 
 function TestRun:test_phases_grow_and_log_reproducibly()

@@ -11,7 +11,8 @@
 -- after each step onto |ε_i| <= ε and ||δ_i|| <= 1. Step 2 scores each
 -- candidate by the average gradient of the loss along its own step
 -- (firefly-method.md section 3) through the gates, with the endpoint rule
--- (α = 1) or the midpoint rule (g points); selection keeps the η largest
+-- (α = 1), the midpoint rule (g points) or the exact rule (each
+-- candidate's own path, one forward each); selection keeps the η largest
 -- |s_i| and sets ε̂_i = −ε·sign(s_i), predicting ΔL = Σ ε̂_i s_i.
 --
 -- Units of Linear and Conv2d layers in the top-level Sequential (see
@@ -30,8 +31,8 @@ local function check_nb(nb)
   for k in pairs(nb) do
     if not allowed[k] then error("grow.propose: unknown neighbourhood option '" .. tostring(k) .. "'", 3) end
   end
-  if nb.rule and nb.rule ~= "endpoint" and nb.rule ~= "midpoint" then
-    error("grow.propose: rule must be \"endpoint\" or \"midpoint\", got " .. tostring(nb.rule), 3)
+  if nb.rule and nb.rule ~= "endpoint" and nb.rule ~= "midpoint" and nb.rule ~= "exact" then
+    error("grow.propose: rule must be \"endpoint\", \"midpoint\" or \"exact\", got " .. tostring(nb.rule), 3)
   end
 end
 
@@ -87,9 +88,34 @@ local function step1(og, nb, batches, lf)
   end
 end
 
--- Average gate gradients over batches and quadrature points, divided by
--- each candidate's step: s_i = mean_α ∂L/∂y_i(α) / ε̃_i.
-local function step2(og, nb, batches, lf)
+-- The exact rule: each candidate's own path, the others held at their
+-- trained steps. By the fundamental theorem of calculus the average
+-- gradient along [0, ε̃_i] is [L(ε̃) − L(ε̃ with candidate i off)] / ε̃_i, and
+-- the gate switches it off (α + y_i = 0 at y_i = −1): one forward pass per
+-- candidate and batch, for small networks and for checking the fast rules.
+local function exact_sums(og, batches, lf)
+  local gates = og:gates()
+  local sums = {}
+  for i, gt in ipairs(gates) do sums[i] = ff.zeros(gt:size()) end
+  local count = 0
+  ff.no_grad(function()
+    each_batch(batches, function(x, y)
+      local base = lf(og(x), y):item()
+      for i, gt in ipairs(gates) do
+        for j = 1, gt:size(1) do
+          gt[j] = -1
+          sums[i][j] = sums[i][j] + (base - lf(og(x), y):item())
+          gt[j] = 0
+        end
+      end
+      count = count + 1
+    end)
+  end)
+  return sums, count
+end
+
+-- Gate gradients summed over batches and quadrature points.
+local function gradient_sums(og, nb, batches, lf)
   local alphas = { 1 }
   if nb.rule == "midpoint" then
     alphas = {}
@@ -111,6 +137,18 @@ local function step2(og, nb, batches, lf)
     end)
   end
   og.alpha = 1
+  return sums, count
+end
+
+-- Scores: the summed gate effects averaged and divided by each candidate's
+-- step, s_i = mean ∂L/∂y_i / ε̃_i (the gradient along the step).
+local function step2(og, nb, batches, lf)
+  local sums, count
+  if nb.rule == "exact" then
+    sums, count = exact_sums(og, batches, lf)
+  else
+    sums, count = gradient_sums(og, nb, batches, lf)
+  end
   -- per-candidate steps ε̃
   local scores, k = {}, 1
   for _, c in ipairs(og.units) do
