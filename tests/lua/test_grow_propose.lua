@@ -87,6 +87,26 @@ function TestPropose:test_midpoint_agrees_with_exact()
   end
 end
 
+function TestPropose:test_official_preset()
+  local net, opt, batches = setup()
+  local nb = ff.grow.neighbourhood("official", { new = 4, generator = ff.Generator(7) })
+  lu.assertEquals(nb.optimizer, "rmsprop")
+  lu.assertEquals(ff.grow.neighbourhood({ new = 3 }).selection, "paper")
+  lu.assertStrContains(testlib.error_of(ff.grow.neighbourhood, "nash"), "unknown preset")
+  local p = ff.grow.propose(net, nb, batches)
+  p:select(3)
+  -- the most negative scores, each kept with its trained step
+  local all = p:candidates()
+  table.sort(all, function(a, b) return a.score < b.score end)
+  for i, c in ipairs(p.selected) do
+    lu.assertEquals(c.score, all[i].score)
+    lu.assertTrue(c.trained)
+  end
+  local _, _, r = p:apply(opt)
+  lu.assertTrue(r.predicted < 0)
+  lu.assertTrue(r.measured < 0, "measured " .. r.measured)
+end
+
 TestRun = {}
 
 function TestRun:test_phases_grow_and_log_reproducibly()
@@ -115,6 +135,19 @@ function TestRun:test_phases_grow_and_log_reproducibly()
   lu.assertTrue(rows[1].measured_dloss < 0)
   -- the same seed gives the same run
   local rows2 = once()
+  -- the released code's fresh optimiser after growth
+  local ds = ff.data.two_moons { n = 128, noise = 0.1, seed = 33 }
+  local net2 = nn.mlp { 2, 3, 2 }
+  local made = 0
+  local function fresh(n)
+    made = made + 1
+    return ff.optim.SGD(n:named_parameters(), { lr = 0.1 })
+  end
+  ff.grow.run { net = net2, data = ff.data.DataLoader(ds, { batch_size = 64, generator = ff.Generator(1) }),
+    optim = fresh(net2), phases = 3, epochs = 1, quiet = true, eta = 2, score_batches = 1,
+    neighbourhood = ff.grow.neighbourhood("official", { new = 2, generator = ff.Generator(2) }),
+    reset_optim = fresh }
+  lu.assertEquals(made, 3)
   for i = 1, 3 do
     lu.assertEquals(rows2[i].widths, rows[i].widths)
     lu.assertEquals(rows2[i].train_loss, rows[i].train_loss)

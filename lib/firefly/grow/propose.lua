@@ -25,15 +25,23 @@ local overgrown = require "firefly.grow.overgrown"
 local P = {}
 P.__index = P
 
+local function check_choice(nb, key, choices)
+  local v = nb[key]
+  if v == nil then return end
+  for _, c in ipairs(choices) do if v == c then return end end
+  error(string.format("grow.propose: %s must be one of %s, got %s", key, table.concat(choices, ", "),
+    tostring(v)), 4)
+end
+
 local function check_nb(nb)
   local allowed = { split = 1, new = 1, eps = 1, where = 1, steps = 1, lr = 1, rule = 1, points = 1,
-    loss = 1, generator = 1 }
+    loss = 1, generator = 1, optimizer = 1, project = 1, penalty = 1, selection = 1 }
   for k in pairs(nb) do
     if not allowed[k] then error("grow.propose: unknown neighbourhood option '" .. tostring(k) .. "'", 3) end
   end
-  if nb.rule and nb.rule ~= "endpoint" and nb.rule ~= "midpoint" and nb.rule ~= "exact" then
-    error("grow.propose: rule must be \"endpoint\", \"midpoint\" or \"exact\", got " .. tostring(nb.rule), 3)
-  end
+  check_choice(nb, "rule", { "endpoint", "midpoint", "exact" })
+  check_choice(nb, "optimizer", { "adam", "rmsprop" })
+  check_choice(nb, "selection", { "paper", "official" })
 end
 
 -- batches: a DataLoader, or a list of {x, y}
@@ -74,16 +82,33 @@ local function project(og, eps)
   end)
 end
 
+-- The released code's penalty: λ(‖v‖² + 10⁻²‖new neurons' weights‖²).
+local function penalty(og, lambda)
+  local total
+  for _, c in ipairs(og.units) do
+    local terms = {}
+    if c.split then terms[#terms + 1] = c.split.v:pow(2):sum() end
+    if c.new then terms[#terms + 1] = (c.new.u:pow(2):sum() + c.new.o:pow(2):sum()) * 1e-2 end
+    for _, t in ipairs(terms) do total = total and total + t or t end
+  end
+  return total * lambda
+end
+
 local function step1(og, nb, batches, lf)
   local steps = nb.steps or 1
   if steps <= 0 then return end
-  local opt = ff.optim.Adam(og:perturbations(), { lr = nb.lr or 1e-3 })
+  local params = og:perturbations()
+  local opt = nb.optimizer == "rmsprop"
+      and ff.optim.RMSprop(params, { lr = nb.lr or 1e-3, alpha = 0.9, momentum = 0.1 })
+      or ff.optim.Adam(params, { lr = nb.lr or 1e-3 })
   for _ = 1, steps do
     each_batch(batches, function(x, y)
       opt:zero_grad()
-      lf(og(x), y):backward()
+      local loss = lf(og(x), y)
+      if nb.penalty and nb.penalty > 0 then loss = loss + penalty(og, nb.penalty) end
+      loss:backward()
       opt:step()
-      project(og, nb.eps or 1e-2)
+      if nb.project ~= false then project(og, nb.eps or 1e-2) end
     end)
   end
 end
@@ -227,15 +252,34 @@ function P:candidates()
   return list
 end
 
--- Keep the eta candidates with the largest |s|; ε̂ = −ε·sign(s).
+-- The step of candidate c as trained by step 1 (|v_i| or e_j, signed).
+local function trained_step(self, c)
+  local cand = self.og.units[c.unit]
+  if c.kind == "split" then return cand.split.v[c.index]:norm():item() end
+  return cand.new.e[c.index]
+end
+
+-- Keep eta candidates. The paper: the largest |s|, with ε̂ = −ε·sign(s).
+-- The released code ("official" selection): the most negative s, keeping
+-- the trained steps ε̃. Either way the prediction is Σ ε̂_i s_i.
 function P:select(eta)
   local list = self:candidates()
-  table.sort(list, function(a, b) return math.abs(a.score) > math.abs(b.score) end)
+  local official = self.nb.selection == "official"
+  if official then
+    table.sort(list, function(a, b) return a.score < b.score end)
+  else
+    table.sort(list, function(a, b) return math.abs(a.score) > math.abs(b.score) end)
+  end
   local eps = self.nb.eps or 1e-2
   self.selected, self.predicted = {}, 0
   for i = 1, math.min(eta, #list) do
     local c = list[i]
-    c.eps_hat = c.score > 0 and -eps or eps
+    if official then
+      c.trained = true
+      c.eps_hat = trained_step(self, c)
+    else
+      c.eps_hat = c.score > 0 and -eps or eps
+    end
     self.predicted = self.predicted + c.eps_hat * c.score
     self.selected[#self.selected + 1] = c
   end
@@ -280,7 +324,8 @@ function P:apply(opt)
         for j, c in ipairs(sel.split) do
           idx[j] = c.index
           local v = cand.split.v[c.index]
-          rows[j] = (v / math.max(v:norm():item(), 1e-12) * c.eps_hat):detach()
+          -- the trained v itself (official), or its direction times ε̂ (paper)
+          rows[j] = (c.trained and v or v / math.max(v:norm():item(), 1e-12) * c.eps_hat):detach()
         end
         done(edit.split(unit, idx, pad_cols(ff.stack(rows), d)))
       end

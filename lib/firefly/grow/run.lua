@@ -45,7 +45,8 @@ end
 
 local function check(opts)
   local allowed = { net = 1, data = 1, test = 1, optim = 1, phases = 1, epochs = 1, neighbourhood = 1,
-    eta = 1, score_batches = 1, log = 1, quiet = 1, on_phase = 1, checkpoint = 1, resume = 1 }
+    eta = 1, score_batches = 1, log = 1, quiet = 1, on_phase = 1, checkpoint = 1, resume = 1,
+    reset_optim = 1 }
   for k in pairs(opts) do
     if not allowed[k] then error("grow.run: unknown option '" .. tostring(k) .. "'", 3) end
   end
@@ -118,7 +119,10 @@ function R.run(opts)
       local t0 = ff.clock()
       local p = propose.propose(net, nb, first_batches(loader, opts.score_batches or 8))
       p:select(budget(opts.eta or 16, t, net))
-      local _, _, report = p:apply(opt)
+      -- the released code restarts the optimiser after growth; else its
+      -- state follows every edit
+      local _, _, report = p:apply(not opts.reset_optim and opt or nil)
+      if opts.reset_optim then opt = opts.reset_optim(net) end
       row.grow_seconds = ff.clock() - t0
       row.grown = report.selected
       row.predicted_dloss, row.measured_dloss = report.predicted, report.measured
