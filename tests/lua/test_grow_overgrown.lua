@@ -38,8 +38,12 @@ function TestOvergrown:test_zero_perturbation_is_the_base_network()
 end
 
 function TestOvergrown:test_gate_gradients_match_finite_differences()
-  local _, og, x, y = setup(true)
+  local net, _, x, y = setup(true)
+  -- splits, new neurons and new layers all at once
+  local og = overgrown.build(net, ff.grow.units(net), { new = 3, layers = 2, eps = 1e-2,
+    generator = ff.Generator(14) })
   local gates = og:gates()
+  lu.assertEquals(#gates, 6)
   local ok, report = ff.gradcheck(function() return ff.cross_entropy(og(x), y) end, gates,
     { eps = 1e-2, atol = 1e-4, rtol = 1e-2 })
   lu.assertTrue(ok, report)

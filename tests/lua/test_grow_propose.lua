@@ -107,6 +107,46 @@ function TestPropose:test_official_preset()
   lu.assertTrue(r.measured < 0, "measured " .. r.measured)
 end
 
+function TestPropose:test_new_layers_two_level_budget()
+  local net, opt, batches = setup()
+  local function count_residuals(n)
+    local k = 0
+    n:apply(function(m) if getmetatable(m).__name == "Residual" then k = k + 1 end end)
+    return k
+  end
+  -- over-grown with layer candidates only: zero steps give the base network
+  local og = require("firefly.grow.overgrown").build(net, ff.grow.units(net),
+    { split = false, layers = 3, generator = ff.Generator(8) })
+  ff.no_grad(function() for _, c in ipairs(og.units) do c.layer.e:zero_() end end)
+  local x, y = batches[1][1], batches[1][2]
+  lu.assertTrue(ff.no_grad(og, x):allclose(ff.no_grad(net, x), 1e-6, 1e-6))
+  local p = ff.grow.propose(net, { split = false, layers = { candidates = 4, max_new_layers = 1 },
+    steps = 1, lr = 1e-2, generator = ff.Generator(9) }, batches)
+  lu.assertStrContains(tostring(p), "4 layer")
+  p:select(3)
+  local units_opened = {}
+  for _, c in ipairs(p.selected) do
+    lu.assertEquals(c.kind, "layer")
+    units_opened[c.unit] = true
+  end
+  local n_opened = 0
+  for _ in pairs(units_opened) do n_opened = n_opened + 1 end
+  lu.assertEquals(n_opened, 1)
+  local _, _, r = p:apply(opt)
+  lu.assertEquals(count_residuals(net), 1)
+  lu.assertTrue(r.predicted < 0)
+  lu.assertTrue(math.abs(r.measured - r.predicted) <= 0.5 * math.abs(r.predicted),
+    string.format("predicted %.4g measured %.4g", r.predicted, r.measured))
+  -- the inserted block trains with the rest, and its hidden layer is growable
+  opt:zero_grad(); ff.cross_entropy(net(x), y):backward(); opt:step()
+  local names = {}
+  for _, u in ipairs(ff.grow.units(net)) do names[#names + 1] = u.name end
+  lu.assertStrContains(table.concat(names, " "), ".f.1")
+  -- and the next step still works (it grows the top-level units)
+  local p2 = ff.grow.propose(net, { new = 2, steps = 0, generator = ff.Generator(10) }, batches)
+  p2:select(2):apply(opt)
+end
+
 TestRun = {}
 
 function TestRun:test_phases_grow_and_log_reproducibly()

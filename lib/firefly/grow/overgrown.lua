@@ -82,6 +82,14 @@ local function outgoing_shape(unit, n)
   return shape
 end
 
+-- The activation a new layer uses: the unit's own (else ReLU).
+local function first_activation(unit)
+  for _, m in ipairs(unit.between) do
+    if m.act then return m end
+  end
+  return require("firefly.nn").ReLU()
+end
+
 -- {m, 1, 1, ...}: one value per row of a weight of v's rank
 local function per_row_shape(v)
   local shape = { v:size(1) }
@@ -123,6 +131,21 @@ function O.build(net, units, opts)
         gate = ff.zeros(n):requires_grad(true),
       }
     end
+    local nl = opts.layers or 0
+    if nl > 0 then
+      if class_of(u.consumer) ~= "Linear" or u.spatial ~= 1 or u.kind ~= "Linear" then
+        error("grow.overgrown: new layers are supported between Linear layers only (unit " .. u.name .. ")", 2)
+      end
+      -- a residual layer I + h before the consumer: h(z) = Σ_j e_j act(z u_jᵀ + c_j) o_j
+      c.layer = {
+        u = (ff.randn(nl, m, g) / math.sqrt(m)):requires_grad(true),
+        b = ff.zeros(nl):requires_grad(true),
+        o = (ff.randn(m, nl, g) / math.sqrt(nl)):requires_grad(true),
+        e = ff.full({ nl }, eps):requires_grad(true),
+        gate = ff.zeros(nl):requires_grad(true),
+        act = first_activation(u),
+      }
+    end
     self.units[#self.units + 1] = c
   end
   -- where each unit starts and ends in the top-level Sequential
@@ -146,8 +169,10 @@ function O:perturbations()
   local list = {}
   for _, c in ipairs(self.units) do
     if c.split then list[#list + 1] = c.split.v end
-    if c.new then
-      for _, k in ipairs { "u", "b", "o", "e" } do list[#list + 1] = c.new[k] end
+    for _, kind in ipairs { "new", "layer" } do
+      if c[kind] then
+        for _, k in ipairs { "u", "b", "o", "e" } do list[#list + 1] = c[kind][k] end
+      end
     end
   end
   return list
@@ -158,6 +183,7 @@ function O:gates()
   for _, c in ipairs(self.units) do
     if c.split then list[#list + 1] = c.split.gate end
     if c.new then list[#list + 1] = c.new.gate end
+    if c.layer then list[#list + 1] = c.layer.gate end
   end
   return list
 end
@@ -176,6 +202,10 @@ local function unit_forward(self, c, x, extra)
     hidden = (phi(u, z + s) + phi(u, z - s)) * 0.5
   else
     hidden = phi(u, z)
+  end
+  if c.layer then -- the candidate layer I + h, before the consumer
+    local L = c.layer
+    hidden = hidden + ff.linear(L.act(ff.linear(hidden, L.u, L.b)) * (L.e * (L.gate + self.alpha)), L.o)
   end
   local contribution
   if c.new then

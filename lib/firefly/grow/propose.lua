@@ -25,6 +25,8 @@ local overgrown = require "firefly.grow.overgrown"
 local P = {}
 P.__index = P
 
+local pad_cols, insert_layer -- defined below
+
 local function check_choice(nb, key, choices)
   local v = nb[key]
   if v == nil then return end
@@ -35,7 +37,7 @@ end
 
 local function check_nb(nb)
   local allowed = { split = 1, new = 1, eps = 1, where = 1, steps = 1, lr = 1, rule = 1, points = 1,
-    loss = 1, generator = 1, optimizer = 1, project = 1, penalty = 1, selection = 1 }
+    loss = 1, generator = 1, optimizer = 1, project = 1, penalty = 1, selection = 1, layers = 1 }
   for k in pairs(nb) do
     if not allowed[k] then error("grow.propose: unknown neighbourhood option '" .. tostring(k) .. "'", 3) end
   end
@@ -67,6 +69,14 @@ local function project(og, eps)
         local m = v:size(1)
         local rows = v:view(m, -1)
         rows:mul_((rows:norm(2, 2, true):clamp(eps, nil)):pow(-1) * eps)
+      end
+      if c.layer then -- o is (width x k): a neuron's outgoing weights are a column
+        local L = c.layer
+        L.e:clamp_(-eps, eps)
+        local norm = (L.u:pow(2):sum(2) + L.b:pow(2) + L.o:pow(2):sum(1)):sqrt():clamp(1, nil)
+        L.u:div_(norm:unsqueeze(2))
+        L.b:div_(norm)
+        L.o:div_(norm:unsqueeze(1))
       end
       if c.new then
         local n = c.new
@@ -185,11 +195,13 @@ local function step2(og, nb, batches, lf)
       end)
       k = k + 1
     end
-    if c.new then
-      entry.new = ff.no_grad(function()
-        return sums[k] / count / c.new.e:abs():clamp(1e-12, nil)
-      end)
-      k = k + 1
+    for _, kind in ipairs { "new", "layer" } do
+      if c[kind] then
+        entry[kind] = ff.no_grad(function()
+          return sums[k] / count / c[kind].e:abs():clamp(1e-12, nil)
+        end)
+        k = k + 1
+      end
     end
     scores[#scores + 1] = entry
   end
@@ -213,7 +225,12 @@ function P.propose(net, nb, batches)
   check_nb(nb)
   local t0 = ff.clock()
   local lf = loss_of(nb)
-  local us = units_mod.units(net, nb.where)
+  -- the over-grown forward handles units of the top-level Sequential;
+  -- units inside inserted Residual blocks wait for the fused operators
+  local us = {}
+  for _, u in ipairs(units_mod.units(net, nb.where)) do
+    if not u.name:find(".", 1, true) then us[#us + 1] = u end
+  end
   if #us == 0 then error("grow.propose: the network has no growable units", 2) end
   local was_training = net.training
   net:eval()
@@ -222,8 +239,9 @@ function P.propose(net, nb, batches)
   for _, p in ipairs(net:parameters()) do frozen[#frozen + 1] = p; p:requires_grad(false) end
   local new = type(nb.new) == "table" and nb.new.candidates or nb.new or 0
   local ok, err = pcall(function()
-    local og = overgrown.build(net, us, { split = nb.split ~= false, new = new, eps = nb.eps,
-      generator = nb.generator })
+    local layers = type(nb.layers) == "table" and nb.layers.candidates or nb.layers or 0
+    local og = overgrown.build(net, us, { split = nb.split ~= false, new = new, layers = layers,
+      eps = nb.eps, generator = nb.generator })
     step1(og, nb, batches, lf)
     local self = setmetatable({ net = net, og = og, nb = nb, batches = batches, lf = lf,
       loss_before = mean_loss(net, batches, lf) }, P)
@@ -241,7 +259,7 @@ end
 function P:candidates()
   local list = {}
   for k, entry in ipairs(self.scores) do
-    for _, kind in ipairs { "split", "new" } do
+    for _, kind in ipairs { "split", "new", "layer" } do
       if entry[kind] then
         for i, s in ipairs(entry[kind]:totable()) do
           list[#list + 1] = { unit = k, kind = kind, index = i, score = s }
@@ -256,7 +274,7 @@ end
 local function trained_step(self, c)
   local cand = self.og.units[c.unit]
   if c.kind == "split" then return cand.split.v[c.index]:norm():item() end
-  return cand.new.e[c.index]
+  return cand[c.kind].e[c.index]
 end
 
 -- Keep eta candidates. The paper: the largest |s|, with ε̂ = −ε·sign(s).
@@ -271,29 +289,73 @@ function P:select(eta)
     table.sort(list, function(a, b) return math.abs(a.score) > math.abs(b.score) end)
   end
   local eps = self.nb.eps or 1e-2
+  -- the two-level budget of new layers: at most max_new_layers layers get
+  -- any neuron (a layer counts once one of its neurons is kept)
+  local max_layers = (self.nb.layers or {}).max_new_layers or math.huge
+  local opened, n_opened = {}, 0
   self.selected, self.predicted = {}, 0
-  for i = 1, math.min(eta, #list) do
-    local c = list[i]
-    if official then
-      c.trained = true
-      c.eps_hat = trained_step(self, c)
-    else
-      c.eps_hat = c.score > 0 and -eps or eps
+  for _, c in ipairs(list) do
+    if #self.selected >= eta then break end
+    local allowed = true
+    if c.kind == "layer" and not opened[c.unit] then
+      allowed = n_opened < max_layers
+      if allowed then opened[c.unit], n_opened = true, n_opened + 1 end
     end
-    self.predicted = self.predicted + c.eps_hat * c.score
-    self.selected[#self.selected + 1] = c
+    if allowed then
+      if official then
+        c.trained = true
+        c.eps_hat = trained_step(self, c)
+      else
+        c.eps_hat = c.score > 0 and -eps or eps
+      end
+      self.predicted = self.predicted + c.eps_hat * c.score
+      self.selected[#self.selected + 1] = c
+    end
   end
   return self
 end
 
 -- Pad the rows of t (k x d_old ...) with zero columns up to d (a unit
 -- whose producer gained inputs from an earlier unit's growth).
-local function pad_cols(t, d)
+function pad_cols(t, d)
   local have = t:size(2)
   if have == d then return t end
   local shape = t:size()
   shape[2] = d - have
   return ff.cat({ t, ff.zeros(shape) }, 2)
+end
+
+-- Insert the selected neurons of a candidate layer as a Residual block
+-- before the unit's consumer: x + W2 act(W1 x + b1), W2's columns scaled by
+-- the steps. Inputs added to the unit in this step (new neurons, split
+-- children) get zero weights in the block. Returns remap entries for the
+-- new parameters (no old state).
+local nn_mod
+function insert_layer(net, cand, sel)
+  nn_mod = nn_mod or require("firefly.nn")
+  local unit, L = cand.unit, cand.layer
+  local width = unit.producer.weight:size(1)
+  local idx, steps = {}, {}
+  for j, c in ipairs(sel) do idx[j] = c.index; steps[j] = c.eps_hat end
+  local k = #idx
+  local w1 = pad_cols(L.u:detach():index_select(1, idx), width)
+  local b1 = L.b:detach():index_select(1, idx)
+  local w2 = L.o:detach():index_select(2, idx) * ff.tensor(steps)
+  if w2:size(1) < width then w2 = ff.cat({ w2, ff.zeros(width - w2:size(1), k) }, 1) end
+  local first = nn_mod.Linear(width, k)
+  local second = nn_mod.Linear(k, width)
+  ff.no_grad(function()
+    first.weight:copy_(w1); first.bias:copy_(b1)
+    second.weight:copy_(w2); second.bias:zero_()
+  end)
+  local act = nn_mod.activation(L.act.act, L.act.param)
+  local block = nn_mod.Residual(nn_mod.Sequential { first, act, second })
+  local pos
+  for i, ch in ipairs(net._children) do if ch[2] == unit.consumer then pos = i end end
+  net:insert(pos, block)
+  return {
+    { new = first.weight }, { new = first.bias }, { new = second.weight }, { new = second.bias },
+  }
 end
 
 -- Materialise the selection (units in network order). With an optimiser,
@@ -311,7 +373,7 @@ function P:apply(opt)
   end
   local by_unit = {}
   for _, c in ipairs(self.selected) do
-    by_unit[c.unit] = by_unit[c.unit] or { split = {}, new = {} }
+    by_unit[c.unit] = by_unit[c.unit] or { split = {}, new = {}, layer = {} }
     table.insert(by_unit[c.unit][c.kind], c)
   end
   for k, cand in ipairs(self.og.units) do
@@ -345,6 +407,7 @@ function P:apply(opt)
         oshape[2] = oshape[2] // n.e:size(1) * #idx
         done(edit.add(unit, u, b, o:reshape(oshape)))
       end
+      if #sel.layer > 0 then done(insert_layer(self.net, cand, sel.layer)) end
     end
   end
   local was_training = self.net.training
@@ -365,7 +428,7 @@ function P:__tostring()
   for k, entry in ipairs(self.scores) do
     local u = self.og.units[k].unit
     local parts = {}
-    for _, kind in ipairs { "split", "new" } do
+    for _, kind in ipairs { "split", "new", "layer" } do
       if entry[kind] then
         local s = entry[kind]
         parts[#parts + 1] = string.format("%d %s (|s| max %.3g)", s:numel(), kind, s:abs():max():item())
