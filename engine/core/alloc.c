@@ -143,6 +143,7 @@ void ff_free(void *p, size_t nbytes)
 size_t ff_mem_live_bytes(void) { return atomic_load(&live_bytes); }
 size_t ff_mem_peak_bytes(void) { return atomic_load(&peak_bytes); }
 size_t ff_mem_total_bytes(void) { return atomic_load(&total_bytes); }
+void ff_mem_reset_peak(void) { atomic_store(&peak_bytes, atomic_load(&live_bytes)); }
 size_t ff_mem_cached_bytes(void)
 {
     pthread_mutex_lock(&cache.lock);

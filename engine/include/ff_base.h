@@ -47,6 +47,7 @@ void ff_free(void *p, size_t nbytes);
 size_t ff_mem_live_bytes(void);     /* bytes currently held by tensors */
 size_t ff_mem_peak_bytes(void);     /* high-water mark since start */
 size_t ff_mem_total_bytes(void);    /* bytes ever allocated (a running count) */
+void ff_mem_reset_peak(void);       /* the high-water mark restarts from now */
 /* Large freed buffers are cached for reuse (training loops free and ask for
  * the same sizes every step); these are not live bytes. */
 size_t ff_mem_cached_bytes(void);

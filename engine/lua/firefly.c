@@ -257,13 +257,16 @@ static int m_get_num_threads(lua_State *L)
     return 1;
 }
 
-/* ff.memory() -> bytes held by tensors now, at the peak, and freed but
- * cached for reuse */
+/* ff.memory([reset_peak]) -> bytes held by tensors now, at the peak, and
+ * freed but cached for reuse; with `true`, the peak then restarts from now
+ * (to measure the peak of one computation). */
 static int m_memory(lua_State *L)
 {
     lua_pushinteger(L, (lua_Integer)ff_mem_live_bytes());
     lua_pushinteger(L, (lua_Integer)ff_mem_peak_bytes());
     lua_pushinteger(L, (lua_Integer)ff_mem_cached_bytes());
+    if (lua_toboolean(L, 1))
+        ff_mem_reset_peak();
     return 3;
 }
 

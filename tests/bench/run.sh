@@ -24,6 +24,10 @@ echo "OPENBLAS_CORETYPE: ${OPENBLAS_CORETYPE:-unset}"
 echo "OPENBLAS_NUM_THREADS: ${OPENBLAS_NUM_THREADS:-unset} (the bench sets 1 and 2 itself)"
 "$out/bench_core" "$out/core.json"
 
+# One Firefly growth phase against one epoch of the same network.
+echo
+./firefly tests/bench/bench_grow.lua
+
 # The PyTorch comparison needs Debian's python3 with python3-torch (`make
 # bench` installs it); the engine itself never depends on torch. The two
 # benches run one after the other, never side by side: each has busy threads.
