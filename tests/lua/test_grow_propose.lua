@@ -147,6 +147,32 @@ function TestPropose:test_new_layers_two_level_budget()
   p2:select(2):apply(opt)
 end
 
+function TestPropose:test_parameter_budget_selection()
+  local net, opt, batches = setup()
+  local p = ff.grow.propose(net, { new = 4, steps = 0, generator = ff.Generator(12) }, batches)
+  p:select { params = 40 }
+  lu.assertTrue(#p.selected > 0)
+  lu.assertTrue(p.cost <= 40)
+  local before = net:num_params()
+  p:apply(opt)
+  -- the parameters actually added are what selection charged
+  lu.assertEquals(net:num_params() - before, p.cost)
+  lu.assertStrContains(testlib.error_of(p.select, p, { flops = 3 }), "params")
+  -- with new layers in the neighbourhood too
+  local p2 = ff.grow.propose(net, { new = 3, layers = { candidates = 3, max_new_layers = 2 }, steps = 0,
+    generator = ff.Generator(13) }, batches)
+  for _, budget in ipairs { 30, 80 } do
+    local q = ff.grow.propose(net, { new = 3, layers = { candidates = 3, max_new_layers = 2 }, steps = 0,
+      generator = ff.Generator(13) }, batches)
+    q:select { params = budget }
+    local b = net:num_params()
+    q:apply()
+    lu.assertEquals(net:num_params() - b, q.cost, "budget " .. budget)
+    lu.assertTrue(q.cost <= budget)
+  end
+  lu.assertNotNil(p2)
+end
+
 TestRun = {}
 
 function TestRun:test_phases_grow_and_log_reproducibly()

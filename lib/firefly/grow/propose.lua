@@ -277,17 +277,60 @@ local function trained_step(self, c)
   return cand[c.kind].e[c.index]
 end
 
+-- Parameters a candidate adds given what is already selected (marginal
+-- cost, so the charges add up exactly): a neuron's producer row (and bias),
+-- its batch-norm entries and its consumer columns, where a neighbouring
+-- unit's selected neurons lengthen the row (the previous unit grows this
+-- producer's inputs) or the column (the next unit grows this consumer's
+-- outputs), and this unit's selected layer neurons read it; a new-layer
+-- neuron reads and writes the unit's width as it will be.
+local function marginal_cost(self, c, n, l)
+  local units = self.og.units
+  local u = units[c.unit].unit
+  local prev = units[c.unit - 1] and units[c.unit - 1].unit.consumer == u.producer
+  local nxt = units[c.unit + 1] and units[c.unit + 1].unit.producer == u.consumer
+  local width = u.producer.weight:size(1) + n[c.unit]
+  -- a layer block's second Linear has a bias of the unit's width: paid when
+  -- the block opens, and one more entry per neuron added after that
+  if c.kind == "layer" then return 2 * width + 1 + (l[c.unit] == 0 and width or 0) end
+  local row = u.producer.weight:numel() // u.producer.weight:size(1) + (u.producer.bias and 1 or 0)
+  if prev then row = row + n[c.unit - 1] end
+  local col = u.consumer.weight:numel() // (u.consumer.weight:size(2) // u.spatial)
+  if nxt then col = col + n[c.unit + 1] * u.spatial end
+  local bn = 0
+  for _, m in ipairs(u.between) do if m.weight then bn = bn + 2 end end
+  return row + col + bn + (l[c.unit] > 0 and 2 * l[c.unit] + 1 or 0)
+end
+
 -- Keep eta candidates. The paper: the largest |s|, with ε̂ = −ε·sign(s).
+-- eta = {params = P} charges each candidate its parameter cost instead and
+-- keeps candidates greedily by |s| per parameter while the total stays
+-- within P (C(f) <= C(f_t) + P).
 -- The released code ("official" selection): the most negative s, keeping
 -- the trained steps ε̃. Either way the prediction is Σ ε̂_i s_i.
 function P:select(eta)
   local list = self:candidates()
   local official = self.nb.selection == "official"
-  if official then
+  local budget
+  if type(eta) == "table" then
+    budget = eta.params
+    if type(budget) ~= "number" or budget < 0 then
+      error("grow.select: eta must be a number of neurons or {params = n}", 2)
+    end
+    eta = math.huge
+    -- greedy by |s| per parameter, at the cost before any selection
+    local n0, l0 = {}, {}
+    for k = 1, #self.og.units do n0[k], l0[k] = 0, 0 end
+    for _, c in ipairs(list) do c.rank = math.abs(c.score) / marginal_cost(self, c, n0, l0) end
+    table.sort(list, function(a, b) return a.rank > b.rank end)
+  elseif official then
     table.sort(list, function(a, b) return a.score < b.score end)
   else
     table.sort(list, function(a, b) return math.abs(a.score) > math.abs(b.score) end)
   end
+  local spent = 0
+  local n, l = {}, {}
+  for k = 1, #self.og.units do n[k], l[k] = 0, 0 end
   local eps = self.nb.eps or 1e-2
   -- the two-level budget of new layers: at most max_new_layers layers get
   -- any neuron (a layer counts once one of its neurons is kept)
@@ -296,8 +339,9 @@ function P:select(eta)
   self.selected, self.predicted = {}, 0
   for _, c in ipairs(list) do
     if #self.selected >= eta then break end
-    local allowed = true
-    if c.kind == "layer" and not opened[c.unit] then
+    local cost = budget and marginal_cost(self, c, n, l) or 0
+    local allowed = not budget or spent + cost <= budget
+    if allowed and c.kind == "layer" and not opened[c.unit] then
       allowed = n_opened < max_layers
       if allowed then opened[c.unit], n_opened = true, n_opened + 1 end
     end
@@ -310,8 +354,11 @@ function P:select(eta)
       end
       self.predicted = self.predicted + c.eps_hat * c.score
       self.selected[#self.selected + 1] = c
+      spent = spent + cost
+      if c.kind == "layer" then l[c.unit] = l[c.unit] + 1 else n[c.unit] = n[c.unit] + 1 end
     end
   end
+  self.cost = budget and spent or nil
   return self
 end
 
