@@ -225,18 +225,12 @@ static int m_stack(lua_State *L)
 /* ff.where(cond, a, b): a and b may be numbers. */
 static int m_where(lua_State *L)
 {
-    ff_tensor *c = lf_checktensor(L, 1);
-    for (int i = 2; i <= 3; i++)
-        if (lua_type(L, i) != LUA_TNUMBER && !lf_totensor(L, i))
-            luaL_typeerror(L, i, "tensor or number");
-    ff_tensor *a = lf_checkoperand(L, 2);
-    ff_tensor *b = lua_type(L, 3) == LUA_TNUMBER ? ff_tensor_scalar((float)lua_tonumber(L, 3))
-                                                 : ff_tensor_retain(lf_checktensor(L, 3));
+    ff_tensor *c = lf_checktensor(L, 1), *in[2];
+    lf_checkoperands(L, 2, 2, in);
     ff_params p = {.aux = {c}};
-    ff_tensor *in[2] = {a, b};
-    ff_tensor *r = b ? lf_apply(L, FF_OP_WHERE, in, 2, &p, NULL) : NULL;
-    ff_tensor_release(a);
-    ff_tensor_release(b);
+    ff_tensor *r = lf_apply(L, FF_OP_WHERE, in, 2, &p, NULL);
+    ff_tensor_release(in[0]);
+    ff_tensor_release(in[1]);
     lf_pushtensor(L, r);
     return 1;
 }

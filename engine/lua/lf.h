@@ -41,9 +41,10 @@ typedef struct lf_tensor {
 /* The tensor at arg (error if not a tensor, or already closed). */
 ff_tensor *lf_checktensor(lua_State *L, int arg);
 ff_tensor *lf_totensor(lua_State *L, int arg); /* NULL if not a tensor */
-/* A tensor or a number (a number becomes a new rank-0 tensor). Returns a new
- * reference the caller releases. */
-ff_tensor *lf_checkoperand(lua_State *L, int arg);
+/* n tensors-or-numbers from arg on (a number becomes a new rank-0 tensor)
+ * as new references in out[], which the caller releases. All are checked
+ * before any reference is taken. */
+void lf_checkoperands(lua_State *L, int arg, int n, ff_tensor **out);
 /* Push t, taking over the caller's reference. A NULL t raises the core's
  * error instead (so `lf_pushtensor(L, ff_op(...))` is the whole pattern). */
 void lf_pushtensor(lua_State *L, ff_tensor *t);

@@ -392,22 +392,6 @@ static int t_equal(lua_State *L)
 
 /* ---- elementwise ---- */
 
-/* Both operands checked before either becomes a reference (see the rule at
- * the top of the file). */
-static void checkoperands(lua_State *L, ff_tensor **a, ff_tensor **b)
-{
-    for (int i = 1; i <= 2; i++)
-        if (lua_type(L, i) != LUA_TNUMBER && !lf_totensor(L, i))
-            luaL_typeerror(L, i, "tensor or number");
-    *a = lf_checkoperand(L, 1);
-    *b = lua_type(L, 2) == LUA_TNUMBER ? ff_tensor_scalar((float)lua_tonumber(L, 2))
-                                       : ff_tensor_retain(lf_checktensor(L, 2));
-    if (!*b) {
-        ff_tensor_release(*a);
-        lf_raise(L);
-    }
-}
-
 /* Differentiable binary ops go through autograd; comparisons (opcode
  * FF_OP_COUNT here) are plain kernels: their gradient is zero. */
 static const ff_opcode binop_grad_op[FF_BINOP_COUNT] = {
@@ -418,17 +402,15 @@ static const ff_opcode binop_grad_op[FF_BINOP_COUNT] = {
 
 static int binop(lua_State *L, ff_binop op)
 {
-    ff_tensor *a, *b, *r;
-    checkoperands(L, &a, &b);
+    ff_tensor *in[2], *r;
+    lf_checkoperands(L, 1, 2, in);
     ff_opcode gop = binop_grad_op[op];
-    if (gop != FF_OP_COUNT) {
-        ff_tensor *in[2] = {a, b};
+    if (gop != FF_OP_COUNT)
         r = lf_apply(L, gop, in, 2, NULL, NULL);
-    } else {
-        LF_RETRY(L, r, ff_binary(op, a, b));
-    }
-    ff_tensor_release(a);
-    ff_tensor_release(b);
+    else
+        LF_RETRY(L, r, ff_binary(op, in[0], in[1]));
+    ff_tensor_release(in[0]);
+    ff_tensor_release(in[1]);
     lf_pushtensor(L, r);
     return 1;
 }
@@ -437,9 +419,7 @@ static int binop_(lua_State *L, ff_binop op)
 {
     ff_tensor *a = lf_checktensor(L, 1), *b;
     lf_check_inplace(L, a, ff_binop_name(op));
-    if (lua_type(L, 2) != LUA_TNUMBER && !lf_totensor(L, 2))
-        luaL_typeerror(L, 2, "tensor or number");
-    b = lf_checkoperand(L, 2);
+    lf_checkoperands(L, 2, 1, &b);
     ff_status st = ff_binary_(op, a, b);
     ff_tensor_release(b);
     lf_check(L, st);

@@ -27,17 +27,23 @@ ff_tensor *lf_checktensor(lua_State *L, int arg)
     return u->t;
 }
 
-ff_tensor *lf_checkoperand(lua_State *L, int arg)
+void lf_checkoperands(lua_State *L, int arg, int n, ff_tensor **out)
 {
-    if (lua_type(L, arg) == LUA_TNUMBER) {
-        ff_tensor *t = ff_tensor_scalar((float)lua_tonumber(L, arg));
-        if (!t)
+    /* every argument checked before any becomes a reference: a type error
+     * longjmps, and must not leak the ones already made */
+    for (int k = 0; k < n; k++)
+        if (lua_type(L, arg + k) != LUA_TNUMBER && !lf_totensor(L, arg + k))
+            luaL_typeerror(L, arg + k, "tensor or number");
+    for (int k = 0; k < n; k++) {
+        out[k] = lua_type(L, arg + k) == LUA_TNUMBER
+                     ? ff_tensor_scalar((float)lua_tonumber(L, arg + k))
+                     : ff_tensor_retain(lf_checktensor(L, arg + k));
+        if (!out[k]) {
+            while (k > 0)
+                ff_tensor_release(out[--k]);
             lf_raise(L);
-        return t;
+        }
     }
-    if (!lf_totensor(L, arg))
-        luaL_typeerror(L, arg, "tensor or number");
-    return ff_tensor_retain(lf_checktensor(L, arg));
 }
 
 /* Engine memory is invisible to Lua's collector: a userdata of 16 bytes may

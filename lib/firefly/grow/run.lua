@@ -15,21 +15,19 @@ local propose = require "firefly.grow.propose"
 
 local R = {}
 
-local function neurons(net)
-  local n, per = 0, {}
-  for _, u in ipairs(units_mod.units(net)) do
-    local w = units_mod.width(u)
-    n = n + w
-    per[#per + 1] = w
-  end
-  return n, table.concat(per, "-")
+local schedule = require "firefly.schedule"
+
+-- Neurons of the growable units, and their widths as "24-19".
+local function widths(net)
+  local per = {}
+  for _, u in ipairs(units_mod.units(net)) do per[#per + 1] = units_mod.width(u) end
+  return table.concat(per, "-")
 end
 
+-- eta as a number, {ratio = r} or a schedule function (ff.schedule).
 local function budget(eta, t, net)
+  if type(eta) == "table" then eta = schedule.ratio(eta.ratio or 0.35) end
   if type(eta) == "function" then return math.floor(eta(t, net)) end
-  if type(eta) == "table" then
-    return math.max(1, math.floor((eta.ratio or 0.35) * (neurons(net))))
-  end
   return eta
 end
 
@@ -111,8 +109,8 @@ function R.run(opts)
     local last = fit[#fit]
     local train_seconds = 0
     for _, r in ipairs(fit) do train_seconds = train_seconds + r.seconds end
-    local n, shape = neurons(net)
-    local row = { phase = t, epoch = epoch, neurons = n, widths = shape, params = net:num_params(),
+    local row = { phase = t, epoch = epoch, neurons = schedule.neurons(net), widths = widths(net),
+      params = net:num_params(),
       train_loss = last.train_loss, train_acc = last.train_acc, test_acc = last.test_acc,
       test_loss = last.test_loss }
     if t < (opts.phases or 4) then
