@@ -25,7 +25,13 @@ function TestUnits:test_mlp_vgg_residual()
   lu.assertEquals(us[2].spatial, 4) -- 8 channels of 2x2 flattened into the Linear
   local res = nn.Sequential { nn.Linear(3, 5), nn.Residual(nn.Sequential { nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 5) }),
     nn.Linear(5, 2) }
-  lu.assertEquals(names(units.units(res)), { "2.f.1" }) -- the trunk width is tied to the sum
+  -- the trunk grows through the block (its f reads and writes the trunk's
+  -- neurons), and so does the block's hidden layer
+  lu.assertEquals(names(units.units(res)), { "1", "2.f.1" })
+  lu.assertEquals(#units.units(res)[1].between, 1)
+  -- a block's output ending the Sequential is tied to the network's output
+  local tail = nn.Sequential { nn.Linear(3, 5), nn.Residual(nn.Sequential { nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 5) }) }
+  lu.assertEquals(names(units.units(tail)), { "2.f.1" })
   lu.assertEquals(names(units.units(nn.mlp { 4, 8, 8, 2 }, { "3" })), { "3" })
 end
 
@@ -75,6 +81,39 @@ function TestPreservation:test_inside_residual()
   check_preserved(net, ff.randn(4, 3), function(us)
     edit.split(us[1], { 7 }, ff.zeros(1, 5), ff.zeros(1))
     edit.add(us[1], ff.randn(2, 5), ff.randn(2), ff.zeros(5, 2))
+  end)
+end
+
+function TestPreservation:test_trunk_through_residual_blocks()
+  -- a trunk unit whose neurons pass through residual blocks (MLP and conv
+  -- with batch norm): split children and new neurons carry the blocks'
+  -- columns and rows along, and the function is unchanged
+  ff.manual_seed(7)
+  local mlp = nn.Sequential { nn.Linear(3, 5), nn.Tanh(),
+    nn.Residual(nn.Sequential { nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 5) }), nn.Linear(5, 2) }
+  check_preserved(mlp, ff.randn(6, 3), function(us)
+    lu.assertEquals(us[1].name, "1")
+    edit.split(us[1], { 2, 5 }, ff.randn(2, 3) * 0, ff.zeros(2))
+    edit.add(us[1], ff.randn(2, 3), ff.randn(2), ff.zeros(2, 2))
+    local f = mlp._children[3][2]._children[1][2]
+    lu.assertEquals(f._children[1][2].weight:size(), { 4, 9 })
+    lu.assertEquals(f._children[3][2].weight:size(), { 9, 4 })
+    lu.assertEquals(mlp._children[4][2].weight:size(), { 2, 9 })
+  end)
+  local conv = nn.Sequential { nn.Conv2d(2, 4, 3, { padding = 1, bias = false }), nn.BatchNorm2d(4), nn.ReLU(),
+    nn.Residual(nn.Sequential { nn.Conv2d(4, 3, 3, { padding = 1 }), nn.ReLU(), nn.Conv2d(3, 4, 3, { padding = 1 }) }),
+    nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4, 3) }
+  conv(ff.randn(5, 2, 4, 4))
+  check_preserved(conv, ff.randn(3, 2, 4, 4), function(us)
+    lu.assertEquals(us[1].name, "1")
+    lu.assertEquals(us[1].spatial, 4)
+    edit.split(us[1], { 1, 3 }, ff.zeros(2, 2, 3, 3))
+    edit.add(us[1], ff.randn(1, 2, 3, 3), nil, ff.zeros(3, 4))
+    -- the block's hidden layer is a unit of its own, grown after the trunk
+    local inner = units.units(conv)[2]
+    lu.assertEquals(inner.name, "4.f.1")
+    edit.split(inner, { 2 }, ff.zeros(1, 7, 3, 3), ff.zeros(1))
+    edit.add(inner, ff.randn(2, 7, 3, 3), nil, ff.zeros(7, 2, 3, 3))
   end)
 end
 

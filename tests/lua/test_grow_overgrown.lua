@@ -127,4 +127,99 @@ function TestOvergrownConv:test_propose_predicts_the_loss_change()
   lu.assertEquals(net(x):size(), { 6, 3 })
 end
 
+-- Networks with every kind of boundary: batch norm, a residual block in the
+-- trunk, max pooling, Flatten, and the blocks' own hidden units.
+local function nested(kind)
+  ff.manual_seed(61)
+  local net
+  if kind == "mlp" then
+    net = nn.Sequential { nn.Linear(5, 6), nn.BatchNorm1d(6), nn.Tanh(),
+      nn.Residual(nn.Sequential { nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 6) }), nn.Linear(6, 4), nn.Tanh(),
+      nn.Linear(4, 3) }
+    net(ff.randn(64, 5))
+  else
+    net = nn.Sequential { nn.Conv2d(2, 4, 3, { padding = 1, bias = false }), nn.BatchNorm2d(4), nn.ReLU(),
+      nn.Residual(nn.Sequential { nn.Conv2d(4, 3, 3, { padding = 1 }), nn.ReLU(), nn.Conv2d(3, 4, 3, { padding = 1 }) }),
+      nn.MaxPool2d(2), nn.Conv2d(4, 5, 3, { padding = 1 }), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 4, 3) }
+    net(ff.randn(16, 2, 4, 4))
+  end
+  net:eval()
+  local g = ff.Generator(62)
+  local x = kind == "mlp" and ff.randn(12, 5, g) or ff.randn(6, 2, 4, 4, g)
+  return net, x, ff.randint(1, 3, x:size(1), g)
+end
+
+TestNested = {}
+
+function TestNested:test_zero_steps_are_the_base_network()
+  for _, kind in ipairs { "mlp", "conv" } do
+    local net, x = nested(kind)
+    local us = ff.grow.units(net)
+    lu.assertEquals(#us, 3, kind) -- the trunk unit, the block's hidden unit, the next unit
+    local og = overgrown.build(net, us, { new = 2, layers = 2, generator = ff.Generator(63) })
+    ff.no_grad(function()
+      for _, c in ipairs(og.units) do c.split.v:zero_(); c.new.e:zero_(); c.layer.e:zero_() end
+    end)
+    local a, b = ff.no_grad(og, x), ff.no_grad(net, x)
+    lu.assertTrue(a:allclose(b, 1e-5, 1e-6), kind .. ": max diff " .. (a - b):abs():max():item())
+  end
+end
+
+function TestNested:test_gate_gradients_match_finite_differences()
+  for _, kind in ipairs { "mlp", "conv" } do
+    local net, x, y = nested(kind)
+    local og = overgrown.build(net, ff.grow.units(net), { new = 2, layers = 2, generator = ff.Generator(64) })
+    local ok, report = ff.gradcheck(function() return ff.cross_entropy(og(x), y) end, og:gates(),
+      { eps = 1e-2, atol = 1e-4, rtol = 2e-2 })
+    lu.assertTrue(ok, kind .. ": " .. tostring(report))
+  end
+end
+
+-- The over-grown network with only the selected candidates at their
+-- chosen steps (every other step zero).
+local function restrict(p)
+  local chosen = {}
+  for _, c in ipairs(p.selected) do chosen[c.unit .. c.kind .. c.index] = c end
+  ff.no_grad(function()
+    for k, cand in ipairs(p.og.units) do
+      local v = cand.split.v
+      for i = 1, v:size(1) do
+        local c = chosen[k .. "split" .. i]
+        if c then v[i]:mul_(c.eps_hat / v[i]:norm():item()) else v[i]:zero_() end
+      end
+      for _, kind in ipairs { "new", "layer" } do
+        local e = cand[kind].e
+        for i = 1, e:size(1) do
+          local c = chosen[k .. kind .. i]
+          e[i] = c and c.eps_hat or 0
+        end
+      end
+    end
+  end)
+end
+
+function TestNested:test_materialised_equals_the_restricted_overgrown_network()
+  for _, kind in ipairs { "mlp", "conv" } do
+    local net, x, y = nested(kind)
+    local p = ff.grow.propose(net, { new = 3, layers = { candidates = 2, max_new_layers = 2 }, steps = 1,
+      lr = 1e-2, generator = ff.Generator(65) }, { { x, y } })
+    p:select(12)
+    local kinds = {}
+    for _, c in ipairs(p.selected) do kinds[c.kind] = true end
+    lu.assertTrue(kinds.split and kinds.new and kinds.layer, kind .. ": every kind selected")
+    restrict(p)
+    local expected = ff.no_grad(p.og, x)
+    local params = net:num_params()
+    local _, _, r = p:apply()
+    net:eval()
+    local got = ff.no_grad(net, x)
+    lu.assertTrue(got:allclose(expected, 1e-4, 1e-5), kind .. ": max diff " .. (got - expected):abs():max():item())
+    lu.assertTrue(r.params_after > params)
+    lu.assertTrue(r.neurons_after > r.neurons_before)
+    -- and it predicted the change it made
+    lu.assertTrue(math.abs(r.measured - r.predicted) <= 0.5 * math.abs(r.predicted),
+      string.format("%s: predicted %.4g measured %.4g", kind, r.predicted, r.measured))
+  end
+end
+
 os.exit(testlib.run())

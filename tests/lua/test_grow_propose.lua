@@ -28,7 +28,10 @@ function TestPropose:test_step_predicts_the_loss_change()
   local net, opt, batches = setup()
   local p = ff.grow.propose(net, { new = 4, eps = 1e-2, steps = 2, lr = 1e-2,
     generator = ff.Generator(5) }, batches)
-  lu.assertStrContains(tostring(p), "unit 1 (Linear, 4 neurons)")
+  -- printed: one line per unit and kind, with its width and scores
+  lu.assertStrContains(tostring(p), "max |s|")
+  lu.assertTrue(tostring(p):find("\n  1 +Linear +4  split +4 ") ~= nil, tostring(p))
+  lu.assertTrue(tostring(p):find("\n  3 +Linear +4  new +4 ") ~= nil, tostring(p))
   -- step 1 kept every candidate inside the constraints
   for _, c in ipairs(p.og.units) do
     lu.assertTrue(c.split.v:norm(2, 2):max():item() <= 1e-2 * (1 + 1e-5))
@@ -122,7 +125,7 @@ function TestPropose:test_new_layers_two_level_budget()
   lu.assertTrue(ff.no_grad(og, x):allclose(ff.no_grad(net, x), 1e-6, 1e-6))
   local p = ff.grow.propose(net, { split = false, layers = { candidates = 4, max_new_layers = 1 },
     steps = 1, lr = 1e-2, generator = ff.Generator(9) }, batches)
-  lu.assertStrContains(tostring(p), "4 layer")
+  lu.assertTrue(tostring(p):find("layer +4 ") ~= nil, tostring(p))
   p:select(3)
   local units_opened = {}
   for _, c in ipairs(p.selected) do
@@ -157,7 +160,8 @@ function TestPropose:test_parameter_budget_selection()
   p:apply(opt)
   -- the parameters actually added are what selection charged
   lu.assertEquals(net:num_params() - before, p.cost)
-  lu.assertStrContains(testlib.error_of(p.select, p, { flops = 3 }), "params")
+  lu.assertStrContains(testlib.error_of(p.select, p, { flop = 3 }), "unknown budget field 'flop'")
+  lu.assertStrContains(testlib.error_of(p.select, p, { params = -1 }), "params must be a non-negative number")
   -- with new layers in the neighbourhood too
   local p2 = ff.grow.propose(net, { new = 3, layers = { candidates = 3, max_new_layers = 2 }, steps = 0,
     generator = ff.Generator(13) }, batches)
@@ -171,6 +175,68 @@ function TestPropose:test_parameter_budget_selection()
     lu.assertTrue(q.cost <= budget)
   end
   lu.assertNotNil(p2)
+end
+
+-- Multiply-adds per example of every Linear and Conv2d layer (weight
+-- entries times output positions), counted on a forward pass.
+local function macs(net, x)
+  local total = 0
+  local patched = {}
+  net:apply(function(m)
+    local cls = getmetatable(m).__name
+    if cls == "Linear" or cls == "Conv2d" then
+      patched[#patched + 1] = m
+      local fwd = getmetatable(m).forward
+      m.forward = function(self, input)
+        local out = fwd(self, input)
+        total = total + m.weight:numel() * (out:dim() == 4 and out:size(3) * out:size(4) or 1)
+        return out
+      end
+    end
+  end)
+  ff.no_grad(net, x:narrow(1, 1, 1))
+  for _, m in ipairs(patched) do m.forward = nil end
+  return total
+end
+
+function TestPropose:test_flop_and_per_unit_budgets()
+  -- a conv net with a residual block in the trunk: the FLOPs charged equal
+  -- the multiply-adds the grown network gains
+  local function build()
+    ff.manual_seed(51)
+    return nn.Sequential { nn.Conv2d(1, 3, 3, { padding = 1 }), nn.ReLU(),
+      nn.Residual(nn.Sequential { nn.Conv2d(3, 2, 3, { padding = 1 }), nn.ReLU(), nn.Conv2d(2, 3, 3, { padding = 1 }) }),
+      nn.MaxPool2d(2), nn.Conv2d(3, 4, 3, { padding = 1 }), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16, 3) }
+  end
+  local net = build()
+  local g = ff.Generator(52)
+  local x, y = ff.randn(8, 1, 8, 8, g), ff.randint(1, 3, 8, g)
+  for _, budget in ipairs { 3000, 12000 } do
+    local p = ff.grow.propose(net, { new = 3, layers = { candidates = 2, max_new_layers = 1 }, steps = 0,
+      generator = ff.Generator(53) }, { { x, y } })
+    p:select { flops = budget }
+    lu.assertTrue(#p.selected > 0)
+    lu.assertTrue(p.flops <= budget)
+    local before = macs(net, x)
+    p:apply()
+    lu.assertEquals(macs(net, x) - before, p.flops, "budget " .. budget)
+  end
+  -- (the second phase grew the new layers' hidden units too)
+  lu.assertTrue(#ff.grow.units(net) > 3)
+  -- per-unit caps and one pool per unit
+  net = build()
+  local p = ff.grow.propose(net, { new = 3, steps = 0, generator = ff.Generator(54) }, { { x, y } })
+  local names = {}
+  for k, c in ipairs(p.og.units) do names[k] = c.unit.name end
+  lu.assertEquals(#names, 3) -- the trunk conv, the block's hidden conv, the second conv
+  p:select { neurons = 5, per_unit = 1 }
+  local per = {}
+  for _, c in ipairs(p.selected) do per[c.unit] = (per[c.unit] or 0) + 1 end
+  for k = 1, 3 do lu.assertTrue((per[k] or 0) <= 1) end
+  p:select { neurons = 2, pool = "unit", per_unit = { [names[1]] = 1 } }
+  per = {}
+  for _, c in ipairs(p.selected) do per[c.unit] = (per[c.unit] or 0) + 1 end
+  lu.assertEquals(per, { 1, 2, 2 })
 end
 
 TestRun = {}

@@ -9,150 +9,178 @@
 -- add: new neurons with incoming weights (and bias) and outgoing weights;
 -- their batch-norm entries start as the identity (γ = 1, β = 0, mean 0,
 -- var 1). With zero outgoing weights the function is unchanged.
+--
+-- Every edit is one row map of the neuron dimension: `src[j]` is the old
+-- neuron new neuron j copies (0: a new one). Each tensor indexed by neurons
+-- follows it: rows of the producer, per-neuron entries, residual blocks in
+-- between (their first layer's input columns, halved for split parents
+-- like the consumer's; their last layer's output rows, copied for split
+-- children, zero for new neurons, so a block adds the same to both
+-- children and nothing to a new neuron), and the consumer's columns.
 local ff = require "firefly"
+local units = require "firefly.grow.units"
 
 local E = {}
 
-local function class_of(m) return getmetatable(m).__name end
+local class_of = units.class_of
 
--- rows of t (along dim 1) followed by `extra` (a tensor with the same
--- trailing shape, or nil)
-local function append_rows(t, extra)
-  if not extra or extra:size(1) == 0 then return t:clone() end
-  return ff.cat({ t, extra }, 1)
+-- {n, 1, 1, ...}: one value per entry of dim `dim` of a rank-`rank` tensor
+local function along(dim, n, rank)
+  local shape = {}
+  for i = 1, rank do shape[i] = 1 end
+  shape[dim] = n
+  return shape
 end
 
--- Columns of a consumer weight for neuron i (1-based): the `spatial`
--- consecutive input features of a Linear after Flatten, or input channel
--- i of a Conv2d / Linear (spatial = 1).
-local function columns(consumer, i, spatial)
-  return consumer.weight:narrow(2, (i - 1) * spatial + 1, spatial)
-end
-
--- Replace the per-neuron entries of every layer between producer and
--- consumer: rows `src` (1-based, 0 = identity entry) appended.
-local function grow_between(unit, src)
-  for _, m in ipairs(unit.between) do
-    local cls = class_of(m)
-    if cls == "BatchNorm1d" or cls == "BatchNorm2d" then
-      local defaults = { weight = 1, bias = 0, running_mean = 0, running_var = 1 }
-      for name, d in pairs(defaults) do
-        local t = m[name]
-        if t then
-          local extra = ff.full({ #src }, d)
-          for k, s in ipairs(src) do if s > 0 then extra[k] = t[s] end end
-          local grown = append_rows(t:detach(), extra)
-          if t:requires_grad() then m:register_parameter(name, grown) else m[name] = grown end
-        end
-      end
-    end
+-- t gathered along `dim` by src (1-based; 0 = `fill`), times `scale` (a
+-- list, or nil): the one gather every edit is made of.
+local function gather(t, dim, src, scale, fill)
+  local idx, keep, any_new = {}, {}, false
+  for j, s in ipairs(src) do
+    idx[j] = s > 0 and s or 1
+    keep[j] = s > 0 and (scale and scale[j] or 1) or 0
+    any_new = any_new or s == 0
   end
+  local out = t:index_select(dim, ff.tensor(idx))
+  if scale or any_new then out = out * ff.tensor(keep):view(along(dim, #src, t:dim())) end
+  if any_new and fill and fill ~= 0 then
+    local f = {}
+    for j, s in ipairs(src) do f[j] = s == 0 and fill or 0 end
+    out = out + ff.tensor(f):view(along(dim, #src, t:dim()))
+  end
+  return out
 end
+E.gather = gather
 
-local function identity_index(n)
-  local idx = {}
-  for i = 1, n do idx[i] = i end
-  return idx
-end
-
--- The optimiser map for one grown unit: producer rows and BN entries follow
--- `src` (0 = new), consumer columns follow `csrc` with `cscale`.
-local function remap_entries(unit, old, src, csrc, cscale)
-  local entries = {}
-  local rows = identity_index(old.m)
+local function identity_plus(m, src)
+  local rows = {}
+  for i = 1, m do rows[i] = i end
   for _, s in ipairs(src) do rows[#rows + 1] = s end
-  entries[#entries + 1] = { old = old.pw, new = unit.producer.weight, index = { [1] = rows } }
-  if old.pb then entries[#entries + 1] = { old = old.pb, new = unit.producer.bias, index = { [1] = rows } } end
-  for k, m in ipairs(unit.between) do
-    for _, name in ipairs { "weight", "bias" } do
-      if old.bn[k] and old.bn[k][name] then
-        entries[#entries + 1] = { old = old.bn[k][name], new = m[name], index = { [1] = rows } }
-      end
+  return rows
+end
+
+-- The column map of a reader of the neurons (the consumer, or a residual
+-- block's first layer): for each old column its source and scale (0.5 for
+-- split parents), then the appended columns, `spatial` per neuron.
+local function column_map(m, src, spatial)
+  local csrc, cscale = {}, {}
+  local halved = {}
+  for _, s in ipairs(src) do if s > 0 then halved[s] = true end end
+  for i = 1, m do
+    for k = 1, spatial do
+      csrc[#csrc + 1] = (i - 1) * spatial + k
+      cscale[#cscale + 1] = halved[i] and 0.5 or 1
     end
   end
-  entries[#entries + 1] = { old = old.cw, new = unit.consumer.weight, index = { [2] = csrc }, scale = { [2] = cscale } }
-  return entries
+  for _, s in ipairs(src) do
+    for k = 1, spatial do
+      csrc[#csrc + 1] = s > 0 and (s - 1) * spatial + k or 0
+      cscale[#cscale + 1] = s > 0 and 0.5 or 1
+    end
+  end
+  return csrc, cscale
+end
+E.column_map = column_map
+
+-- Replace a module's parameter or buffer by `value`, keeping it a
+-- parameter if it was one; returns the remap entry of a parameter.
+local function replace(m, name, value, index, scale)
+  local old = m[name]
+  if not old then return nil end
+  if old:requires_grad() then
+    m:register_parameter(name, value)
+    return { old = old, new = m[name], index = index, scale = scale }
+  end
+  m[name] = value
+  return nil
 end
 
 -- Keep the layers' size fields in step with their weights (they print and
 -- checkpoint from them).
-local function update_sizes(unit)
-  local p, c = unit.producer, unit.consumer
-  local m = p.weight:size(1)
-  if p.out_features then p.out_features = m end
-  if p.out_channels then p.out_channels = m end
-  if c.in_features then c.in_features = c.weight:size(2) end
-  if c.in_channels then c.in_channels = c.weight:size(2) * c.groups end
+local function update_sizes(m)
+  local w = m.weight
+  if m.out_features then m.out_features = w:size(1) end
+  if m.out_channels then m.out_channels = w:size(1) end
+  if m.in_features then m.in_features = w:size(2) end
+  if m.in_channels then m.in_channels = w:size(2) * (m.groups or 1) end
 end
 
-local function snapshot(unit)
-  local old = { pw = unit.producer.weight, pb = unit.producer.bias, cw = unit.consumer.weight,
-    m = unit.producer.weight:size(1), bn = {} }
-  for k, m in ipairs(unit.between) do
-    if m.weight or m.bias then old.bn[k] = { weight = m.weight, bias = m.bias } end
+-- Every tensor between producer and consumer follows the row map `src`
+-- appended to the old neurons.
+local function grow_between(unit, m_old, src, entries)
+  local rows = identity_plus(m_old, src)
+  local function add(e) if e then entries[#entries + 1] = e end end
+  for _, m in ipairs(unit.between) do
+    local cls = class_of(m)
+    if cls == "BatchNorm1d" or cls == "BatchNorm2d" then
+      local defaults = { weight = 1, bias = 0, running_mean = 0, running_var = 1 }
+      for _, name in ipairs { "weight", "bias", "running_mean", "running_var" } do
+        if m[name] then
+          add(replace(m, name, gather(m[name]:detach(), 1, rows, nil, defaults[name]), { [1] = rows }))
+        end
+      end
+    elseif cls == "Residual" then
+      local first, last = units.residual_ends(m, m_old)
+      local csrc, cscale = column_map(m_old, src, 1)
+      add(replace(first, "weight", gather(first.weight:detach(), 2, csrc, cscale), { [2] = csrc }, { [2] = cscale }))
+      add(replace(last, "weight", gather(last.weight:detach(), 1, rows), { [1] = rows }))
+      if last.bias then add(replace(last, "bias", gather(last.bias:detach(), 1, rows), { [1] = rows })) end
+      update_sizes(first); update_sizes(last)
+    end
   end
-  return old
 end
 
--- The consumer's new input columns: for each old column c, its source c
--- and scale (0.5 for split parents); then the appended blocks.
-local function consumer_columns(unit, old, parents, new_blocks)
-  local sp = unit.spatial
-  local csrc, cscale = {}, {}
-  local halved = {}
-  for _, i in ipairs(parents) do halved[i] = true end
-  for i = 1, old.m do
-    for s = 1, sp do
-      local c = (i - 1) * sp + s
-      csrc[#csrc + 1] = c
-      cscale[#cscale + 1] = halved[i] and 0.5 or 1
+-- The consumer's columns after the row map, `fresh` (or zeros) in the
+-- appended columns of new neurons.
+local function grow_consumer(unit, m_old, src, fresh, entries)
+  local c = unit.consumer
+  local csrc, cscale = column_map(m_old, src, unit.spatial)
+  local w = gather(c.weight:detach(), 2, csrc, cscale)
+  if fresh then
+    local sp = unit.spatial
+    local j = 0
+    for k, s in ipairs(src) do
+      if s == 0 then
+        w:narrow(2, (m_old + k - 1) * sp + 1, sp):copy_(fresh:narrow(2, j * sp + 1, sp))
+        j = j + 1
+      end
     end
   end
-  for _, b in ipairs(new_blocks) do
-    for s = 1, sp do
-      csrc[#csrc + 1] = b > 0 and (b - 1) * sp + s or 0
-      cscale[#cscale + 1] = b > 0 and 0.5 or 1
-    end
-  end
-  return csrc, cscale
+  entries[#entries + 1] = replace(c, "weight", w, { [2] = csrc }, { [2] = cscale })
+  update_sizes(c)
 end
 
 -- E.split(unit, neurons, delta [, delta_bias]) splits the listed neurons
 -- (1-based) along directions delta (one row per neuron, shaped like the
 -- producer's weight rows, already scaled by ε). Returns the remap entries.
 function E.split(unit, neurons, delta, delta_bias)
-  local p, c = unit.producer, unit.consumer
+  local p = unit.producer
   local k = #neurons
   if delta:size(1) ~= k then
     error(string.format("grow.split: %d directions for %d neurons", delta:size(1), k), 2)
   end
-  local old = snapshot(unit)
+  local m = p.weight:size(1)
   return ff.no_grad(function()
+    local entries = {}
+    local rows = identity_plus(m, neurons)
     local idx = ff.tensor(neurons)
-    local rows = p.weight:index_select(1, idx)
-    local w = p.weight:detach():clone()
-    w:index_add_(1, idx, delta)                        -- θ + εδ in place of the parent
-    p:register_parameter("weight", append_rows(w, rows - delta)) -- θ − εδ appended
+    -- θ + εδ in place of the parent, θ − εδ appended
+    local w = gather(p.weight:detach(), 1, rows)
+    w:index_add_(1, idx, delta)
+    w:narrow(1, m + 1, k):sub_(delta)
+    entries[#entries + 1] = replace(p, "weight", w, { [1] = rows })
     if p.bias then
-      local b = p.bias:detach():clone()
-      local rb = p.bias:index_select(1, idx)
-      local db = delta_bias or ff.zeros(k)
-      b:index_add_(1, idx, db)
-      p:register_parameter("bias", append_rows(b, rb - db))
+      local b = gather(p.bias:detach(), 1, rows)
+      if delta_bias then
+        b:index_add_(1, idx, delta_bias)
+        b:narrow(1, m + 1, k):sub_(delta_bias)
+      end
+      entries[#entries + 1] = replace(p, "bias", b, { [1] = rows })
     end
-    grow_between(unit, neurons)
-    -- consumer: parents' columns halved, the halves appended for the children
-    local cw = c.weight:detach():clone()
-    local halves = {}
-    for j, i in ipairs(neurons) do
-      local col = columns({ weight = cw }, i, unit.spatial)
-      col:mul_(0.5)
-      halves[j] = col:clone()
-    end
-    c:register_parameter("weight", ff.cat({ cw, table.unpack(halves) }, 2))
-    update_sizes(unit)
-    local csrc, cscale = consumer_columns(unit, old, neurons, neurons)
-    return remap_entries(unit, old, neurons, csrc, cscale)
+    update_sizes(p)
+    grow_between(unit, m, neurons, entries)
+    grow_consumer(unit, m, neurons, nil, entries)
+    return entries
   end)
 end
 
@@ -161,19 +189,26 @@ end
 -- w_out the consumer's new input columns (consumer rows x k*spatial, or
 -- for a Conv2d consumer O x k x kh x kw). Returns the remap entries.
 function E.add(unit, w_in, b_in, w_out)
-  local p, c = unit.producer, unit.consumer
+  local p = unit.producer
   local k = w_in:size(1)
-  local old = snapshot(unit)
+  local m = p.weight:size(1)
   return ff.no_grad(function()
-    p:register_parameter("weight", append_rows(p.weight:detach(), w_in))
-    if p.bias then p:register_parameter("bias", append_rows(p.bias:detach(), b_in or ff.zeros(k))) end
+    local entries = {}
     local src = {}
     for j = 1, k do src[j] = 0 end
-    grow_between(unit, src)
-    c:register_parameter("weight", ff.cat({ c.weight:detach(), w_out }, 2))
-    update_sizes(unit)
-    local csrc, cscale = consumer_columns(unit, old, {}, src)
-    return remap_entries(unit, old, src, csrc, cscale)
+    local rows = identity_plus(m, src)
+    local w = gather(p.weight:detach(), 1, rows)
+    w:narrow(1, m + 1, k):copy_(w_in)
+    entries[#entries + 1] = replace(p, "weight", w, { [1] = rows })
+    if p.bias then
+      local b = gather(p.bias:detach(), 1, rows)
+      if b_in then b:narrow(1, m + 1, k):copy_(b_in) end
+      entries[#entries + 1] = replace(p, "bias", b, { [1] = rows })
+    end
+    update_sizes(p)
+    grow_between(unit, m, src, entries)
+    grow_consumer(unit, m, src, w_out, entries)
+    return entries
   end)
 end
 

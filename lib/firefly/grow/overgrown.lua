@@ -1,58 +1,41 @@
--- firefly.grow.overgrown: the over-grown network of one growth phase, as a
--- composition of the engine's differentiable ops, for units of Linear and
--- Conv2d layers in the top-level Sequential (a producer, per-neuron layers,
--- a consumer; see units.lua). A reference implementation: the fused C
--- operators of the descent will be checked against it.
+-- firefly.grow.overgrown: the over-grown network of one growth phase: the
+-- network with every candidate edit of its units present at once, each
+-- behind a gate, so that one backward pass gives ∂L/∂gate for every
+-- candidate (the paper's gate trick).
 --
--- Around each unit, every candidate edit is present at once:
---   split of neuron i   ½[φ(z_i + s_i) + φ(z_i − s_i)], s_i = (α + y_i)·(x·v_iᵀ)
---                       with v_i = ε_i δ_i (a row shaped like the producer's
---                       weight row), in place of φ(z_i)
+-- Around each unit (a producer, per-neuron layers, a consumer; see
+-- units.lua), anywhere in nested Sequentials and Residual blocks:
+--   split of neuron i   children z_i ± s_i, s_i = (α + y_i)·(x·v_iᵀ), with
+--                       v_i = ε_i δ_i (a row shaped like the producer's
+--                       weight row), carried through the per-neuron layers
+--                       separately and averaged before the consumer (its
+--                       columns are halved and duplicated); a residual block
+--                       in between reads the children's average and adds
+--                       the same to both (its columns halve too)
 --   new neuron j        (α + y'_j)·e_j·φ(x·u_jᵀ + c_j) added through outgoing
 --                       weights o_j into the consumer's output
--- where φ is the unit's per-neuron layers (batch norm in evaluation mode,
--- the activation), new neurons see only the activation (their batch norm
--- starts as the identity), and y, y' are gates held at 0: one backward pass
--- gives ∂L/∂y for every candidate, the gate trick of the paper. α scales
--- every perturbation at once (α = 1: the endpoint rule; α in
+--   new layer           a residual block I + h at the unit's width, h(z) =
+--                       Σ_j (α + y''_j)·e_j·σ(z·u_jᵀ + c_j)·o_j, before the
+--                       consumer (conv units: before Flatten or global
+--                       pooling, as a conv-act-conv block)
+-- φ is the unit's per-neuron layers (batch norm in evaluation mode, the
+-- activation, pooling). A new neuron's batch norm starts as the identity,
+-- so it sees only the activation and pooling, and it bypasses residual
+-- blocks in between (their rows and columns for it start at zero). The
+-- gates y are zeros: ∂L/∂y_i is the effect of scaling candidate i's step.
+-- α scales every perturbation at once (α = 1: the endpoint rule; α in
 -- {(2k−1)/2g}: the midpoint rule's points).
+--
+-- The split children travel as one batch of 2N (z + s stacked over z − s):
+-- every layer between runs once, and the fused engine op ff.split_act
+-- does the leading batch norm and activation of both children in one pass.
 local ff = require "firefly"
+local units_mod = require "firefly.grow.units"
 
 local O = {}
 O.__index = O
 
-local function class_of(m) return getmetatable(m).__name end
-
--- φ for existing neurons: every per-neuron layer.
-local function phi(unit, z)
-  for _, m in ipairs(unit.between) do z = m(z) end
-  return z
-end
-
--- A new neuron's output times its step, `scale` (one value per neuron):
--- the activations and pooling of the unit, but not its batch norm (a new
--- neuron's entries are the identity) nor dropout; the scale is applied
--- before Flatten or GlobalAvgPool and after any max pooling (which does not
--- commute with a negative scale).
-local function phi_new(unit, z, scale)
-  local scaled = false
-  local function apply_scale(t)
-    scaled = true
-    if t:dim() == 4 then return t * scale:view(1, scale:size(1), 1, 1) end
-    return t * scale
-  end
-  for _, m in ipairs(unit.between) do
-    local cls = class_of(m)
-    if cls == "Flatten" or cls == "GlobalAvgPool" then
-      if not scaled then z = apply_scale(z) end
-      z = m(z)
-    elseif cls ~= "BatchNorm1d" and cls ~= "BatchNorm2d" and cls ~= "Dropout" then
-      z = m(z)
-    end
-  end
-  if not scaled then z = apply_scale(z) end
-  return z
-end
+local class_of = units_mod.class_of
 
 -- The producer's op on x with weight w and bias b (conv options shared).
 local function produce(unit, x, w, b)
@@ -68,10 +51,44 @@ local function consume(unit, a, o)
   return ff.conv2d(a, o, nil, { stride = c.stride, padding = c.padding, dilation = c.dilation })
 end
 
--- Per-channel gate/step as a tensor broadcasting over z's layout.
+-- A per-neuron vector as a tensor broadcasting over z's layout.
 local function per_neuron(t, z)
   if z:dim() == 4 then return t:view(1, t:size(1), 1, 1) end
   return t
+end
+
+-- Output positions (H·W) of a layer's output, noted while og.record is set.
+local function note(self, key, t)
+  if self.record then self.record[key] = t:dim() == 4 and t:size(3) * t:size(4) or 1 end
+end
+
+local function is_bn(m)
+  local cls = class_of(m)
+  return cls == "BatchNorm1d" or cls == "BatchNorm2d"
+end
+
+-- A new neuron's output times its step, `scale` (one value per neuron):
+-- the activations and pooling of the unit, but not its batch norm (a new
+-- neuron's entries are the identity), dropout or residual blocks; the
+-- scale is applied before Flatten or GlobalAvgPool and after any max
+-- pooling (which does not commute with a negative scale).
+local function phi_new(unit, z, scale)
+  local scaled = false
+  local function apply_scale(t)
+    scaled = true
+    return t * per_neuron(scale, t)
+  end
+  for _, m in ipairs(unit.between) do
+    local cls = class_of(m)
+    if cls == "Flatten" or cls == "GlobalAvgPool" then
+      if not scaled then z = apply_scale(z) end
+      z = m(z)
+    elseif not is_bn(m) and cls ~= "Dropout" and cls ~= "Residual" then
+      z = m(z)
+    end
+  end
+  if not scaled then z = apply_scale(z) end
+  return z
 end
 
 -- The shape of the outgoing weights of n new neurons: the consumer's weight
@@ -90,76 +107,112 @@ local function first_activation(unit)
   return require("firefly.nn").ReLU()
 end
 
--- {m, 1, 1, ...}: one value per row of a weight of v's rank
-local function per_row_shape(v)
-  local shape = { v:size(1) }
-  for i = 2, v:dim() do shape[i] = 1 end
-  return shape
+-- Where a unit's candidate layer goes: before between[at] (at = #between
+-- + 1: before the consumer). Conv units take it before Flatten or global
+-- pooling, where the neurons are still channels.
+local function layer_position(unit)
+  if unit.kind == "Conv2d" then
+    for k, m in ipairs(unit.between) do
+      local cls = class_of(m)
+      if cls == "Flatten" or cls == "GlobalAvgPool" then return k end
+    end
+    if class_of(unit.consumer) ~= "Conv2d" then return nil end
+  elseif class_of(unit.consumer) ~= "Linear" or unit.spatial ~= 1 then
+    return nil
+  end
+  return #unit.between + 1
+end
+
+local function numel_of(shape)
+  local n = 1
+  for _, d in ipairs(shape) do n = n * d end
+  return n
+end
+
+-- Gated neurons (new neurons, or a candidate layer's): incoming weights u
+-- (k rows), biases b, outgoing weights o (k blocks along dim 2), steps e.
+-- The paper's initialisation: u of unit variance per input, o likewise,
+-- e = ε (projection then keeps ||(u, b, o)|| <= 1); the released code's:
+-- u ~ N(0, 0.1²), o ~ U(−0.01, 0.01), and a unit step (its new neurons
+-- are not scaled: the outgoing weights are the step).
+local function gated(k, ushape, oshape, eps, init, g, no_bias)
+  local fan_in = numel_of(ushape) // k
+  local fan_o = numel_of(oshape) // oshape[1]
+  local u, o, e
+  if init == "official" then
+    u = ff.randn(ushape, g) * 0.1
+    o = (ff.rand(oshape, g) * 2 - 1) * 0.01
+    e = ff.ones(k)
+  else
+    u = ff.randn(ushape, g) / math.sqrt(fan_in)
+    o = ff.randn(oshape, g) / math.sqrt(fan_o)
+    e = ff.full({ k }, eps)
+  end
+  -- a producer without bias gives its new neurons none (b stays zero)
+  return { u = u:requires_grad(true), b = ff.zeros(k):requires_grad(not no_bias), o = o:requires_grad(true),
+    e = e:requires_grad(true), gate = ff.zeros(k):requires_grad(true) }
+end
+
+-- Split directions v = εδ: random rows of norm ε (paper), or the released
+-- code's U(−0.1, 0.1) entries.
+local function split_directions(w, eps, init, g)
+  local v
+  if init == "official" then
+    v = (ff.rand(w:size(), g) * 2 - 1) * 0.1
+  else
+    local m = w:size(1)
+    v = ff.randn(w:size(), g)
+    local shape = { m }
+    for i = 2, v:dim() do shape[i] = 1 end
+    v = v / v:view(m, -1):norm(2, 2):view(shape) * eps
+  end
+  return { v = v:detach():requires_grad(true), gate = ff.zeros(w:size(1)):requires_grad(true) }
+end
+
+local function candidate_layer(u, k, eps, init, g)
+  local at = layer_position(u)
+  if not at then
+    error("grow.overgrown: unit " .. u.name .. " takes no new layer (its neurons are flattened into a "
+      .. class_of(u.consumer) .. ")", 3)
+  end
+  local w = u.producer.weight:size(1)
+  local L
+  if u.kind == "Conv2d" then
+    L = gated(k, { k, w, 3, 3 }, { w, k, 3, 3 }, eps, init, g)
+    L.conv = true
+    for _, m in ipairs(u.between) do if class_of(m) == "BatchNorm2d" then L.bn = true end end
+  else
+    L = gated(k, { k, w }, { w, k }, eps, init, g)
+  end
+  L.at, L.act = at, first_activation(u)
+  return L
 end
 
 -- O.build(net, units, opts) -> over-grown network
--- opts: split (true), new (number of new-neuron candidates per unit, 0),
--- eps (initial |ε|, 1e-2), generator.
+-- opts: split (true), new (new-neuron candidates per unit, 0), layers
+-- (new-layer neurons per unit, 0), eps (initial |ε|, 1e-2), init ("paper"
+-- or "official"), generator.
 function O.build(net, units, opts)
   opts = opts or {}
-  local g = opts.generator
+  local g, init = opts.generator, opts.init or "paper"
   local eps = opts.eps or 1e-2
-  local self = setmetatable({ net = net, units = {}, alpha = 1 }, O)
-  for _, u in ipairs(units) do
-    local row = u.producer.weight:size()      -- m x fan-in shape
-    local m = table.remove(row, 1)
-    local fan_in = 1
-    for _, d in ipairs(row) do fan_in = fan_in * d end
+  local self = setmetatable({ net = net, units = {}, alpha = 1, by_producer = {} }, O)
+  for idx, u in ipairs(units) do
     local c = { unit = u }
-    if opts.split ~= false then
-      -- random directions, rows of norm eps
-      local v = ff.randn(u.producer.weight:size(), g)
-      v = v / v:view(m, -1):norm(2, 2):view(per_row_shape(v)) * eps
-      c.split = { v = v:detach():requires_grad(true), gate = ff.zeros(m):requires_grad(true) }
-    end
+    if opts.split ~= false then c.split = split_directions(u.producer.weight, eps, init, g) end
     local n = opts.new or 0
     if n > 0 then
-      local ushape = { n, table.unpack(row) }
-      local oshape = outgoing_shape(u, n)
-      local fan_o = 1
-      for i = 2, #oshape do fan_o = fan_o * oshape[i] end
-      c.new = {
-        u = (ff.randn(ushape, g) / math.sqrt(fan_in)):requires_grad(true),
-        b = ff.zeros(n):requires_grad(true),
-        o = (ff.randn(oshape, g) / math.sqrt(fan_o)):requires_grad(true),
-        e = ff.full({ n }, eps):requires_grad(true),
-        gate = ff.zeros(n):requires_grad(true),
-      }
+      local ushape = u.producer.weight:size()
+      ushape[1] = n
+      c.new = gated(n, ushape, outgoing_shape(u, n), eps, init, g, u.producer.bias == nil)
     end
-    local nl = opts.layers or 0
-    if nl > 0 then
-      if class_of(u.consumer) ~= "Linear" or u.spatial ~= 1 or u.kind ~= "Linear" then
-        error("grow.overgrown: new layers are supported between Linear layers only (unit " .. u.name .. ")", 2)
-      end
-      -- a residual layer I + h before the consumer: h(z) = Σ_j e_j act(z u_jᵀ + c_j) o_j
-      c.layer = {
-        u = (ff.randn(nl, m, g) / math.sqrt(m)):requires_grad(true),
-        b = ff.zeros(nl):requires_grad(true),
-        o = (ff.randn(m, nl, g) / math.sqrt(nl)):requires_grad(true),
-        e = ff.full({ nl }, eps):requires_grad(true),
-        gate = ff.zeros(nl):requires_grad(true),
-        act = first_activation(u),
-      }
+    if (opts.layers or 0) > 0 then c.layer = candidate_layer(u, opts.layers, eps, init, g) end
+    -- where the unit's consumer sits in the Sequential holding both
+    for i, ch in ipairs(u.parent._children) do
+      if ch[2] == u.consumer then c.consumer_pos = i end
     end
-    self.units[#self.units + 1] = c
-  end
-  -- where each unit starts and ends in the top-level Sequential
-  self.at = {}
-  for idx, cand in ipairs(self.units) do
-    local first, last
-    for i, ch in ipairs(net._children) do
-      if ch[2] == cand.unit.producer then first = i end
-      if ch[2] == cand.unit.consumer then last = i end
-    end
-    if not first or not last then
-      error("grow.overgrown: unit " .. cand.unit.name .. " is not in the top-level Sequential", 2)
-    end
-    self.at[first] = { idx = idx, last = last }
+    self.units[idx] = c
+    self.by_producer[u.producer] = c
   end
   return self
 end
@@ -171,7 +224,9 @@ function O:perturbations()
     if c.split then list[#list + 1] = c.split.v end
     for _, kind in ipairs { "new", "layer" } do
       if c[kind] then
-        for _, k in ipairs { "u", "b", "o", "e" } do list[#list + 1] = c[kind][k] end
+        for _, k in ipairs { "u", "b", "o", "e" } do
+          if c[kind][k]:requires_grad() then list[#list + 1] = c[kind][k] end
+        end
       end
     end
   end
@@ -188,52 +243,144 @@ function O:gates()
   return list
 end
 
--- A unit's producer applied with every candidate: returns the per-neuron
--- output (after φ) and the new neurons' contribution to the consumer's
--- output. `extra` is the previous unit's contribution to this producer's
--- output (units chain: one unit's consumer is the next one's producer).
-local function unit_forward(self, c, x, extra)
+-- h(z) of a candidate layer: its gated neurons read z and write back at
+-- z's width.
+local function layer_h(self, L, z)
+  local pre, a
+  if L.conv then
+    pre = ff.conv2d(z, L.u, L.b, { padding = 1 })
+  else
+    pre = ff.linear(z, L.u, L.b)
+  end
+  a = L.act(pre)
+  a = a * per_neuron(L.e * (L.gate + self.alpha), a)
+  if L.conv then return ff.conv2d(a, L.o, nil, { padding = 1 }) end
+  return ff.linear(a, L.o)
+end
+
+-- The children's average of a 2N batch (z + s stacked over z − s).
+local function average(pair)
+  local n = pair:size(1) // 2
+  return (pair:narrow(1, 1, n) + pair:narrow(1, n + 1, n)) * 0.5
+end
+
+-- A residual stage (a block in between, or the candidate layer) on the
+-- current representation: split children read their average and both
+-- get the same addition.
+local function residual_stage(h, pair, fn)
+  if pair then
+    local r = fn(average(pair))
+    return nil, pair + ff.cat({ r, r }, 1)
+  end
+  return h + fn(h), nil
+end
+
+-- The batch norm (evaluation mode) and activation that open a unit's
+-- per-neuron layers, as split_act's options; the number of layers taken.
+local function fusable_prefix(between)
+  local k, opts = 1, {}
+  local m = between[k]
+  if m and is_bn(m) and m.running_mean and m.running_var then
+    local scale = (m.running_var + m.eps):pow(-0.5)
+    if m.weight then scale = scale * m.weight end
+    local shift = -m.running_mean * scale
+    if m.bias then shift = shift + m.bias end
+    opts.scale, opts.shift = scale, shift
+    k = k + 1
+    m = between[k]
+  end
+  if m and m.act then
+    opts.act, opts.param = m.act, m.param
+    return opts, k
+  end
+  return nil, 0
+end
+
+-- A unit's producer applied with every candidate: returns the consumer's
+-- input and the new neurons' contribution to the consumer's output.
+-- `extra` is the previous unit's contribution to this producer's output
+-- (units chain: one unit's consumer is the next one's producer).
+function O:unit_forward(c, x, extra)
   local u = c.unit
   local z = produce(u, x, u.producer.weight, u.producer.bias)
+  note(self, u.producer, z)
   if extra then z = z + extra end
-  local hidden
+  local between, L = u.between, c.layer
+  local h, pair = z, nil
+  local first = 1
   if c.split then
     local s = produce(u, x, c.split.v) * per_neuron(c.split.gate + self.alpha, z)
-    hidden = (phi(u, z + s) + phi(u, z - s)) * 0.5
-  else
-    hidden = phi(u, z)
+    local fused, taken = nil, 0
+    if ff.split_act and not O.no_fuse then fused, taken = fusable_prefix(between) end
+    if fused and not (L and L.at <= taken) then
+      fused.pair = true
+      pair = ff.split_act(z, s, fused)
+      first = taken + 1
+    else
+      pair = ff.cat({ z + s, z - s }, 1)
+    end
+    h = nil
   end
-  if c.layer then -- the candidate layer I + h, before the consumer
-    local L = c.layer
-    hidden = hidden + ff.linear(L.act(ff.linear(hidden, L.u, L.b)) * (L.e * (L.gate + self.alpha)), L.o)
+  local function layer_here(k)
+    if L and L.at == k then
+      note(self, L, h or pair)
+      h, pair = residual_stage(h, pair, function(t) return layer_h(self, L, t) end)
+    end
   end
+  for k = first, #between do
+    layer_here(k)
+    local m = between[k]
+    if class_of(m) == "Residual" then
+      h, pair = residual_stage(h, pair, function(t) return self:module(m._children[1][2], t) end)
+    elseif pair then
+      pair = m(pair)
+    else
+      h = m(h)
+    end
+  end
+  layer_here(#between + 1)
+  if pair then h = average(pair) end
   local contribution
   if c.new then
     local n = c.new
     local a = phi_new(u, produce(u, x, n.u, n.b), n.e * (n.gate + self.alpha))
     contribution = consume(u, a, n.o)
   end
-  return hidden, contribution
+  return h, contribution
 end
 
--- The over-grown network's output for input x.
-function O:forward(x)
-  local kids = self.net._children
+-- One module of the network, over-grown where it holds units.
+function O:module(m, x)
+  local cls = class_of(m)
+  if cls == "Sequential" then return self:run(m, x) end
+  if cls == "Residual" then return x + self:module(m._children[1][2], x) end
+  local y = m(x)
+  if m.weight then note(self, m, y) end
+  return y
+end
+
+-- A Sequential's children in order; a unit's producer runs its candidates
+-- and hands over to its consumer.
+function O:run(seq, x)
+  local kids = seq._children
   local extra -- new neurons' contribution waiting for its consumer
   local i = 1
   while i <= #kids do
-    local at = self.at[i]
-    if at then
-      x, extra = unit_forward(self, self.units[at.idx], x, extra)
-      i = at.last -- the consumer comes next: it takes `extra`
+    local c = self.by_producer[kids[i][2]]
+    if c then
+      x, extra = self:unit_forward(c, x, extra)
+      i = c.consumer_pos -- the consumer comes next: it takes `extra`
     else
-      x = kids[i][2](x)
+      x = self:module(kids[i][2], x)
       if extra then x = x + extra; extra = nil end
       i = i + 1
     end
   end
   return x
 end
+
+-- The over-grown network's output for input x.
+function O:forward(x) return self:module(self.net, x) end
 
 O.__call = function(self, x) return self:forward(x) end
 

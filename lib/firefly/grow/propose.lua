@@ -14,9 +14,6 @@
 -- (α = 1), the midpoint rule (g points) or the exact rule (each
 -- candidate's own path, one forward each); selection keeps the η largest
 -- |s_i| and sets ε̂_i = −ε·sign(s_i), predicting ΔL = Σ ε̂_i s_i.
---
--- Units of Linear and Conv2d layers in the top-level Sequential (see
--- overgrown.lua).
 local ff = require "firefly"
 local units_mod = require "firefly.grow.units"
 local edit = require "firefly.grow.edit"
@@ -25,7 +22,7 @@ local overgrown = require "firefly.grow.overgrown"
 local P = {}
 P.__index = P
 
-local pad_cols, insert_layer -- defined below
+local insert_layer, record_positions -- defined below
 
 local function check_choice(nb, key, choices)
   local v = nb[key]
@@ -37,13 +34,15 @@ end
 
 local function check_nb(nb)
   local allowed = { split = 1, new = 1, eps = 1, where = 1, steps = 1, lr = 1, rule = 1, points = 1,
-    loss = 1, generator = 1, optimizer = 1, project = 1, penalty = 1, selection = 1, layers = 1 }
+    loss = 1, generator = 1, optimizer = 1, project = 1, penalty = 1, selection = 1, layers = 1,
+    init = 1, last_conv_zero_out = 1, batches = 1 }
   for k in pairs(nb) do
     if not allowed[k] then error("grow.propose: unknown neighbourhood option '" .. tostring(k) .. "'", 3) end
   end
   check_choice(nb, "rule", { "endpoint", "midpoint", "exact" })
   check_choice(nb, "optimizer", { "adam", "rmsprop" })
   check_choice(nb, "selection", { "paper", "official" })
+  check_choice(nb, "init", { "paper", "official" })
 end
 
 -- batches: a DataLoader, or a list of {x, y}
@@ -59,35 +58,31 @@ local function loss_of(nb)
   return nb.loss or function(out, y) return ff.cross_entropy(out, y) end
 end
 
--- Projection onto the constraints: rows of v (= εδ) to norm <= ε; new
--- neurons: |e| <= ε and ||(u, c, o)|| <= 1.
+-- Gated neurons (new neurons, a candidate layer's) onto |e| <= ε and
+-- ||(u, c, o)|| <= 1 per neuron; o holds neuron j's outgoing weights in its
+-- dim-2 block j.
+local function project_neurons(n, eps)
+  local k = n.e:size(1)
+  n.e:clamp_(-eps, eps)
+  local u, o = n.u:view(k, -1), n.o:view(n.o:size(1), k, -1)
+  local norm = (u:pow(2):sum(2) + n.b:pow(2) + o:pow(2):sum(3):sum(1)):sqrt():clamp(1, nil)
+  u:div_(norm:unsqueeze(2))
+  n.b:div_(norm)
+  o:div_(norm:view(1, k, 1))
+end
+
+-- Projection onto the constraints: rows of v (= εδ) to norm <= ε, gated
+-- neurons as above.
 local function project(og, eps)
   ff.no_grad(function()
     for _, c in ipairs(og.units) do
       if c.split then
         local v = c.split.v
-        local m = v:size(1)
-        local rows = v:view(m, -1)
+        local rows = v:view(v:size(1), -1)
         rows:mul_((rows:norm(2, 2, true):clamp(eps, nil)):pow(-1) * eps)
       end
-      if c.layer then -- o is (width x k): a neuron's outgoing weights are a column
-        local L = c.layer
-        L.e:clamp_(-eps, eps)
-        local norm = (L.u:pow(2):sum(2) + L.b:pow(2) + L.o:pow(2):sum(1)):sqrt():clamp(1, nil)
-        L.u:div_(norm:unsqueeze(2))
-        L.b:div_(norm)
-        L.o:div_(norm:unsqueeze(1))
-      end
-      if c.new then
-        local n = c.new
-        local k = n.e:size(1)
-        n.e:clamp_(-eps, eps)
-        local u, o = n.u:view(k, -1), n.o:view(n.o:size(1), k, -1)
-        local norm = (u:pow(2):sum(2) + n.b:pow(2) + o:pow(2):sum(3):sum(1)):sqrt():clamp(1, nil)
-        u:div_(norm:unsqueeze(2))
-        n.b:div_(norm)
-        o:div_(norm:view(1, k, 1))
-      end
+      if c.new then project_neurons(c.new, eps) end
+      if c.layer then project_neurons(c.layer, eps) end
     end
   end)
 end
@@ -98,7 +93,10 @@ local function penalty(og, lambda)
   for _, c in ipairs(og.units) do
     local terms = {}
     if c.split then terms[#terms + 1] = c.split.v:pow(2):sum() end
-    if c.new then terms[#terms + 1] = (c.new.u:pow(2):sum() + c.new.o:pow(2):sum()) * 1e-2 end
+    for _, kind in ipairs { "new", "layer" } do
+      local n = c[kind]
+      if n then terms[#terms + 1] = (n.u:pow(2):sum() + n.o:pow(2):sum()) * 1e-2 end
+    end
     for _, t in ipairs(terms) do total = total and total + t or t end
   end
   return total * lambda
@@ -219,18 +217,25 @@ local function mean_loss(net, batches, lf)
   return total / math.max(n, 1)
 end
 
+local function widths(us)
+  local w = {}
+  for i, u in ipairs(us) do w[i] = units_mod.width(u) end
+  return table.concat(w, "-")
+end
+
+local function neuron_count(us)
+  local n = 0
+  for _, u in ipairs(us) do n = n + units_mod.width(u) end
+  return n
+end
+
 -- grow.propose(net, nb, batches) -> proposal
 function P.propose(net, nb, batches)
   nb = nb or {}
   check_nb(nb)
   local t0 = ff.clock()
   local lf = loss_of(nb)
-  -- the over-grown forward handles units of the top-level Sequential;
-  -- units inside inserted Residual blocks wait for the fused operators
-  local us = {}
-  for _, u in ipairs(units_mod.units(net, nb.where)) do
-    if not u.name:find(".", 1, true) then us[#us + 1] = u end
-  end
+  local us = units_mod.units(net, nb.where)
   if #us == 0 then error("grow.propose: the network has no growable units", 2) end
   local was_training = net.training
   net:eval()
@@ -241,11 +246,13 @@ function P.propose(net, nb, batches)
   local ok, err = pcall(function()
     local layers = type(nb.layers) == "table" and nb.layers.candidates or nb.layers or 0
     local og = overgrown.build(net, us, { split = nb.split ~= false, new = new, layers = layers,
-      eps = nb.eps, generator = nb.generator })
+      eps = nb.eps, generator = nb.generator, init = nb.init })
     step1(og, nb, batches, lf)
     local self = setmetatable({ net = net, og = og, nb = nb, batches = batches, lf = lf,
-      loss_before = mean_loss(net, batches, lf) }, P)
+      loss_before = mean_loss(net, batches, lf), widths_before = widths(us),
+      neurons_before = neuron_count(us) }, P)
     self.scores = step2(og, nb, batches, lf)
+    self.positions = record_positions(self) -- in evaluation mode, like the rest of the step
     self.seconds = ff.clock() - t0
     return self
   end)
@@ -255,14 +262,21 @@ function P.propose(net, nb, batches)
   return err
 end
 
--- Every candidate as {unit = k, kind = "split" | "new", index = i, score = s}.
+-- Every candidate as {unit = k, kind = "split" | "new" | "layer", index = i,
+-- score = s, step = ε̃ (signed for gated neurons, |v_i| for splits),
+-- effect = s·|ε̃| (the gate gradient: the first-order effect of keeping the
+-- candidate at its trained step)}.
 function P:candidates()
   local list = {}
   for k, entry in ipairs(self.scores) do
+    local cand = self.og.units[k]
     for _, kind in ipairs { "split", "new", "layer" } do
       if entry[kind] then
+        local steps = kind == "split" and cand.split.v:view(cand.split.v:size(1), -1):norm(2, 2):totable()
+          or cand[kind].e:totable()
         for i, s in ipairs(entry[kind]:totable()) do
-          list[#list + 1] = { unit = k, kind = kind, index = i, score = s }
+          list[#list + 1] = { unit = k, kind = kind, index = i, score = s, step = steps[i],
+            effect = s * math.abs(steps[i]) }
         end
       end
     end
@@ -270,152 +284,320 @@ function P:candidates()
   return list
 end
 
--- The step of candidate c as trained by step 1 (|v_i| or e_j, signed).
-local function trained_step(self, c)
-  local cand = self.og.units[c.unit]
-  if c.kind == "split" then return cand.split.v[c.index]:norm():item() end
-  return cand[c.kind].e[c.index]
-end
+---------------------------------------------------------------- cost model
 
--- Parameters a candidate adds given what is already selected (marginal
--- cost, so the charges add up exactly): a neuron's producer row (and bias),
--- its batch-norm entries and its consumer columns, where a neighbouring
--- unit's selected neurons lengthen the row (the previous unit grows this
--- producer's inputs) or the column (the next unit grows this consumer's
--- outputs), and this unit's selected layer neurons read it; a new-layer
--- neuron reads and writes the unit's width as it will be.
-local function marginal_cost(self, c, n, l)
-  local units = self.og.units
-  local u = units[c.unit].unit
-  local prev = units[c.unit - 1] and units[c.unit - 1].unit.consumer == u.producer
-  local nxt = units[c.unit + 1] and units[c.unit + 1].unit.producer == u.consumer
-  local width = u.producer.weight:size(1) + n[c.unit]
-  -- a layer block's second Linear has a bias of the unit's width: paid when
-  -- the block opens, and one more entry per neuron added after that
-  if c.kind == "layer" then return 2 * width + 1 + (l[c.unit] == 0 and width or 0) end
-  local row = u.producer.weight:numel() // u.producer.weight:size(1) + (u.producer.bias and 1 or 0)
-  if prev then row = row + n[c.unit - 1] end
-  local col = u.consumer.weight:numel() // (u.consumer.weight:size(2) // u.spatial)
-  if nxt then col = col + n[c.unit + 1] * u.spatial end
-  local bn = 0
-  for _, m in ipairs(u.between) do if m.weight then bn = bn + 2 end end
-  return row + col + bn + (l[c.unit] > 0 and 2 * l[c.unit] + 1 or 0)
-end
-
--- Keep eta candidates. The paper: the largest |s|, with ε̂ = −ε·sign(s).
--- eta = {params = P} charges each candidate its parameter cost instead and
--- keeps candidates greedily by |s| per parameter while the total stays
--- within P (C(f) <= C(f_t) + P).
--- The released code ("official" selection): the most negative s, keeping
--- the trained steps ε̃. Either way the prediction is Σ ε̂_i s_i.
-function P:select(eta)
-  local list = self:candidates()
-  local official = self.nb.selection == "official"
-  local budget
-  if type(eta) == "table" then
-    budget = eta.params
-    if type(budget) ~= "number" or budget < 0 then
-      error("grow.select: eta must be a number of neurons or {params = n}", 2)
+-- The parameters (or multiply-adds per example) of the layers a selection
+-- touches, as a function of how many neurons each unit gains (n[k]) and
+-- how many neurons each unit's new layer gets (l[k]). Selection charges a
+-- candidate the difference this total makes, so the charges add up to
+-- exactly what apply adds. Each weight layer is rows x cols x kernel (+
+-- bias per row); a unit's neurons are rows of its producer and of the last
+-- layer of each residual block between, columns of its consumer (x spatial)
+-- and of each block's first layer, and entries of its batch norms.
+local function weight_layers(self)
+  local layers, by_module = {}, {}
+  local function layer(m)
+    if by_module[m] then return by_module[m] end
+    local w = m.weight
+    local L = { rows = w:size(1), cols = w:size(2), kernel = w:numel() // (w:size(1) * w:size(2)),
+      bias = m.bias and 1 or 0, positions = self.positions[m] or 1, drows = {}, dcols = {} }
+    layers[#layers + 1] = L
+    by_module[m] = L
+    return L
+  end
+  local bns = {}
+  for k, cand in ipairs(self.og.units) do
+    local u = cand.unit
+    table.insert(layer(u.producer).drows, { k, 1 })
+    table.insert(layer(u.consumer).dcols, { k, u.spatial })
+    for _, m in ipairs(u.between) do
+      local first, last = units_mod.residual_ends(m, u.producer.weight:size(1))
+      if first then
+        table.insert(layer(first).dcols, { k, 1 })
+        table.insert(layer(last).drows, { k, 1 })
+      elseif m.weight then
+        bns[#bns + 1] = { k, 2 }
+      end
     end
-    eta = math.huge
-    -- greedy by |s| per parameter, at the cost before any selection
+  end
+  return layers, bns
+end
+
+local function total_cost(self, n, l, flops)
+  local cost = 0
+  for _, L in ipairs(self.cost_layers) do
+    local r, c = L.rows, L.cols
+    for _, d in ipairs(L.drows) do r = r + n[d[1]] * d[2] end
+    for _, d in ipairs(L.dcols) do c = c + n[d[1]] * d[2] end
+    cost = cost + (r * c * L.kernel + (flops and 0 or r * L.bias)) * (flops and L.positions or 1)
+  end
+  if not flops then
+    for _, b in ipairs(self.cost_bns) do cost = cost + n[b[1]] * b[2] end
+  end
+  -- new layers: a block of l[k] neurons at the unit's width w (two weight
+  -- layers, the first one's bias and batch norm, the second one's bias)
+  for k, cand in ipairs(self.og.units) do
+    local L = cand.layer
+    if L and l[k] > 0 then
+      local w = cand.unit.producer.weight:size(1) + n[k]
+      local kernel = L.conv and 9 or 1
+      if flops then
+        cost = cost + 2 * l[k] * w * kernel * (self.positions[L] or 1)
+      else
+        cost = cost + 2 * l[k] * w * kernel + l[k] * (1 + (L.bn and 2 or 0)) + w
+      end
+    end
+  end
+  return cost
+end
+
+local function marginal(self, c, n, l, flops)
+  local before = total_cost(self, n, l, flops)
+  local t = c.kind == "layer" and l or n
+  t[c.unit] = t[c.unit] + 1
+  local after = total_cost(self, n, l, flops)
+  t[c.unit] = t[c.unit] - 1
+  return after - before
+end
+
+-- Output positions (H·W) of every weight layer and candidate layer, from
+-- one over-grown forward pass of one example: FLOP costs need them.
+function record_positions(self)
+  local x
+  each_batch(self.batches, function(bx) x = x or bx end)
+  local og = self.og
+  og.record = {}
+  ff.no_grad(function() og:forward(x:narrow(1, 1, 1)) end)
+  local positions = og.record
+  og.record = nil
+  return positions
+end
+
+---------------------------------------------------------------- selection
+
+-- A budget: a number of neurons, or a table {neurons =, params =, flops =,
+-- per_unit = k or {[unit name] = k}, pool = "global" | "unit"}.
+local function check_budget(eta)
+  if type(eta) == "number" then
+    if eta ~= eta or eta < 0 then error("grow.select: eta must be a non-negative number, got " .. eta, 3) end
+    return { neurons = eta }
+  end
+  if type(eta) ~= "table" then
+    error("grow.select: eta must be a number of neurons or a table {neurons =, params =, flops =, per_unit =, pool =}", 3)
+  end
+  for k, v in pairs(eta) do
+    if k == "pool" then
+      if v ~= "global" and v ~= "unit" then error("grow.select: pool must be \"global\" or \"unit\", got " .. tostring(v), 3) end
+    elseif k == "per_unit" then
+      if type(v) ~= "number" and type(v) ~= "table" then error("grow.select: per_unit must be a number or a table of numbers by unit name", 3) end
+    elseif k == "neurons" or k == "params" or k == "flops" then
+      if type(v) ~= "number" or v ~= v or v < 0 then
+        error(string.format("grow.select: %s must be a non-negative number, got %s", k, tostring(v)), 3)
+      end
+    else
+      error("grow.select: unknown budget field '" .. tostring(k) .. "' (neurons, params, flops, per_unit, pool)", 3)
+    end
+  end
+  return eta
+end
+
+-- The order candidates are considered in. The paper: by |s|; the released
+-- code: the most negative gate gradient first; complexity-aware: by |s| per
+-- unit of cost before anything is selected.
+local function ranked(self, list, budget, official)
+  local metric = budget.flops and "flops" or budget.params and "params" or nil
+  if metric then
     local n0, l0 = {}, {}
     for k = 1, #self.og.units do n0[k], l0[k] = 0, 0 end
-    for _, c in ipairs(list) do c.rank = math.abs(c.score) / marginal_cost(self, c, n0, l0) end
+    for _, c in ipairs(list) do
+      c.rank = math.abs(c.score) / math.max(marginal(self, c, n0, l0, metric == "flops"), 1e-30)
+    end
     table.sort(list, function(a, b) return a.rank > b.rank end)
   elseif official then
-    table.sort(list, function(a, b) return a.score < b.score end)
+    table.sort(list, function(a, b) return a.effect < b.effect end)
   else
     table.sort(list, function(a, b) return math.abs(a.score) > math.abs(b.score) end)
   end
-  local spent = 0
-  local n, l = {}, {}
-  for k = 1, #self.og.units do n[k], l[k] = 0, 0 end
+  return list
+end
+
+-- Keep the candidates the budget allows, greedily in ranked order (one pool,
+-- or one per unit with pool = "unit": each unit gets the whole budget).
+-- The paper sets ε̂ = −ε·sign(s); the released code ("official" selection)
+-- keeps the trained steps ε̃. Either way the prediction is Σ ε̂_i s_i.
+-- New layers obey the two-level budget: at most max_new_layers layers get
+-- a neuron (a layer counts once one of its neurons is kept).
+function P:select(eta)
+  local budget = check_budget(eta)
+  local official = self.nb.selection == "official"
+  self.cost_layers, self.cost_bns = weight_layers(self)
+  local list = ranked(self, self:candidates(), budget, official)
+  local nunits = #self.og.units
   local eps = self.nb.eps or 1e-2
-  -- the two-level budget of new layers: at most max_new_layers layers get
-  -- any neuron (a layer counts once one of its neurons is kept)
-  local max_layers = (self.nb.layers or {}).max_new_layers or math.huge
+  local max_layers = (type(self.nb.layers) == "table" and self.nb.layers.max_new_layers) or math.huge
+  local per_pool = budget.pool == "unit"
+  local function cap_of(k)
+    local cap = budget.per_unit
+    if type(cap) == "table" then cap = cap[self.og.units[k].unit.name] end
+    return cap or math.huge
+  end
+  local n, l, kept = {}, {}, {}
+  for k = 1, nunits do n[k], l[k], kept[k] = 0, 0, 0 end
+  local spent = { neurons = {}, params = {}, flops = {} }
+  local function pool(k) return per_pool and k or 0 end
   local opened, n_opened = {}, 0
   self.selected, self.predicted = {}, 0
+  local total_params, total_flops = 0, 0
   for _, c in ipairs(list) do
-    if #self.selected >= eta then break end
-    local cost = budget and marginal_cost(self, c, n, l) or 0
-    local allowed = not budget or spent + cost <= budget
-    if allowed and c.kind == "layer" and not opened[c.unit] then
-      allowed = n_opened < max_layers
-      if allowed then opened[c.unit], n_opened = true, n_opened + 1 end
+    local k, p = c.unit, pool(c.unit)
+    local ok = kept[k] < cap_of(k) and (spent.neurons[p] or 0) + 1 <= (budget.neurons or math.huge)
+    local dp, df = 0, 0
+    if ok and budget.params then
+      dp = marginal(self, c, n, l, false)
+      ok = (spent.params[p] or 0) + dp <= budget.params
     end
-    if allowed then
-      if official then
-        c.trained = true
-        c.eps_hat = trained_step(self, c)
-      else
-        c.eps_hat = c.score > 0 and -eps or eps
-      end
+    if ok and budget.flops then
+      df = marginal(self, c, n, l, true)
+      ok = (spent.flops[p] or 0) + df <= budget.flops
+    end
+    if ok and c.kind == "layer" and not opened[k] then
+      ok = n_opened < max_layers
+      if ok then opened[k], n_opened = true, n_opened + 1 end
+    end
+    if ok then
+      c.trained = official
+      c.eps_hat = official and c.step or (c.score > 0 and -eps or eps)
       self.predicted = self.predicted + c.eps_hat * c.score
       self.selected[#self.selected + 1] = c
-      spent = spent + cost
-      if c.kind == "layer" then l[c.unit] = l[c.unit] + 1 else n[c.unit] = n[c.unit] + 1 end
+      spent.neurons[p] = (spent.neurons[p] or 0) + 1
+      spent.params[p] = (spent.params[p] or 0) + dp
+      spent.flops[p] = (spent.flops[p] or 0) + df
+      total_params, total_flops = total_params + dp, total_flops + df
+      kept[k] = kept[k] + 1
+      if c.kind == "layer" then l[k] = l[k] + 1 else n[k] = n[k] + 1 end
     end
   end
-  self.cost = budget and spent or nil
+  self.cost = budget.params and total_params or nil
+  self.flops = budget.flops and total_flops or nil
+  self.budget = budget
   return self
 end
 
--- Pad the rows of t (k x d_old ...) with zero columns up to d (a unit
--- whose producer gained inputs from an earlier unit's growth).
-function pad_cols(t, d)
-  local have = t:size(2)
-  if have == d then return t end
-  local shape = t:size()
-  shape[2] = d - have
-  return ff.cat({ t, ff.zeros(shape) }, 2)
+---------------------------------------------------------------- apply
+
+-- How each grown module's weight rows (dim 1) and columns (dim 2) map to
+-- those it had at proposal time, composed over the edits of this apply:
+-- maps[module][dim] = {src = {...}, scale = {...}}. A later unit's
+-- candidates were built against the old shapes and are brought up to date
+-- through them (new inputs read with zero weights, split inputs with half).
+local function track(maps, modules, entries)
+  for _, m in ipairs(modules) do
+    for _, e in ipairs(entries) do
+      if m.weight == e.new then
+        maps[m] = maps[m] or {}
+        for d, src in pairs(e.index or {}) do
+          local prev, scale = maps[m][d], e.scale and e.scale[d]
+          local out = { src = {}, scale = {} }
+          for j, s in ipairs(src) do
+            out.src[j] = s > 0 and (prev and prev.src[s] or s) or 0
+            out.scale[j] = s > 0 and (scale and scale[j] or 1) * (prev and prev.scale[s] or 1) or 1
+          end
+          maps[m][d] = out
+        end
+      end
+    end
+  end
 end
 
--- Insert the selected neurons of a candidate layer as a Residual block
--- before the unit's consumer: x + W2 act(W1 x + b1), W2's columns scaled by
--- the steps. Inputs added to the unit in this step (new neurons, split
--- children) get zero weights in the block. Returns remap entries for the
--- new parameters (no old state).
+-- t (built against module m's old dim-`dim` size) brought up to date.
+local function updated(maps, m, dim, t, tdim)
+  local map = maps[m] and maps[m][dim]
+  if not map then return t end
+  return edit.gather(t, tdim or dim, map.src, map.scale)
+end
+
+-- A column map read off a row map: each source neuron's copies share its
+-- weight (a split parent's two children read half each).
+local function columns_of(rows)
+  local count = {}
+  for _, s in ipairs(rows) do if s > 0 then count[s] = (count[s] or 0) + 1 end end
+  local scale = {}
+  for j, s in ipairs(rows) do scale[j] = s > 0 and 1 / count[s] or 1 end
+  return rows, scale
+end
+
+-- Insert the selected neurons of a candidate layer as a Residual block at
+-- its place: x + W2 act(W1 x + b1) (conv units: conv 3x3, an identity
+-- batch norm when the unit has one, act, conv 3x3), W2's neuron blocks
+-- scaled by the steps. The block reads the unit's neurons as they are after
+-- this step's edits: split children half each, new neurons nothing; it
+-- writes the same to both children and nothing to new neurons. Returns
+-- remap entries for the new parameters (no old state).
 local nn_mod
-function insert_layer(net, cand, sel)
+function insert_layer(cand, sel, maps)
   nn_mod = nn_mod or require("firefly.nn")
   local unit, L = cand.unit, cand.layer
   local width = unit.producer.weight:size(1)
   local idx, steps = {}, {}
   for j, c in ipairs(sel) do idx[j] = c.index; steps[j] = c.eps_hat end
   local k = #idx
-  local w1 = pad_cols(L.u:detach():index_select(1, idx), width)
-  local b1 = L.b:detach():index_select(1, idx)
-  local w2 = L.o:detach():index_select(2, idx) * ff.tensor(steps)
-  if w2:size(1) < width then w2 = ff.cat({ w2, ff.zeros(width - w2:size(1), k) }, 1) end
-  local first = nn_mod.Linear(width, k)
-  local second = nn_mod.Linear(k, width)
+  local rows = maps[unit.producer] and maps[unit.producer][1]
+  local w1 = L.u:detach():index_select(1, ff.tensor(idx))
+  local b1 = L.b:detach():index_select(1, ff.tensor(idx))
+  local w2 = L.o:detach():index_select(2, ff.tensor(idx))
+  w2 = w2 * ff.tensor(steps):view(L.conv and { 1, k, 1, 1 } or { 1, k })
+  if rows then
+    local src, scale = columns_of(rows.src)
+    w1 = edit.gather(w1, 2, src, scale)
+    w2 = edit.gather(w2, 1, src)
+  end
+  local layers
+  if L.conv then
+    local first = nn_mod.Conv2d(width, k, 3, { padding = 1 })
+    local second = nn_mod.Conv2d(k, width, 3, { padding = 1 })
+    layers = { first, second }
+    local act = nn_mod.activation(L.act.act, L.act.param)
+    local seq = L.bn and { first, nn_mod.BatchNorm2d(k), act, second } or { first, act, second }
+    L.block = nn_mod.Residual(nn_mod.Sequential(seq))
+  else
+    local first, second = nn_mod.Linear(width, k), nn_mod.Linear(k, width)
+    layers = { first, second }
+    L.block = nn_mod.Residual(nn_mod.Sequential { first, nn_mod.activation(L.act.act, L.act.param), second })
+  end
   ff.no_grad(function()
-    first.weight:copy_(w1); first.bias:copy_(b1)
-    second.weight:copy_(w2); second.bias:zero_()
+    layers[1].weight:copy_(w1); layers[1].bias:copy_(b1)
+    layers[2].weight:copy_(w2); layers[2].bias:zero_()
   end)
-  local act = nn_mod.activation(L.act.act, L.act.param)
-  local block = nn_mod.Residual(nn_mod.Sequential { first, act, second })
+  -- its place: before between[at], or before the consumer
+  local anchor = unit.between[L.at] or unit.consumer
   local pos
-  for i, ch in ipairs(net._children) do if ch[2] == unit.consumer then pos = i end end
-  net:insert(pos, block)
-  return {
-    { new = first.weight }, { new = first.bias }, { new = second.weight }, { new = second.bias },
-  }
+  for i, ch in ipairs(unit.parent._children) do if ch[2] == anchor then pos = i end end
+  unit.parent:insert(pos, L.block)
+  local entries = {}
+  for _, p in ipairs(L.block:parameters()) do entries[#entries + 1] = { new = p } end
+  return entries
 end
 
--- Materialise the selection (units in network order). With an optimiser,
--- its state follows every edit (opt:remap after each one: a layer can be
--- edited twice, as one unit's consumer and the next one's producer).
--- Returns the network, the list of remap maps in the order they apply,
--- and a report.
+-- Materialise the selection, unit by unit in network order. With an
+-- optimiser, its state follows every edit (opt:remap after each one: a
+-- layer can be edited twice, as one unit's consumer and the next one's
+-- producer). Returns the network, the list of remap maps in the order they
+-- apply, and a report.
 function P:apply(opt)
   if not self.selected then error("grow.apply: select() first", 2) end
+  if self.applied then error("grow.apply: this proposal was applied already; propose again", 2) end
+  self.applied = true
+  local t0 = ff.clock()
   local params_before = self.net:num_params()
-  local maps = {}
+  local maps, track_maps = {}, {}
+  local modules = {}
+  for _, cand in ipairs(self.og.units) do
+    modules[#modules + 1] = cand.unit.producer
+    modules[#modules + 1] = cand.unit.consumer
+  end
   local function done(map)
     maps[#maps + 1] = map
+    track(track_maps, modules, map)
     if opt then opt:remap(map) end
   end
   local by_unit = {}
@@ -423,11 +605,14 @@ function P:apply(opt)
     by_unit[c.unit] = by_unit[c.unit] or { split = {}, new = {}, layer = {} }
     table.insert(by_unit[c.unit][c.kind], c)
   end
+  -- the official quirk: new neurons of the last conv unit (the one whose
+  -- consumer is a Linear) start with zero outgoing weights
+  local quirk = self.nb.last_conv_zero_out
   for k, cand in ipairs(self.og.units) do
     local sel = by_unit[k]
     if sel then
       local unit = cand.unit
-      local d = unit.producer.weight:size(2)
+      local P0 = unit.producer
       if #sel.split > 0 then
         local idx, rows = {}, {}
         for j, c in ipairs(sel.split) do
@@ -436,56 +621,100 @@ function P:apply(opt)
           -- the trained v itself (official), or its direction times ε̂ (paper)
           rows[j] = (c.trained and v or v / math.max(v:norm():item(), 1e-12) * c.eps_hat):detach()
         end
-        done(edit.split(unit, idx, pad_cols(ff.stack(rows), d)))
+        done(edit.split(unit, idx, updated(track_maps, P0, 2, ff.stack(rows))))
       end
       if #sel.new > 0 then
         local idx, e_hat = {}, {}
         for j, c in ipairs(sel.new) do idx[j] = c.index; e_hat[j] = c.eps_hat end
         local n = cand.new
-        local u = pad_cols(n.u:detach():index_select(1, idx), d)
-        local b = n.b:detach():index_select(1, idx)
+        local kk = #idx
+        local u = updated(track_maps, P0, 2, n.u:detach():index_select(1, ff.tensor(idx)))
+        local b = n.b:detach():index_select(1, ff.tensor(idx))
         -- outgoing weights of the selected neurons, times their steps, in
         -- the consumer's layout (k blocks of `spatial` columns, or k input
-        -- channels)
-        local out_rows = n.o:size(1)
-        local o = n.o:detach():view(out_rows, n.e:size(1), -1):index_select(2, idx)
-          * ff.tensor(e_hat):view(1, #idx, 1)
+        -- channels), with rows the consumer gained this step
+        local o = n.o:detach()
+        local out_rows = o:size(1)
+        o = o:view(out_rows, n.e:size(1), -1):index_select(2, ff.tensor(idx)) * ff.tensor(e_hat):view(1, kk, 1)
         local oshape = n.o:size()
-        oshape[2] = oshape[2] // n.e:size(1) * #idx
-        done(edit.add(unit, u, b, o:reshape(oshape)))
+        oshape[2] = oshape[2] // n.e:size(1) * kk
+        o = updated(track_maps, unit.consumer, 1, o:reshape(oshape))
+        if quirk and unit.kind == "Conv2d" and getmetatable(unit.consumer).__name == "Linear" then o = o * 0 end
+        done(edit.add(unit, u, b, o))
       end
-      if #sel.layer > 0 then done(insert_layer(self.net, cand, sel.layer)) end
+      if #sel.layer > 0 then done(insert_layer(cand, sel.layer, track_maps)) end
     end
   end
   local was_training = self.net.training
   self.net:eval()
   local loss_after = mean_loss(self.net, self.batches, self.lf)
   self.net:train(was_training)
-  local report = {
+  local us = units_mod.units(self.net)
+  local report = setmetatable({
     predicted = self.predicted, measured = loss_after - self.loss_before,
     loss_before = self.loss_before, loss_after = loss_after,
     params_before = params_before, params_after = self.net:num_params(),
-    selected = #self.selected, seconds = self.seconds,
-  }
+    neurons_before = self.neurons_before, neurons_after = neuron_count(us),
+    widths_before = self.widths_before, widths_after = widths(us),
+    selected = #self.selected, cost = self.cost, flops = self.flops,
+    seconds = self.seconds + (ff.clock() - t0), propose_seconds = self.seconds,
+    apply_seconds = ff.clock() - t0,
+  }, { __tostring = function(r)
+    return string.format("grew %d candidates: widths %s -> %s, neurons %d -> %d, params %d -> %d\n"
+      .. "  dL predicted %.4g, measured %.4g (loss %.4f -> %.4f on the scoring batches); %.2f s",
+      r.selected, r.widths_before, r.widths_after, r.neurons_before, r.neurons_after, r.params_before,
+      r.params_after, r.predicted, r.measured, r.loss_before, r.loss_after, r.seconds)
+  end })
   return self.net, maps, report
 end
 
+---------------------------------------------------------------- printing
+
+local function fmt_score(s) return string.format("%10.3g", s) end
+
+-- The proposal as a table: one line per unit and kind of candidate, with
+-- the range of scores and, once selected, how many were kept.
 function P:__tostring()
-  local lines = { string.format("Firefly proposal: %d units, %.2f s", #self.scores, self.seconds or 0) }
+  local kept = {}
+  for _, c in ipairs(self.selected or {}) do
+    local key = c.unit .. c.kind
+    kept[key] = (kept[key] or 0) + 1
+  end
+  local lines = {
+    string.format("Firefly proposal: %d units, rule %s, %.2f s", #self.scores, self.nb.rule or "endpoint",
+      self.seconds or 0),
+    string.format("  %-10s %-7s %6s  %-6s %6s %10s %10s %10s%s", "unit", "layer", "width", "kind", "count",
+      "min s", "max s", "max |s|", self.selected and "   kept" or ""),
+  }
   for k, entry in ipairs(self.scores) do
     local u = self.og.units[k].unit
-    local parts = {}
     for _, kind in ipairs { "split", "new", "layer" } do
-      if entry[kind] then
-        local s = entry[kind]
-        parts[#parts + 1] = string.format("%d %s (|s| max %.3g)", s:numel(), kind, s:abs():max():item())
+      local s = entry[kind]
+      if s then
+        lines[#lines + 1] = string.format("  %-10s %-7s %6d  %-6s %6d %s %s %s%s", u.name, u.kind,
+          units_mod.width(u), kind, s:numel(), fmt_score(s:min():item()), fmt_score(s:max():item()),
+          fmt_score(s:abs():max():item()), self.selected and string.format(" %6d", kept[k .. kind] or 0) or "")
       end
     end
-    lines[#lines + 1] = string.format("  unit %s (%s, %d neurons): %s", u.name, u.kind,
-      units_mod.width(u), table.concat(parts, ", "))
   end
   if self.selected then
-    lines[#lines + 1] = string.format("  selected %d, predicted dL %.4g", #self.selected, self.predicted)
+    local extra = ""
+    if self.cost then extra = extra .. string.format(", cost %d params", self.cost) end
+    if self.flops then extra = extra .. string.format(", %d flops", self.flops) end
+    lines[#lines + 1] = string.format("  selected %d, predicted dL %.4g%s", #self.selected, self.predicted, extra)
+  end
+  return table.concat(lines, "\n")
+end
+
+-- The best n candidates (by |s|) as printable lines.
+function P:top(n)
+  local list = self:candidates()
+  table.sort(list, function(a, b) return math.abs(a.score) > math.abs(b.score) end)
+  local lines = { string.format("  %-10s %-6s %6s %12s %12s", "unit", "kind", "index", "score", "step") }
+  for i = 1, math.min(n or 10, #list) do
+    local c = list[i]
+    lines[#lines + 1] = string.format("  %-10s %-6s %6d %12.4g %12.4g", self.og.units[c.unit].unit.name, c.kind,
+      c.index, c.score, c.step)
   end
   return table.concat(lines, "\n")
 end

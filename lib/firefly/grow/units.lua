@@ -3,7 +3,12 @@
 -- A growable unit is a producer layer (Linear, or Conv2d without groups)
 -- whose output neurons are read by one consumer layer (Linear or Conv2d),
 -- with only per-neuron layers in between: batch norm, activations, dropout,
--- pooling, Flatten, GlobalAvgPool, Identity (firefly-method.md section 8).
+-- pooling, Flatten, GlobalAvgPool, Identity (firefly-method.md section 8),
+-- and residual blocks x + f(x) whose f reads and writes the unit's width
+-- (f's first layer is a Linear or Conv2d reading the neurons, its last one
+-- writes them): a neuron added to the unit adds an input column to f's
+-- first layer and an output row to f's last layer. This is what lets a
+-- layer keep growing after Firefly inserted a new layer behind it.
 -- Growing the producer adds output rows, entries of the per-neuron layers,
 -- and input columns of the consumer; through Flatten one conv channel is
 -- `spatial` consecutive input features of the next Linear.
@@ -21,6 +26,7 @@ local PER_NEURON = {
 }
 
 local function class_of(m) return getmetatable(m).__name end
+U.class_of = class_of
 
 local function is_activation(m)
   return m.act ~= nil and m.forward ~= nil and #m._params == 0
@@ -30,11 +36,27 @@ local function per_neuron(m)
   return PER_NEURON[class_of(m)] or is_activation(m)
 end
 
+local function is_producer(m)
+  return PRODUCER[class_of(m)] and not (class_of(m) == "Conv2d" and m.groups ~= 1)
+end
+
 -- Output neurons: rows of a Linear's weight, output channels of a Conv2d's.
 local function width(m) return m.weight:size(1) end
 
 local function fan_in(m)
   return m.weight:size(2) * (class_of(m) == "Conv2d" and m.groups or 1)
+end
+
+-- The first and last layers of a residual block's f when f is a Sequential
+-- that reads and writes `w` neurons through producer layers; else nil.
+function U.residual_ends(m, w)
+  if class_of(m) ~= "Residual" then return nil end
+  local f = m._children[1][2]
+  if class_of(f) ~= "Sequential" or #f._children < 1 then return nil end
+  local first, last = f._children[1][2], f._children[#f._children][2]
+  if not (is_producer(first) and is_producer(last)) then return nil end
+  if first.weight:size(2) ~= w or last.weight:size(1) ~= w then return nil end
+  return first, last
 end
 
 -- Units of one Sequential (and, recursively, of its nested containers).
@@ -48,16 +70,14 @@ local function walk(seq, prefix, out)
       walk(m, name, out)
     elseif cls == "Residual" then
       walk(m._children[1][2], name .. ".f", out)
-    elseif PRODUCER[cls] and not (cls == "Conv2d" and m.groups ~= 1) then
+    elseif is_producer(m) then
       local between, consumer = {}, nil
       for j = i + 1, #kids do
         local n = kids[j][2]
-        if per_neuron(n) then
+        if per_neuron(n) or U.residual_ends(n, width(m)) then
           between[#between + 1] = n
         else
-          if PRODUCER[class_of(n)] and not (class_of(n) == "Conv2d" and n.groups ~= 1) then
-            consumer = n
-          end
+          if is_producer(n) then consumer = n end
           break
         end
       end
@@ -65,7 +85,7 @@ local function walk(seq, prefix, out)
         local spatial = fan_in(consumer) // width(m)
         if spatial * width(m) == fan_in(consumer) and (spatial == 1 or class_of(consumer) == "Linear") then
           out[#out + 1] = { name = name, producer = m, between = between, consumer = consumer,
-            spatial = spatial, kind = cls }
+            spatial = spatial, kind = cls, parent = seq }
         end
       end
     end
@@ -73,7 +93,8 @@ local function walk(seq, prefix, out)
 end
 
 -- units(net [, where]) -> list of units {name, producer, between, consumer,
--- spatial, kind}; `where` (a list of names) keeps only those producers.
+-- spatial, kind, parent (the Sequential holding them)}, in network order;
+-- `where` (a list of names) keeps only those producers.
 function U.units(net, where)
   local out = {}
   if class_of(net) == "Sequential" then walk(net, "", out)
