@@ -13,7 +13,7 @@ PREFIX   ?= /usr/local
 
 # Debian packages the build, the tests and `make run` need.
 DEB_PKGS := lua5.4 liblua5.4-dev libopenblas-dev lua-unit libreadline-dev \
-            zlib1g-dev lua-cjson dataset-fashion-mnist
+            zlib1g-dev lua-cjson dataset-fashion-mnist gnuplot-nox
 
 CC      ?= cc
 LUA_INC := /usr/include/lua5.4

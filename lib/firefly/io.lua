@@ -739,4 +739,61 @@ function M.load(path, opts)
   return decode(ds, tree)
 end
 
+---------------------------------------------------------------- files
+
+-- Small file helpers shared by the Lua library (logging, plot), so that
+-- shell quoting, directory creation and atomic replacement are written once.
+
+-- io.shell_quote(s): s as one word for /bin/sh, whatever characters it
+-- holds (spaces, quotes, $, newlines): single quotes, each ' as '\''.
+function M.shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+-- io.mkdir(dir): creates dir and its missing parents (mkdir -p). Returns
+-- true, or nil and a message.
+function M.mkdir(dir)
+  if dir == "" or dir == "." or dir == "/" then return true end
+  if os.execute("mkdir -p -- " .. M.shell_quote(dir) .. " 2>/dev/null") then return true end
+  return nil, "cannot create directory '" .. dir .. "'"
+end
+
+local pid
+-- io.temp_path(path): the name the next version of path is written under
+-- before the rename: path.tmp.<pid>, as the C layer names it (beside the
+-- target, so the rename stays in one file system; the pid keeps two
+-- processes writing the same file apart).
+function M.temp_path(path)
+  if not pid then
+    -- Lua has no getpid; the shell popen starts is our child.
+    local p = io.popen("echo $PPID")
+    pid = p and p:read("l")
+    if p then p:close() end
+    if not pid or not pid:match("^%d+$") then pid = string.format("r%x", math.random(0, 0x7fffffff)) end
+  end
+  return path .. ".tmp." .. pid
+end
+
+-- io.write_atomic(path, data): replaces path with data through a temporary
+-- file and a rename, so a reader or a killed run sees the old file or the
+-- new one, never a part. Unlike checkpoints it is not synced: it survives a
+-- killed process, not a power cut. Returns true, or nil and a message.
+function M.write_atomic(path, data)
+  local tmp = M.temp_path(path)
+  local f, err = io.open(tmp, "wb")
+  if not f then return nil, "cannot create '" .. tmp .. "': " .. tostring(err) end
+  local ok, werr = f:write(data)
+  local cok, cerr = f:close()
+  if not ok or not cok then
+    os.remove(tmp)
+    return nil, "cannot write '" .. tmp .. "': " .. tostring(werr or cerr)
+  end
+  local rok, rerr = os.rename(tmp, path)
+  if not rok then
+    os.remove(tmp)
+    return nil, "cannot rename '" .. tmp .. "' to '" .. path .. "': " .. tostring(rerr)
+  end
+  return true
+end
+
 return M

@@ -7,6 +7,7 @@
 -- pipe (only the summary lines the caller prints).
 local ff = require "firefly"
 local cjson = require "cjson"
+local fio = require "firefly.io"
 
 local log = {}
 
@@ -31,7 +32,7 @@ end
 function log.Logger(opts)
   opts = opts or {}
   local dir, name = opts.dir or ".", opts.name or "log"
-  os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
+  fio.mkdir(dir) -- a failure shows as the open error below
   local self = setmetatable({ columns = opts.columns, rows = {} }, Logger)
   self.csv_path, self.jsonl_path = dir .. "/" .. name .. ".csv", dir .. "/" .. name .. ".jsonl"
   local mode = opts.append and "a" or "w"
