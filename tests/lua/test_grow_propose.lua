@@ -98,13 +98,20 @@ function TestPropose:test_official_preset()
   lu.assertStrContains(testlib.error_of(ff.grow.neighbourhood, "nash"), "unknown preset")
   local p = ff.grow.propose(net, nb, batches)
   p:select(3)
-  -- the most negative scores, each kept with its trained step
+  -- the most negative gate gradients (score times trained step), each kept
+  -- with its trained step
   local all = p:candidates()
-  table.sort(all, function(a, b) return a.score < b.score end)
+  table.sort(all, function(a, b) return a.effect < b.effect end)
   for i, c in ipairs(p.selected) do
-    lu.assertEquals(c.score, all[i].score)
+    lu.assertEquals(c.effect, all[i].effect)
+    lu.assertEquals(c.eps_hat, c.step)
     lu.assertTrue(c.trained)
   end
+  -- the released code's initialisation: unit steps for new neurons, small
+  -- outgoing weights
+  lu.assertEquals(nb.init, "official")
+  lu.assertEquals(nb.batches, "all")
+  lu.assertEquals(nb.eta.ratio, 0.35)
   local _, _, r = p:apply(opt)
   lu.assertTrue(r.predicted < 0)
   lu.assertTrue(r.measured < 0, "measured " .. r.measured)
@@ -284,6 +291,30 @@ function TestRun:test_phases_grow_and_log_reproducibly()
     lu.assertEquals(rows2[i].widths, rows[i].widths)
     lu.assertEquals(rows2[i].train_loss, rows[i].train_loss)
   end
+end
+
+function TestRun:test_official_preset_in_the_loop()
+  -- the released code's loop: step 1 and the scores over the whole
+  -- training set, int(0.35 n) + 1 neurons, the optimiser's state forgotten
+  ff.manual_seed(35)
+  local ds = ff.data.two_moons { n = 256, noise = 0.1, seed = 35 }
+  local net = nn.mlp { 2, 6, 4, 2, act = "tanh" }
+  local opt = ff.optim.SGD(net:named_parameters(), { lr = 0.1, momentum = 0.9 })
+  local loader = ff.data.DataLoader(ds, { batch_size = 64, shuffle = true, generator = ff.Generator(35) })
+  local states = {}
+  local rows = ff.grow.run { net = net, data = loader, optim = opt, phases = 2, epochs = 1, quiet = true,
+    neighbourhood = ff.grow.neighbourhood("official", { new = 3, generator = ff.Generator(36) }),
+    lr_schedule = function(o) return ff.optim.schedule.step(o, { step_size = 1, gamma = 0.5 }) end,
+    on_phase = function(t)
+      local n = 0
+      for _, p in ipairs(opt:params()) do if opt:state_of(p) then n = n + 1 end end
+      states[t] = { n = n, lr = opt.lr }
+    end }
+  lu.assertEquals(rows[1].grown, math.floor(0.35 * 10) + 1)
+  lu.assertEquals(states[1].n, 0, "no state left after growth")
+  lu.assertEquals(states[1].lr, 0.05) -- one epoch of the phase's step schedule
+  lu.assertEquals(states[2].lr, 0.05) -- restarted from 0.1 for phase 2
+  lu.assertTrue(states[2].n > 0)
 end
 
 TestRecipe = {}

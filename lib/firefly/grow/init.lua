@@ -1,9 +1,10 @@
 -- firefly.grow: growing networks by Firefly neural architecture descent.
 --
--- This is being built in steps (see spec/grow.md). Available now: finding
--- the growable units of a network, materialising splits and new neurons
--- with the optimiser remap they need, and the reference over-grown network
--- of MLP units with its gates.
+-- Growable units found by walking the network (units.lua), materialising
+-- edits with the optimiser remap they need (edit.lua), the over-grown
+-- network with its gates (overgrown.lua), one growth step from the REPL
+-- (propose.lua: propose, select, apply), Algorithm 1 end to end (run.lua)
+-- and recipes (recipe.lua). See spec/grow.md.
 local units = require "firefly.grow.units"
 local edit = require "firefly.grow.edit"
 local overgrown = require "firefly.grow.overgrown"
@@ -24,16 +25,20 @@ grow.recipe = recipe
 
 -- Neighbourhood presets (firefly-method.md sections 3 and 4): the paper's
 -- method (the defaults), and the released code's behaviour: 70 new-neuron
--- candidates per unit, RMSprop (lr 1e-3, alpha 0.9, momentum 0.1) for one
--- pass, an L2 penalty instead of the constraints, endpoint scores, the most
--- negative scores kept with their trained steps. Its budget is 0.35 of the
--- neurons (eta = {ratio = 0.35}) and it restarts the optimiser after growth
--- (grow.run's reset_optim).
+-- candidates per unit initialised as it does, RMSprop (lr 1e-3, alpha 0.9,
+-- momentum 0.1) for one pass over the whole training set, an L2 penalty
+-- instead of the constraints, endpoint scores over one more pass, the most
+-- negative gate gradients kept with their trained steps, int(0.35 n) + 1
+-- of them, zero outgoing weights for the last conv layer's new neurons,
+-- and the optimiser's state forgotten after growth. eta, batches and
+-- reset_optim are read by grow.run.
 grow.presets = {
   paper = { split = true, new = 16, eps = 1e-2, steps = 1, lr = 1e-3, rule = "endpoint",
-    project = true, selection = "paper" },
+    project = true, selection = "paper", init = "paper" },
   official = { split = true, new = 70, eps = 1e-2, steps = 1, lr = 1e-3, optimizer = "rmsprop",
-    project = false, penalty = 1e-2, rule = "endpoint", selection = "official" },
+    project = false, penalty = 1e-2, rule = "endpoint", selection = "official", init = "official",
+    last_conv_zero_out = true, batches = "all", eta = { ratio = 0.35, inclusive = true },
+    reset_optim = true },
 }
 
 -- A neighbourhood: a preset's fields overridden by `opts`
@@ -43,7 +48,8 @@ function grow.neighbourhood(preset, opts)
   local base = grow.presets[preset or "paper"]
   if not base then error("grow.neighbourhood: unknown preset '" .. tostring(preset) .. "'", 2) end
   local nb = {}
-  for k, v in pairs(base) do nb[k] = v end
+  for k, v in pairs(base) do nb[k] = type(v) == "table" and { table.unpack(v) } or v end
+  if base.eta then nb.eta = { ratio = base.eta.ratio, inclusive = base.eta.inclusive } end
   for k, v in pairs(opts or {}) do nb[k] = v end
   return nb
 end

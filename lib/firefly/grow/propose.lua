@@ -35,7 +35,9 @@ end
 local function check_nb(nb)
   local allowed = { split = 1, new = 1, eps = 1, where = 1, steps = 1, lr = 1, rule = 1, points = 1,
     loss = 1, generator = 1, optimizer = 1, project = 1, penalty = 1, selection = 1, layers = 1,
-    init = 1, last_conv_zero_out = 1, batches = 1 }
+    init = 1, last_conv_zero_out = 1, quiet = 1,
+    -- read by grow.run
+    batches = 1, eta = 1, reset_optim = 1 }
   for k in pairs(nb) do
     if not allowed[k] then error("grow.propose: unknown neighbourhood option '" .. tostring(k) .. "'", 3) end
   end
@@ -45,13 +47,22 @@ local function check_nb(nb)
   check_choice(nb, "init", { "paper", "official" })
 end
 
--- batches: a DataLoader, or a list of {x, y}
-local function each_batch(batches, fn)
-  if batches.iter then
-    for x, y in batches:iter() do fn(x, y) end
-  else
-    for _, b in ipairs(batches) do fn(b[1], b[2]) end
+-- batches: a DataLoader, or a list of {x, y}. With a label, a progress
+-- line on a terminal (growth over a whole training set takes a while).
+local function each_batch(batches, fn, label, quiet)
+  local bar = label and ff.logging.progress { total = #batches, label = label, quiet = quiet, unit = "batch" }
+  local done = 0
+  local function one(x, y)
+    fn(x, y)
+    done = done + 1
+    if bar then bar:update(done) end
   end
+  if batches.iter then
+    for x, y in batches:iter() do one(x, y) end
+  else
+    for _, b in ipairs(batches) do one(b[1], b[2]) end
+  end
+  if bar then bar:finish() end
 end
 
 local function loss_of(nb)
@@ -109,7 +120,7 @@ local function step1(og, nb, batches, lf)
   local opt = nb.optimizer == "rmsprop"
       and ff.optim.RMSprop(params, { lr = nb.lr or 1e-3, alpha = 0.9, momentum = 0.1 })
       or ff.optim.Adam(params, { lr = nb.lr or 1e-3 })
-  for _ = 1, steps do
+  for pass = 1, steps do
     each_batch(batches, function(x, y)
       opt:zero_grad()
       local loss = lf(og(x), y)
@@ -117,7 +128,7 @@ local function step1(og, nb, batches, lf)
       loss:backward()
       opt:step()
       if nb.project ~= false then project(og, nb.eps or 1e-2) end
-    end)
+    end, string.format("grow step 1 (%d/%d)", pass, steps), nb.quiet)
   end
 end
 
@@ -167,7 +178,7 @@ local function gradient_sums(og, nb, batches, lf)
         for i, gt in ipairs(gates) do sums[i]:add_(gt.grad); gt.grad = nil end
       end)
       count = count + 1
-    end)
+    end, "grow step 2 (alpha " .. a .. ")", nb.quiet)
   end
   og.alpha = 1
   return sums, count

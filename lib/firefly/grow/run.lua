@@ -4,11 +4,14 @@
 --
 --   ff.grow.run{ net =, data =, test =, optim =, phases = 4, epochs = 1,
 --                neighbourhood = {...}, eta = 16, score_batches = 8,
---                log = "out/grow", quiet = false }
+--                log = "out/grow", quiet = false, plot = true }
 --
--- eta, the growth budget of phase t (neurons), is a number, {ratio = r}
+-- eta, the growth budget of phase t, is a number of neurons, {ratio = r}
 -- (r times the current number of neurons in growable units, at least 1),
--- or a function(t, net) -> number such as the ff.schedule ones.
+-- a budget table ({params = P}, ...), or a function(t, net) -> budget such
+-- as the ff.schedule ones. A neighbourhood preset may bring its own eta,
+-- batches (the training batches the step uses: a number or "all") and
+-- reset_optim; the run's options win.
 local ff = require "firefly"
 local units_mod = require "firefly.grow.units"
 local propose = require "firefly.grow.propose"
@@ -24,15 +27,18 @@ local function widths(net)
   return table.concat(per, "-")
 end
 
--- eta as a number, {ratio = r} or a schedule function (ff.schedule).
+-- eta as a number, {ratio = r}, a budget table or a schedule function.
 local function budget(eta, t, net)
-  if type(eta) == "table" then eta = schedule.ratio(eta.ratio or 0.35) end
-  if type(eta) == "function" then return math.floor(eta(t, net)) end
+  if type(eta) == "table" and eta.ratio then eta = schedule.ratio(eta.ratio, eta) end
+  if type(eta) == "function" then eta = eta(t, net) end
+  if type(eta) == "number" then return math.floor(eta) end
   return eta
 end
 
--- The first n batches of a loader, as the scoring data of a growth step.
+-- The first n batches of a loader, as the scoring data of a growth step
+-- ("all": the loader itself, one pass per use).
 local function first_batches(loader, n)
+  if n == "all" then return loader end
   local list = {}
   for x, y in loader:iter() do
     list[#list + 1] = { x, y }
@@ -44,7 +50,7 @@ end
 local function check(opts)
   local allowed = { net = 1, data = 1, test = 1, optim = 1, phases = 1, epochs = 1, neighbourhood = 1,
     eta = 1, score_batches = 1, log = 1, quiet = 1, on_phase = 1, checkpoint = 1, resume = 1,
-    reset_optim = 1 }
+    reset_optim = 1, lr_schedule = 1, plot = 1 }
   for k in pairs(opts) do
     if not allowed[k] then error("grow.run: unknown option '" .. tostring(k) .. "'", 3) end
   end
@@ -83,6 +89,19 @@ end
 
 R.save_checkpoint = save_checkpoint
 
+-- Plots of a run so far, next to its log: test accuracy and training loss
+-- against parameters (one point per phase).
+function R.plot(dir, rows)
+  local plot = require "firefly.plot"
+  local last = rows[#rows]
+  if last.test_acc then
+    plot.from_rows(rows, { x = "params", y = "test_acc", name = "firefly", path = dir .. "/accuracy",
+      title = "test accuracy after each phase", xlabel = "parameters", ylabel = "test accuracy" })
+  end
+  plot.from_rows(rows, { x = "params", y = "train_loss", name = "firefly", path = dir .. "/loss",
+    title = "training loss after each phase", xlabel = "parameters", ylabel = "training loss" })
+end
+
 -- Returns the list of per-phase rows. With `checkpoint = path` the state
 -- after every phase is saved there; `resume = <a loaded checkpoint>` goes
 -- on from it (the caller has rebuilt net and optim from it).
@@ -98,13 +117,24 @@ function R.run(opts)
   local logger = opts.log and ff.logging.Logger { dir = opts.log, name = "grow", append = append }
   local timing = opts.log and ff.logging.Logger { dir = opts.log, name = "timing", append = append }
   local rows, epoch, first = {}, 0, 1
+  local eta = opts.eta or nb.eta or 16
+  local reset = opts.reset_optim
+  if reset == nil then reset = nb.reset_optim end
+  local step_batches = nb.batches or opts.score_batches or 8
+  local base_lr = opt.lr
   if ck then
     rows, epoch, first = ck.rows, ck.epoch, ck.phase + 1
     restore_streams(ck, loader, nb)
   end
   for t = first, opts.phases or 4 do
+    -- a learning-rate schedule restarts every phase, from the first lr
+    local sched
+    if opts.lr_schedule then
+      opt.lr = base_lr
+      sched = opts.lr_schedule(opt, t)
+    end
     local fit = ff.train.fit { model = net, data = loader, optim = opt, epochs = opts.epochs or 1,
-      test = opts.test, quiet = opts.quiet, start_epoch = epoch + 1, label = "phase " .. t }
+      test = opts.test, quiet = opts.quiet, start_epoch = epoch + 1, label = "phase " .. t, schedule = sched }
     epoch = epoch + #fit
     local last = fit[#fit]
     local train_seconds = 0
@@ -115,12 +145,14 @@ function R.run(opts)
       test_loss = last.test_loss }
     if t < (opts.phases or 4) then
       local t0 = ff.clock()
-      local p = propose.propose(net, nb, first_batches(loader, opts.score_batches or 8))
-      p:select(budget(opts.eta or 16, t, net))
-      -- the released code restarts the optimiser after growth; else its
-      -- state follows every edit
-      local _, _, report = p:apply(not opts.reset_optim and opt or nil)
-      if opts.reset_optim then opt = opts.reset_optim(net) end
+      local p = propose.propose(net, nb, first_batches(loader, step_batches))
+      p:select(budget(eta, t, net))
+      -- the optimiser's state follows every edit; the released code then
+      -- forgets it (reset_optim = true), or builds a new optimiser
+      -- (reset_optim = function(net) -> optimiser)
+      local _, _, report = p:apply(opt)
+      if type(reset) == "function" then opt = reset(net)
+      elseif reset then opt:reset_state() end
       row.grow_seconds = ff.clock() - t0
       row.grown = report.selected
       row.predicted_dloss, row.measured_dloss = report.predicted, report.measured
@@ -138,6 +170,7 @@ function R.run(opts)
         row.grown and string.format("grew %d (dL predicted %.2e, measured %.2e, %.2f s)", row.grown,
           row.predicted_dloss, row.measured_dloss, row.grow_seconds) or ""))
     end
+    if logger and opts.plot ~= false and #rows >= 2 then R.plot(opts.log, rows) end
     if opts.checkpoint then save_checkpoint(opts.checkpoint, net, opt, loader, nb, t, epoch, rows) end
     if opts.on_phase and opts.on_phase(t, row) == false then break end
   end

@@ -288,6 +288,12 @@ function Optimizer:load_state_dict(sd)
 end
 
 -- Carries per-parameter state across growth; see firefly.optim.remap.
+-- Forget every parameter's state (momentum, moments, step counts): the
+-- released Firefly code's fresh optimiser after growth, without rebuilding.
+function Optimizer:reset_state()
+  self._state = {}
+end
+
 function Optimizer:remap(map)
   remap.apply(self, map, 2)
 end
