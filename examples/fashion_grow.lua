@@ -1,45 +1,68 @@
--- fashion_grow: grow a network on Fashion-MNIST by Firefly descent.
---   ./firefly examples/fashion_grow.lua [phases] [seed] [mlp|cnn]
--- mlp (default, `make run`): 784-16-16-10, ten phases of two epochs (SGD).
--- cnn: a small VGG (conv 4, pool, conv 8, pool, linear), phases of one
---      epoch (Adam).
--- Each phase trains, then grows by one Firefly step (splits of existing
--- neurons and new neurons, scored on 8 batches, budget 0.35 of the current
--- neurons); prints a table per phase and logs it to out/fashion_grow_<kind>.
+-- fashion_grow: grow networks on Fashion-MNIST by Firefly descent from a
+-- tiny start (the README's `make run`).
+--   ./firefly examples/fashion_grow.lua [phases] [seed] [mlp|cnn|both]
+-- mlp: 784-16-16-10, phases of two epochs (SGD), splits, new neurons and
+--      new layers (I + h blocks, at most one per phase);
+-- cnn: a small VGG (conv 4, pool, conv 8, pool, linear) with batch norm,
+--      phases of one epoch (Adam), splits and new channels;
+-- both (default): the MLP, then the VGG, then one table and one plot.
+-- Each phase trains, then grows by one Firefly step scored on 8 batches
+-- with a budget of 0.35 of the current neurons; every phase is logged to
+-- out/fashion_grow_<kind>/ (grow.csv, grow.jsonl, plots) and the two runs
+-- are compared in out/fashion_grow/accuracy.png.
 local ff = require "firefly"
 local nn, data = ff.nn, ff.data
 
-local kind = arg and arg[3] or "mlp"
-if kind ~= "mlp" and kind ~= "cnn" then error("fashion_grow: kind must be mlp or cnn, got " .. kind) end
-local phases = tonumber(arg and arg[1]) or (kind == "mlp" and 10 or 6)
-local seed = tonumber(arg and arg[2]) or 1
-ff.manual_seed(seed)
-
-local train_set = data.fashion_mnist { split = "train" }
-local test_set = data.fashion_mnist { split = "test" }
-
-local net, opt, epochs
-if kind == "mlp" then
-  for _, ds in ipairs { train_set, test_set } do ds.x = ds.x:view(ds:size(), 784) end
-  net = nn.mlp { 784, 16, 16, 10 }
-  opt = ff.optim.SGD(net:named_parameters(), { lr = 0.05, momentum = 0.9 })
-  epochs = 2
-else
-  net = nn.vgg { cfg = { 4, "M", 8, "M" }, in_channels = 1, classes = 10, input_size = 28 }
-  opt = ff.optim.Adam(net:named_parameters(), { lr = 2e-3 })
-  epochs = 1
+local kind = arg and arg[3] or "both"
+if kind ~= "mlp" and kind ~= "cnn" and kind ~= "both" then
+  error("fashion_grow: kind must be mlp, cnn or both, got " .. kind)
 end
-local loader = data.DataLoader(train_set, { batch_size = 128, shuffle = true, generator = ff.Generator(seed) })
+local seed = tonumber(arg and arg[2]) or 1
 
-print(net)
-local log = "out/fashion_grow_" .. kind
-local rows = ff.grow.run {
-  net = net, data = loader, test = test_set, optim = opt, phases = phases, epochs = epochs,
-  neighbourhood = { new = kind == "mlp" and 32 or 8, eps = 1e-2, steps = 1, lr = 1e-2,
-    generator = ff.Generator(seed + 1) },
-  eta = { ratio = 0.35 }, score_batches = 8, log = log,
-}
-print(net)
-local last = rows[#rows]
-print(string.format("grew to widths %s (%d params): test accuracy %.4f; log in %s/grow.csv",
-  last.widths, last.params, last.test_acc, log))
+local function run(which)
+  local phases = tonumber(arg and arg[1]) or (which == "mlp" and 10 or 6)
+  ff.manual_seed(seed)
+  local train_set = data.fashion_mnist { split = "train" }
+  local test_set = data.fashion_mnist { split = "test" }
+  local net, opt, epochs, nb
+  if which == "mlp" then
+    for _, ds in ipairs { train_set, test_set } do ds.x = ds.x:view(ds:size(), 784) end
+    net = nn.mlp { 784, 16, 16, 10 }
+    opt = ff.optim.SGD(net:named_parameters(), { lr = 0.05, momentum = 0.9 })
+    epochs = 2
+    nb = ff.grow.neighbourhood { new = 32, layers = { candidates = 8, max_new_layers = 1 }, lr = 1e-2,
+      generator = ff.Generator(seed + 1) }
+  else
+    net = nn.vgg { cfg = { 4, "M", 8, "M" }, in_channels = 1, classes = 10, input_size = 28 }
+    opt = ff.optim.Adam(net:named_parameters(), { lr = 2e-3 })
+    epochs = 1
+    nb = ff.grow.neighbourhood { new = 8, lr = 1e-2, generator = ff.Generator(seed + 1) }
+  end
+  local loader = data.DataLoader(train_set, { batch_size = 128, shuffle = true, generator = ff.Generator(seed) })
+  print(net)
+  local rows = ff.grow.run {
+    net = net, data = loader, test = test_set, optim = opt, phases = phases, epochs = epochs,
+    neighbourhood = nb, eta = { ratio = 0.35 }, score_batches = 8, log = "out/fashion_grow_" .. which,
+  }
+  print(net)
+  for _, r in ipairs(rows) do r.net = which end
+  return rows
+end
+
+local all = {}
+for _, which in ipairs(kind == "both" and { "mlp", "cnn" } or { kind }) do
+  for _, r in ipairs(run(which)) do all[#all + 1] = r end
+end
+
+-- One table of every phase.
+print(string.format("\n%-4s %5s  %-14s %8s %9s %9s %6s %11s %11s %8s", "net", "phase", "widths", "params",
+  "train loss", "test acc", "grew", "dL pred", "dL meas", "grow s"))
+for _, r in ipairs(all) do
+  print(string.format("%-4s %5d  %-14s %8d %9.4f %9.4f %6s %11s %11s %8s", r.net, r.phase, r.widths, r.params,
+    r.train_loss, r.test_acc, r.grown or "-", r.predicted_dloss and string.format("%.3e", r.predicted_dloss) or "-",
+    r.measured_dloss and string.format("%.3e", r.measured_dloss) or "-",
+    r.grow_seconds and string.format("%.2f", r.grow_seconds) or "-"))
+end
+local paths = ff.plot.from_rows(all, { x = "params", y = "test_acc", by = "net", path = "out/fashion_grow/accuracy",
+  title = "Firefly growth on Fashion-MNIST", xlabel = "parameters", ylabel = "test accuracy", logx = true })
+print("plot: " .. (paths.png or paths.dat))
