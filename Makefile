@@ -46,7 +46,7 @@ CORE_OBJ := $(CORE_SRC:%.c=$(B)/%.o)
 BIND_OBJ := $(BIND_SRC:%.c=$(B)/%.o)
 INTERP_OBJ := $(INTERP_SRC:%.c=$(B)/%.o)
 CTEST_OBJ := $(CTEST_SRC:%.c=$(B)/%.o)
-HEADERS := $(wildcard engine/include/*.h engine/lua/*.h interp/*.h tests/c/*.h)
+HEADERS := $(wildcard engine/include/*.h engine/core/*.h engine/lua/*.h interp/*.h tests/c/*.h)
 
 .PHONY: all deps test bench run install clean lint
 

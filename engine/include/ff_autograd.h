@@ -69,7 +69,9 @@
     X(CROSS_ENTROPY, cross_entropy, 1) X(NLL_LOSS, nll_loss, 1)                    \
     X(MSE_LOSS, mse_loss, 2) X(BCE_WITH_LOGITS, bce_with_logits, 2)                \
     /* op_dropout.c */                                                             \
-    X(DROPOUT, dropout, 1)
+    X(DROPOUT, dropout, 1)                                                         \
+    /* op_grow.c: growth candidates, fused */                                      \
+    X(SPLIT_ACT, split_act, 4)
 
 typedef enum {
 #define FF_OP_ENUM(ID, name, arity) FF_OP_##ID,

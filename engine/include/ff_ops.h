@@ -115,4 +115,42 @@ ff_status ff_scatter_add_(ff_tensor *a, int dim, const ff_tensor *index,
  * leaky_relu give zeros. Unknown names: an error listing the known ones. */
 ff_tensor *ff_act_d2(const char *act, const ff_tensor *x, double param);
 
+/* ---- activations chosen by a parameter ----
+ * The activations above, plus the identity, as a kind: for ops that take
+ * the activation as a parameter (split_act). Their parameters p0, p1, as
+ * the activation ops take them: leaky_relu's negative slope (torch's
+ * default 0.01), elu's alpha (1), softplus's beta (1, non-zero) and
+ * threshold (20); the others have none and ignore them. */
+typedef enum {
+    FF_ACT_RELU, FF_ACT_LEAKY_RELU, FF_ACT_ELU, FF_ACT_GELU, FF_ACT_SILU, FF_ACT_TANH,
+    FF_ACT_SIGMOID, FF_ACT_SOFTPLUS, FF_ACT_RBF, FF_ACT_IDENTITY,
+    FF_ACT_COUNT
+} ff_act;
+
+const char *ff_act_name(ff_act act);  /* "relu", ..., "identity"; NULL out of range */
+int ff_act_lookup(const char *name);  /* the kind called name, or -1 */
+
+/* ---- growth: split candidates ----
+ * Every neuron split in two children with pre-activations z + s and z - s,
+ * through the neuron's per-channel affine map (a batch norm in evaluation
+ * mode) a x + b and its activation f, with u+ = a (z + s) + b and
+ * u- = a (z - s) + b:
+ *   pair false:  (f(u+) + f(u-)) / 2                   shape of z
+ *   pair true:   f(u+) then f(u-), joined along dim 0   (2N, C [, H, W])
+ * (pair is for a max pool that follows: pool the 2N batch, then average
+ * the halves). One pass, no temporaries.
+ *   z      (N, C) or (N, C, H, W), any layout
+ *   s      z's exact shape
+ *   scale  (C) or NULL (1), broadcast over channel dim 1 of z
+ *   shift  (C) or NULL (0)
+ *   act    the activation, p0 and p1 its parameters (see ff_act)
+ * A new contiguous tensor; nothing is recorded. Recorded for autograd,
+ * with gradients for z, s, scale and shift, it is
+ *   ff_apply(FF_OP_SPLIT_ACT, (ff_tensor *[]){z, s, scale, shift}, 4, &p, NULL)
+ * with p.i[0] = act, p.i[1] = pair, p.f[0] = p0, p.f[1] = p1.
+ * Errors (before any allocation): z of another rank, s of another shape,
+ * scale or shift not of shape (C), an unknown act, softplus's beta 0. */
+ff_tensor *ff_split_act(const ff_tensor *z, const ff_tensor *s, const ff_tensor *scale,
+                        const ff_tensor *shift, ff_act act, double p0, double p1, bool pair);
+
 #endif

@@ -1,11 +1,12 @@
 /*
- * functional.c: activations, softmax and losses for Lua.
+ * functional.c: activations, softmax, losses and the fused split
+ * candidates of growth for Lua.
  *
- * Activations and softmax are Tensor methods (so `x:relu()` and, through
- * the Lua library's copy of every method, `ff.relu(x)`); the losses and
- * act_d2 are module functions. Every call goes through autograd (lf_apply)
- * with the op's ff_params, as documented in engine/core/op_act.c and
- * op_loss.c; this file only converts Lua's conventions: 1-based dims and
+ * Activations, softmax and split_act are Tensor methods (so `x:relu()`
+ * and, through the Lua library's copy of every method, `ff.relu(x)`); the
+ * losses and act_d2 are module functions. Every call goes through autograd (lf_apply)
+ * with the op's ff_params, as documented in engine/core/op_act.c,
+ * op_loss.c and op_grow.c; this file only converts Lua's conventions: 1-based dims and
  * labels, option tables, defaults.
  *
  * Rule for every function here (as in tensor.c): check every argument
@@ -174,12 +175,108 @@ static int f_act_d2(lua_State *L)
     return 1;
 }
 
+/* ---- growth: split candidates ---- */
+
+/* The default parameter of each activation that has one (as the
+ * activation methods above take it), else NAN: none. */
+static double act_default_param(int act)
+{
+    switch (act) {
+    case FF_ACT_LEAKY_RELU: return 0.01;
+    case FF_ACT_ELU: return 1.0;
+    case FF_ACT_SOFTPLUS: return 1.0;
+    default: return NAN;
+    }
+}
+
+/* Raise "split_act: unknown activation ..." with the known names. */
+static int unknown_act(lua_State *L, int idx)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int k = 0; k < FF_ACT_COUNT; k++) {
+        luaL_addstring(&b, k ? ", " : "");
+        luaL_addstring(&b, ff_act_name((ff_act)k));
+    }
+    luaL_pushresult(&b);
+    if (lua_type(L, idx) == LUA_TSTRING)
+        return luaL_error(L, "split_act: unknown activation \"%s\" (known: %s)",
+                          lua_tostring(L, idx), lua_tostring(L, -1));
+    return luaL_error(L, "split_act: option act must be an activation name (%s), got %s",
+                      lua_tostring(L, -1), luaL_typename(L, idx));
+}
+
+/* z:split_act(s [, {act = "relu", param =, threshold = 20, scale =, shift =,
+ * pair = false}]): the candidate of every neuron split into z + s and
+ * z - s (op_grow.c). param is the activation's parameter (leaky_relu's
+ * slope, elu's alpha, softplus's beta), threshold softplus's; giving
+ * either to an activation without it is an error, not a silent no-op. */
+static int f_split_act(lua_State *L)
+{
+    ff_tensor *in[4] = {lf_checktensor(L, 1), lf_checktensor(L, 2), NULL, NULL};
+    int act = FF_ACT_RELU;
+    bool pair = false, has_param = false, has_threshold = false;
+    double param = 0, threshold = 20;
+    if (!lua_isnoneornil(L, 3)) {
+        if (!lua_istable(L, 3))
+            return luaL_error(L, "split_act: argument #3 must be an options table, got %s",
+                              luaL_typename(L, 3));
+        lua_pushnil(L);
+        while (lua_next(L, 3)) {
+            const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+            int t = lua_type(L, -1);
+            if (!key) {
+                return luaL_error(L, "split_act: option names must be strings, got a %s key",
+                                  luaL_typename(L, -2));
+            } else if (strcmp(key, "act") == 0) {
+                act = t == LUA_TSTRING ? ff_act_lookup(lua_tostring(L, -1)) : -1;
+                if (act < 0)
+                    return unknown_act(L, lua_gettop(L));
+            } else if (strcmp(key, "param") == 0 || strcmp(key, "threshold") == 0) {
+                if (t != LUA_TNUMBER)
+                    return luaL_error(L, "split_act: option %s must be a number, got %s", key,
+                                      luaL_typename(L, -1));
+                if (key[0] == 'p')
+                    param = lua_tonumber(L, -1), has_param = true;
+                else
+                    threshold = lua_tonumber(L, -1), has_threshold = true;
+            } else if (strcmp(key, "scale") == 0 || strcmp(key, "shift") == 0) {
+                /* borrowed: the options table keeps them alive during the call */
+                ff_tensor *v = lf_totensor(L, -1);
+                if (!v)
+                    return luaL_error(L, "split_act: option %s must be a tensor, got %s", key,
+                                      luaL_typename(L, -1));
+                in[key[1] == 'c' ? 2 : 3] = v;
+            } else if (strcmp(key, "pair") == 0) {
+                if (t != LUA_TBOOLEAN)
+                    return luaL_error(L, "split_act: option pair must be a boolean, got %s",
+                                      luaL_typename(L, -1));
+                pair = lua_toboolean(L, -1);
+            } else {
+                return luaL_error(L, "split_act: unknown option \"%s\" (known: act, param, "
+                                  "threshold, scale, shift, pair)", key);
+            }
+            lua_pop(L, 1);
+        }
+    }
+    double def = act_default_param(act);
+    if (has_param && isnan(def))
+        return luaL_error(L, "split_act: activation %s takes no param", ff_act_name((ff_act)act));
+    if (has_threshold && act != FF_ACT_SOFTPLUS)
+        return luaL_error(L, "split_act: option threshold is softplus's, not %s's",
+                          ff_act_name((ff_act)act));
+    ff_params p = {.i = {act, pair}, .f = {has_param ? param : isnan(def) ? 0 : def, threshold}};
+    lf_pushtensor(L, lf_apply(L, FF_OP_SPLIT_ACT, in, 4, &p, NULL));
+    return 1;
+}
+
 /* ---- registration ---- */
 
 static const luaL_Reg methods[] = {
     {"relu", f_relu}, {"leaky_relu", f_leaky_relu}, {"elu", f_elu}, {"gelu", f_gelu},
     {"silu", f_silu}, {"tanh", f_tanh}, {"sigmoid", f_sigmoid}, {"softplus", f_softplus},
     {"rbf", f_rbf}, {"softmax", f_softmax}, {"log_softmax", f_log_softmax},
+    {"split_act", f_split_act},
     {NULL, NULL}};
 
 static const luaL_Reg module_fns[] = {

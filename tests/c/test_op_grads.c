@@ -1,6 +1,6 @@
 /*
  * test_op_grads.c: the backward of every op of op_arith.c, op_act.c,
- * op_reduce.c and op_loss.c against central finite differences, through
+ * op_reduce.c, op_loss.c and op_grow.c against central finite differences, through
  * ff_apply and ff_backward (the Lua gradchecks cover the same ops through
  * the binding). Also: exact gradients where differences cannot see them
  * (ties, zeros), the second results of max/min, label checks, act_d2.
@@ -438,6 +438,149 @@ TEST(act_d2_matches_differences_of_the_derivative)
     ff_tensor *bad = ff_act_d2("swish", x, 1);
     CHECK(bad == NULL && strstr(ff_last_error(), "known: relu, leaky_relu") != NULL);
     ff_tensor_release(x);
+}
+
+/* ---- growth: split_act ---- */
+
+/* z, s, scale, shift for split_act with the pre-activations u+ = a (z + s)
+ * + b and u- = a (z - s) + b chosen first: evenly spaced over [-2.2, 2.2]
+ * and shuffled apart, which for the sizes below keeps them at least 0.025
+ * from 0 (relu's kink) and from softplus's threshold at 1.6 (beta 2,
+ * threshold 3.2). The differences move u by at most
+ * max(|a|, |z ± s|, 1) H < 0.01. Without affine, a = 1 and b = 0 and
+ * in[2], in[3] are NULL. */
+static void split_inputs(const int64_t *shape, int ndim, bool affine, uint64_t seed,
+                         ff_tensor **in)
+{
+    int64_t n = 1, C = shape[1], S = ndim == 4 ? shape[2] * shape[3] : 1;
+    for (int d = 0; d < ndim; d++)
+        n *= shape[d];
+    float step = 4.4f / (float)(n - 1); /* -2.2 .. 2.2; 0.2 or less apart */
+    ff_tensor *up = ramp_t(shape, ndim, -2.2f, step), *um = ramp_t(shape, ndim, -2.2f, step);
+    shuffle(up, (uint32_t)seed);
+    shuffle(um, (uint32_t)seed + 7);
+    ff_tensor *a = affine ? rand_t(&C, 1, seed + 1, 0.5f, 1.5f) : NULL;
+    ff_tensor *b = affine ? randn_t(&C, 1, seed + 2, 0.5f, 0) : NULL;
+    if (a)
+        ff_tensor_data(a)[0] *= -1; /* a batch norm's weight may be negative */
+    in[0] = ff_tensor_empty(shape, ndim);
+    in[1] = ff_tensor_empty(shape, ndim);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t c = (i / S) % C;
+        float ac = a ? ff_tensor_data(a)[c] : 1, bc = b ? ff_tensor_data(b)[c] : 0;
+        float p = ff_tensor_data(up)[i], m = ff_tensor_data(um)[i];
+        ff_tensor_data(in[0])[i] = (0.5f * (p + m) - bc) / ac;
+        ff_tensor_data(in[1])[i] = 0.5f * (p - m) / ac;
+    }
+    in[2] = a, in[3] = b;
+    for (int k = 0; k < 4; k++)
+        leaf(in[k]);
+    ff_tensor_release(up);
+    ff_tensor_release(um);
+}
+
+TEST(grad_split_act)
+{
+    struct { ff_act act; double f0, f1; } acts[] = {
+        {FF_ACT_RELU, 0, 0}, {FF_ACT_LEAKY_RELU, 0.1, 0}, {FF_ACT_ELU, 1.3, 0},
+        {FF_ACT_GELU, 0, 0}, {FF_ACT_SILU, 0, 0}, {FF_ACT_TANH, 0, 0},
+        {FF_ACT_SIGMOID, 0, 0}, {FF_ACT_SOFTPLUS, 1, 20}, {FF_ACT_SOFTPLUS, 2, 3.2},
+        {FF_ACT_RBF, 0, 0}, {FF_ACT_IDENTITY, 0, 0}};
+    /* runs shorter than 16 and longer (the kernels' vector blocks and tails);
+     * (N, C) walks the channels in a run, (N, C, H, W) one channel per run */
+    static const int64_t s2[] = {3, 4}, s2l[] = {2, 17}, s4[] = {2, 3, 2, 2}, s4l[] = {1, 2, 4, 5};
+    const int64_t *shapes[4] = {s2, s2l, s4, s4l};
+    int ranks[4] = {2, 2, 4, 4};
+    for (size_t k = 0; k < sizeof acts / sizeof acts[0]; k++)
+        for (int r = 0; r < 4; r++)
+            for (int affine = 0; affine < 2; affine++)
+                for (int pair = 0; pair < 2; pair++) {
+                    ff_tensor *in[4];
+                    split_inputs(shapes[r], ranks[r], affine, 50 + k, in);
+                    ff_params p = {.i = {acts[k].act, pair}, .f = {acts[k].f0, acts[k].f1}};
+                    bool ok = gradcheck(FF_OP_SPLIT_ACT, in, 4, &p);
+                    if (!ok)
+                        fprintf(stderr, "  split_act %s, shape %d, affine %d, pair %d\n",
+                                ff_act_name(acts[k].act), r + 1, affine, pair);
+                    CHECK(ok);
+                    release_all(in, 4);
+                }
+}
+
+TEST(grad_split_act_some_inputs_and_layouts)
+{
+    static const int64_t s4[] = {2, 3, 2, 2}, s2[] = {4, 3};
+    ff_params p = {.i = {FF_ACT_TANH, 0}};
+    /* only scale and shift differentiable (z and s need no gradient) */
+    ff_tensor *in[4];
+    split_inputs(s4, 4, true, 70, in);
+    ff_tensor_set_requires_grad(in[0], false);
+    ff_tensor_set_requires_grad(in[1], false);
+    CHECK(gradcheck(FF_OP_SPLIT_ACT, in, 4, &p));
+    CHECK(in[0]->grad == NULL && in[1]->grad == NULL);
+    release_all(in, 4);
+    /* z and s as transposed (non-contiguous) views of the same values, pair mode */
+    split_inputs(s2, 2, true, 71, in);
+    for (int k = 0; k < 2; k++) {
+        ff_tensor *t = ff_tensor_transpose(in[k], 0, 1), *c = ff_tensor_clone(t);
+        ff_tensor_release(in[k]);
+        in[k] = leaf(ff_tensor_transpose(c, 0, 1));
+        release_all((ff_tensor *[]){t, c}, 2);
+        CHECK(!ff_tensor_is_contiguous(in[k]));
+    }
+    ff_params q = {.i = {FF_ACT_RELU, 1}};
+    CHECK(gradcheck(FF_OP_SPLIT_ACT, in, 4, &q));
+    release_all(in, 4);
+}
+
+TEST(split_act_values_and_errors)
+{
+    /* z + s = 1.5, -1; z - s = 0.5, -3; a = 2, 1; b = 0, 1 */
+    int64_t s12[2] = {1, 2}, c2 = 2, c3 = 3, s13[2] = {1, 3}, s3 = 3;
+    ff_tensor *z = ff_tensor_from_data((float[]){1, -2}, s12, 2);
+    ff_tensor *s = ff_tensor_from_data((float[]){0.5f, 1}, s12, 2);
+    ff_tensor *a = ff_tensor_from_data((float[]){2, 1}, &c2, 1);
+    ff_tensor *b = ff_tensor_from_data((float[]){0, 1}, &c2, 1);
+    ff_tensor *mean = ff_split_act(z, s, NULL, NULL, FF_ACT_RELU, 0, 0, false);
+    ff_tensor *pair = ff_split_act(z, s, a, b, FF_ACT_IDENTITY, 0, 0, true);
+    REQUIRE(mean && pair);
+    CHECK(ff_tensor_data(mean)[0] == 1 && ff_tensor_data(mean)[1] == 0);
+    CHECK(pair->ndim == 2 && pair->shape[0] == 2 && pair->shape[1] == 2);
+    float want[4] = {3, 0, 1, -2}; /* u+ then u- */
+    for (int i = 0; i < 4; i++)
+        CHECK(ff_tensor_data(pair)[i] == want[i]);
+    /* through ff_apply, the same values */
+    ff_params p = {.i = {FF_ACT_IDENTITY, 1}};
+    ff_tensor *y = ff_apply(FF_OP_SPLIT_ACT, (ff_tensor *[]){z, s, a, b}, 4, &p, NULL);
+    REQUIRE(y);
+    for (int i = 0; i < 4; i++)
+        CHECK(ff_tensor_data(y)[i] == want[i]);
+    /* errors, before any allocation */
+    ff_tensor *s_bad = ff_tensor_zeros(s13, 2), *c_bad = ff_tensor_ones(&c3, 1);
+    ff_tensor *v3 = ff_tensor_zeros(&s3, 1);
+    CHECK(ff_split_act(z, s_bad, NULL, NULL, FF_ACT_RELU, 0, 0, false) == NULL);
+    CHECK(strcmp(ff_last_error(),
+                 "split_act: argument #2 (s) has shape 1x3, expected 1x2 to match argument #1 (z)") == 0);
+    CHECK(ff_split_act(z, s, c_bad, NULL, FF_ACT_RELU, 0, 0, false) == NULL);
+    CHECK(strcmp(ff_last_error(), "split_act: scale has shape 3, expected 2 (one per channel: "
+                                  "dim 2 of argument #1 (z), 1x2)") == 0);
+    CHECK(ff_split_act(z, s, NULL, c_bad, FF_ACT_RELU, 0, 0, false) == NULL);
+    CHECK(strstr(ff_last_error(), "split_act: shift has shape 3") != NULL);
+    CHECK(ff_split_act(v3, v3, NULL, NULL, FF_ACT_RELU, 0, 0, false) == NULL);
+    CHECK(strstr(ff_last_error(), "split_act: argument #1 (z) has shape 3, expected 2 dims") != NULL);
+    CHECK(ff_split_act(z, s, NULL, NULL, FF_ACT_COUNT, 0, 0, false) == NULL);
+    CHECK(strstr(ff_last_error(), "split_act: unknown activation kind") != NULL);
+    CHECK(ff_split_act(z, s, NULL, NULL, FF_ACT_SOFTPLUS, 0, 20, false) == NULL);
+    CHECK(strstr(ff_last_error(), "split_act: softplus beta must be a non-zero number") != NULL);
+    ff_params bad_mode = {.i = {FF_ACT_RELU, 2}};
+    CHECK(ff_apply(FF_OP_SPLIT_ACT, (ff_tensor *[]){z, s, NULL, NULL}, 4, &bad_mode, NULL) == NULL);
+    CHECK(strstr(ff_last_error(), "split_act: mode must be 0 (mean) or 1 (pair)") != NULL);
+    CHECK(ff_apply(FF_OP_SPLIT_ACT, (ff_tensor *[]){z, NULL, NULL, NULL}, 4, NULL, NULL) == NULL);
+    CHECK(strstr(ff_last_error(), "split_act: argument #2 (s) is required") != NULL);
+    /* names of the kinds */
+    CHECK(strcmp(ff_act_name(FF_ACT_IDENTITY), "identity") == 0 && ff_act_name(FF_ACT_COUNT) == NULL);
+    CHECK(ff_act_lookup("softplus") == FF_ACT_SOFTPLUS && ff_act_lookup("swish") == -1);
+    release_all((ff_tensor *[]){z, s, a, b, mean, pair, y, s_bad, c_bad, v3}, 10);
 }
 
 /* ---- reductions ---- */

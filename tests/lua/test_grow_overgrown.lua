@@ -175,6 +175,32 @@ function TestNested:test_gate_gradients_match_finite_differences()
   end
 end
 
+function TestNested:test_fused_split_act_agrees_with_the_composition()
+  -- the fused engine op for the children's batch norm and activation gives
+  -- the output and gate gradients of the plain composition
+  lu.assertNotNil(ff.split_act)
+  for _, kind in ipairs { "mlp", "conv" } do
+    local net, x, y = nested(kind)
+    local og = overgrown.build(net, ff.grow.units(net), { new = 2, layers = 2, generator = ff.Generator(66) })
+    local function run()
+      for _, gt in ipairs(og:gates()) do gt.grad = nil end
+      local out = og(x)
+      ff.cross_entropy(out, y):backward()
+      local grads = {}
+      for i, gt in ipairs(og:gates()) do grads[i] = gt.grad:clone() end
+      return out:detach(), grads
+    end
+    local fused_out, fused = run()
+    overgrown.no_fuse = true
+    local plain_out, plain = run()
+    overgrown.no_fuse = nil
+    lu.assertTrue(fused_out:allclose(plain_out, 1e-5, 1e-6), kind)
+    for i = 1, #plain do
+      lu.assertTrue(fused[i]:allclose(plain[i], 1e-4, 1e-7), kind .. " gate " .. i)
+    end
+  end
+end
+
 -- The over-grown network with only the selected candidates at their
 -- chosen steps (every other step zero).
 local function restrict(p)

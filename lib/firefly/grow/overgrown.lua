@@ -311,6 +311,7 @@ function O:unit_forward(c, x, extra)
   if c.split then
     local s = produce(u, x, c.split.v) * per_neuron(c.split.gate + self.alpha, z)
     local fused, taken = nil, 0
+    -- (O.no_fuse: the plain composition, for tests)
     if ff.split_act and not O.no_fuse then fused, taken = fusable_prefix(between) end
     if fused and not (L and L.at <= taken) then
       fused.pair = true
