@@ -473,14 +473,7 @@ local CIFAR100_COARSE = {
   "reptiles", "small_mammals", "trees", "vehicles_1", "vehicles_2",
 }
 
--- Size of a file in bytes (nil if it cannot be opened).
-local function file_size(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local n = f:seek("end")
-  f:close()
-  return n
-end
+local file_size = require("firefly.io").file_size
 
 -- Read several CIFAR batch files into one data set. When every file is an
 -- uncompressed whole number of records, the result is allocated once and

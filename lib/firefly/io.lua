@@ -128,6 +128,7 @@ local function count_of(v, max)
   return math.tointeger(v)
 end
 
+-- A plain list (keys 1..n only), as JSON arrays and plot series need.
 local function is_array(t)
   if type(t) ~= "table" then return false end
   local n = 0
@@ -150,6 +151,17 @@ local class_of = {}  -- metatable -> name
 -- Modules that register classes under a name prefix. When a checkpoint
 -- names a class nobody registered yet, load requires the module for its
 -- prefix (a Firefly library module, never anything named by the file).
+M.is_array = is_array
+
+-- Size of a file in bytes (nil if it cannot be opened).
+function M.file_size(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local n = f:seek("end")
+  f:close()
+  return n
+end
+
 M.class_modules = { nn = "firefly.nn", optim = "firefly.optim" }
 
 function M.register_class(name, mt, hooks)

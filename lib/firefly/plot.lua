@@ -95,14 +95,7 @@ end
 
 ---------------------------------------------------------------- series
 
-local function is_list(t)
-  local n = 0
-  for k in pairs(t) do
-    if math.type(k) ~= "integer" or k < 1 then return false end
-    n = n + 1
-  end
-  return n == #t
-end
+local is_list = fio.is_array
 
 -- A list of numbers (a Lua list or a 1-D tensor) checked value by value.
 local function number_list(fn, where, name, v)
@@ -294,13 +287,7 @@ local function write(fn, path, text)
   if not ok then fail("%s: %s", fn, err) end
 end
 
-local function file_size(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local n = f:seek("end")
-  f:close()
-  return n
-end
+local file_size = fio.file_size
 
 local function read_all(path)
   local f = io.open(path, "rb")
