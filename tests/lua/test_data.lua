@@ -27,12 +27,7 @@ local function write(path, bytes)
   return path
 end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = testlib.read_file
 
 local function gzip(path)
   assert(os.execute("gzip -c '" .. path .. "' > '" .. path .. ".gz'"))

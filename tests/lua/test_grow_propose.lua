@@ -321,12 +321,7 @@ TestRecipe = {}
 
 function TestRecipe:test_resume_after_any_phase_is_bit_identical()
   local R = ff.grow.recipe
-  local function read(path)
-    local f = assert(io.open(path))
-    local t = f:read("a")
-    f:close()
-    return t
-  end
+  local read = testlib.read_file
   local base = os.tmpname()
   os.remove(base)
   local _, full = R.run(R.load("examples/recipes/moons.lua"), { out = base .. "full", quiet = true })

@@ -10,18 +10,7 @@ local cjson = require "cjson"
 
 ---------------------------------------------------------------- helpers
 
-local function read_file(p)
-  local f = assert(io.open(p, "rb"))
-  local d = f:read("a")
-  f:close()
-  return d
-end
-
-local function write_file(p, d)
-  local f = assert(io.open(p, "wb"))
-  f:write(d)
-  f:close()
-end
+local read_file, write_file = testlib.read_file, testlib.write_file
 
 -- A safetensors file from a header string and the data bytes.
 local function st_bytes(header, data)

@@ -12,18 +12,7 @@ local fio = require "firefly.io"
 
 local q = fio.shell_quote
 
-local function read_file(p)
-  local f = assert(io.open(p, "rb"))
-  local d = f:read("a")
-  f:close()
-  return d
-end
-
-local function write_file(p, d)
-  local f = assert(io.open(p, "wb"))
-  f:write(d)
-  f:close()
-end
+local read_file, write_file = testlib.read_file, testlib.write_file
 
 local function exists(p)
   local f = io.open(p, "rb")

@@ -24,4 +24,18 @@ function M.error_of(fn, ...)
   return tostring(err)
 end
 
+-- A whole file as a string (fails the test when it cannot be read).
+function M.read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local data = f:read("a")
+  f:close()
+  return data
+end
+
+function M.write_file(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+end
+
 return M

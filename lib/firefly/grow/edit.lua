@@ -150,37 +150,46 @@ local function grow_consumer(unit, m_old, src, fresh, entries)
   update_sizes(c)
 end
 
+-- The edit both operations are: the producer's rows follow `src` (then
+-- `set_rows(w, b)` writes the appended rows in place), and so does every
+-- tensor between and the consumer's columns (`w_out` in those of new
+-- neurons). Returns the remap entries.
+local function grow_unit(unit, src, set_rows, w_out)
+  local p = unit.producer
+  local m = p.weight:size(1)
+  return ff.no_grad(function()
+    local entries = {}
+    local rows = identity_plus(m, src)
+    local w = gather(p.weight:detach(), 1, rows)
+    local b = p.bias and gather(p.bias:detach(), 1, rows)
+    set_rows(w, b, m)
+    entries[#entries + 1] = replace(p, "weight", w, { [1] = rows })
+    if b then entries[#entries + 1] = replace(p, "bias", b, { [1] = rows }) end
+    update_sizes(p)
+    grow_between(unit, m, src, entries)
+    grow_consumer(unit, m, src, w_out, entries)
+    return entries
+  end)
+end
+
 -- E.split(unit, neurons, delta [, delta_bias]) splits the listed neurons
 -- (1-based) along directions delta (one row per neuron, shaped like the
 -- producer's weight rows, already scaled by ε). Returns the remap entries.
 function E.split(unit, neurons, delta, delta_bias)
-  local p = unit.producer
   local k = #neurons
   if delta:size(1) ~= k then
     error(string.format("grow.split: %d directions for %d neurons", delta:size(1), k), 2)
   end
-  local m = p.weight:size(1)
-  return ff.no_grad(function()
-    local entries = {}
-    local rows = identity_plus(m, neurons)
-    local idx = ff.tensor(neurons)
-    -- θ + εδ in place of the parent, θ − εδ appended
-    local w = gather(p.weight:detach(), 1, rows)
+  local idx = ff.tensor(neurons)
+  -- θ + εδ in place of the parent, θ − εδ appended (the rows arrive as
+  -- copies of the parents)
+  return grow_unit(unit, neurons, function(w, b, m)
     w:index_add_(1, idx, delta)
     w:narrow(1, m + 1, k):sub_(delta)
-    entries[#entries + 1] = replace(p, "weight", w, { [1] = rows })
-    if p.bias then
-      local b = gather(p.bias:detach(), 1, rows)
-      if delta_bias then
-        b:index_add_(1, idx, delta_bias)
-        b:narrow(1, m + 1, k):sub_(delta_bias)
-      end
-      entries[#entries + 1] = replace(p, "bias", b, { [1] = rows })
+    if b and delta_bias then
+      b:index_add_(1, idx, delta_bias)
+      b:narrow(1, m + 1, k):sub_(delta_bias)
     end
-    update_sizes(p)
-    grow_between(unit, m, neurons, entries)
-    grow_consumer(unit, m, neurons, nil, entries)
-    return entries
   end)
 end
 
@@ -189,27 +198,13 @@ end
 -- w_out the consumer's new input columns (consumer rows x k*spatial, or
 -- for a Conv2d consumer O x k x kh x kw). Returns the remap entries.
 function E.add(unit, w_in, b_in, w_out)
-  local p = unit.producer
   local k = w_in:size(1)
-  local m = p.weight:size(1)
-  return ff.no_grad(function()
-    local entries = {}
-    local src = {}
-    for j = 1, k do src[j] = 0 end
-    local rows = identity_plus(m, src)
-    local w = gather(p.weight:detach(), 1, rows)
+  local src = {}
+  for j = 1, k do src[j] = 0 end
+  return grow_unit(unit, src, function(w, b, m)
     w:narrow(1, m + 1, k):copy_(w_in)
-    entries[#entries + 1] = replace(p, "weight", w, { [1] = rows })
-    if p.bias then
-      local b = gather(p.bias:detach(), 1, rows)
-      if b_in then b:narrow(1, m + 1, k):copy_(b_in) end
-      entries[#entries + 1] = replace(p, "bias", b, { [1] = rows })
-    end
-    update_sizes(p)
-    grow_between(unit, m, src, entries)
-    grow_consumer(unit, m, src, w_out, entries)
-    return entries
-  end)
+    if b and b_in then b:narrow(1, m + 1, k):copy_(b_in) end
+  end, w_out)
 end
 
 return E

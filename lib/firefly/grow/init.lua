@@ -47,9 +47,17 @@ function grow.neighbourhood(preset, opts)
   if type(preset) == "table" then preset, opts = "paper", preset end
   local base = grow.presets[preset or "paper"]
   if not base then error("grow.neighbourhood: unknown preset '" .. tostring(preset) .. "'", 2) end
+  -- table fields (eta) are copied too: editing a neighbourhood never
+  -- changes the preset
   local nb = {}
-  for k, v in pairs(base) do nb[k] = type(v) == "table" and { table.unpack(v) } or v end
-  if base.eta then nb.eta = { ratio = base.eta.ratio, inclusive = base.eta.inclusive } end
+  for k, v in pairs(base) do
+    if type(v) == "table" then
+      nb[k] = {}
+      for kk, vv in pairs(v) do nb[k][kk] = vv end
+    else
+      nb[k] = v
+    end
+  end
   for k, v in pairs(opts or {}) do nb[k] = v end
   return nb
 end

@@ -312,15 +312,24 @@ function O:unit_forward(c, x, extra)
     local s = produce(u, x, c.split.v) * per_neuron(c.split.gate + self.alpha, z)
     local fused, taken = nil, 0
     -- (O.no_fuse: the plain composition, for tests)
-    if ff.split_act and not O.no_fuse then fused, taken = fusable_prefix(between) end
+    if not O.no_fuse then fused, taken = fusable_prefix(between) end
+    h = nil
     if fused and not (L and L.at <= taken) then
-      fused.pair = true
-      pair = ff.split_act(z, s, fused)
+      -- the children's average commutes with what is linear per neuron
+      -- (batch norm in evaluation, Flatten, average pooling, dropout in
+      -- evaluation, residual stages, which read the average anyway): unless
+      -- a max pool or another activation follows, the op averages the
+      -- children itself and no 2N batch is kept
+      fused.pair = false
+      for k = taken + 1, #between do
+        local m = between[k]
+        if class_of(m) == "MaxPool2d" or m.act then fused.pair = true end
+      end
+      if fused.pair then pair = ff.split_act(z, s, fused) else h = ff.split_act(z, s, fused) end
       first = taken + 1
     else
       pair = ff.cat({ z + s, z - s }, 1)
     end
-    h = nil
   end
   local function layer_here(k)
     if L and L.at == k then

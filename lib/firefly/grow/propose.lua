@@ -374,8 +374,13 @@ end
 -- Output positions (H·W) of every weight layer and candidate layer, from
 -- one over-grown forward pass of one example: FLOP costs need them.
 function record_positions(self)
-  local x
-  each_batch(self.batches, function(bx) x = x or bx end)
+  -- the first batch only (a whole loader would be read to its end)
+  local batches, x = self.batches, nil
+  if batches.iter then
+    for bx in batches:iter() do x = bx; break end
+  else
+    x = batches[1][1]
+  end
   local og = self.og
   og.record = {}
   ff.no_grad(function() og:forward(x:narrow(1, 1, 1)) end)
