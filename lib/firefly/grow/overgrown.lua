@@ -36,6 +36,7 @@ local O = {}
 O.__index = O
 
 local class_of = units_mod.class_of
+local tap_pre, tap_probe -- defined below
 
 -- The producer's op on x with weight w and bias b (conv options shared).
 local function produce(unit, x, w, b)
@@ -296,15 +297,34 @@ local function fusable_prefix(between)
   return nil, 0
 end
 
+-- Taps (og.taps = {[candidate] = {}}, set by taps.lua): a plain forward
+-- that notes, per unit, the producer's input, the pre-activation of its
+-- first activation (after batch norm), and zero probes added to that
+-- activation's output and to the consumer's output, whose gradients after
+-- a backward are ∂L/∂(activation output) and ∂L/∂(consumer output).
+function tap_pre(tap, h)
+  tap.pre = h:detach()
+  return h
+end
+
+function tap_probe(tap, key, t)
+  local probe = ff.zeros(t:size()):requires_grad(true)
+  tap[key .. "_probe"] = probe
+  return t + probe
+end
+
 -- A unit's producer applied with every candidate: returns the consumer's
 -- input and the new neurons' contribution to the consumer's output.
 -- `extra` is the previous unit's contribution to this producer's output
 -- (units chain: one unit's consumer is the next one's producer).
 function O:unit_forward(c, x, extra)
   local u = c.unit
+  local tap = self.taps and self.taps[c]
+  if tap then tap.input = x end
   local z = produce(u, x, u.producer.weight, u.producer.bias)
   note(self, u.producer, z)
   if extra then z = z + extra end
+  if self.out_tap then z = tap_probe(self.out_tap, "out", z); self.out_tap = nil end
   local between, L = u.between, c.layer
   local h, pair = z, nil
   local first = 1
@@ -344,6 +364,8 @@ function O:unit_forward(c, x, extra)
       h, pair = residual_stage(h, pair, function(t) return self:module(m._children[1][2], t) end)
     elseif pair then
       pair = m(pair)
+    elseif tap and m.act and not tap.pre then
+      h = tap_probe(tap, "act", m(tap_pre(tap, h)))
     else
       h = m(h)
     end
@@ -374,15 +396,20 @@ end
 function O:run(seq, x)
   local kids = seq._children
   local extra -- new neurons' contribution waiting for its consumer
+  local tapped -- the unit whose consumer comes next, when tapping
   local i = 1
   while i <= #kids do
     local c = self.by_producer[kids[i][2]]
     if c then
+      -- (a consumer that produces the next unit: its output is that unit's z)
+      self.out_tap, tapped = tapped, nil
       x, extra = self:unit_forward(c, x, extra)
       i = c.consumer_pos -- the consumer comes next: it takes `extra`
+      tapped = self.taps and self.taps[c]
     else
       x = self:module(kids[i][2], x)
       if extra then x = x + extra; extra = nil end
+      if tapped then x = tap_probe(tapped, "out", x); tapped = nil end
       i = i + 1
     end
   end

@@ -32,14 +32,18 @@ local function check_choice(nb, key, choices)
     tostring(v)), 4)
 end
 
-local function check_nb(nb)
+local function check_nb(nb, method)
   local allowed = { split = 1, new = 1, eps = 1, where = 1, steps = 1, lr = 1, rule = 1, points = 1,
     loss = 1, generator = 1, optimizer = 1, project = 1, penalty = 1, selection = 1, layers = 1,
-    init = 1, last_conv_zero_out = 1, quiet = 1,
+    init = 1, last_conv_zero_out = 1, quiet = 1, method = 1,
     -- read by grow.run
     batches = 1, eta = 1, reset_optim = 1 }
+  for k in pairs(method and method.options or {}) do allowed[k] = 1 end
   for k in pairs(nb) do
-    if not allowed[k] then error("grow.propose: unknown neighbourhood option '" .. tostring(k) .. "'", 3) end
+    if not allowed[k] then
+      error(string.format("grow.propose: unknown neighbourhood option '%s'%s", tostring(k),
+        nb.method and " for method " .. nb.method or ""), 3)
+    end
   end
   check_choice(nb, "rule", { "endpoint", "midpoint", "exact" })
   check_choice(nb, "optimizer", { "adam", "rmsprop" })
@@ -240,10 +244,54 @@ local function neuron_count(us)
   return n
 end
 
+-- Firefly descent itself: the over-grown network, step 1, step 2.
+local function firefly(ctx)
+  local nb = ctx.nb
+  local new = type(nb.new) == "table" and nb.new.candidates or nb.new or 0
+  local layers = type(nb.layers) == "table" and nb.layers.candidates or nb.layers or 0
+  local og = overgrown.build(ctx.net, ctx.units, { split = nb.split ~= false, new = new, layers = layers,
+    eps = nb.eps, generator = nb.generator, init = nb.init })
+  step1(og, nb, ctx.batches, ctx.lf)
+  return { og = og, scores = step2(og, nb, ctx.batches, ctx.lf) }
+end
+
+-- The growth methods by name: Firefly here, the baselines in methods/.
+local METHODS = { "firefly", "random", "nash", "split_exact", "split_fast", "net2net", "gradmax" }
+local function method_of(nb)
+  local name = nb.method or "firefly"
+  if name == "firefly" then return { name = "firefly", build = firefly } end
+  for _, m in ipairs(METHODS) do
+    if m == name then
+      local ok, mod = pcall(require, "firefly.grow.methods." .. name)
+      if not ok then error("grow.propose: method " .. name .. " failed to load: " .. tostring(mod), 4) end
+      return mod
+    end
+  end
+  error(string.format("grow.propose: method must be one of %s, got %s", table.concat(METHODS, ", "),
+    tostring(name)), 4)
+end
+P.METHODS = METHODS
+
+-- Helpers the methods share with Firefly.
+P.util = { each_batch = each_batch, mean_loss = mean_loss, loss_of = loss_of }
+
 -- grow.propose(net, nb, batches) -> proposal
+--
+-- A method's build(ctx) gets {net, nb, batches, lf, units} with the
+-- network in evaluation mode and its weights frozen, and returns the
+-- over-grown network `og` holding its candidates (split rows v, new
+-- neurons' u, b, o, e, candidate layers) and their `scores`, shaped as
+-- Firefly's; optionally `order(self, list, budget)` (the candidates in
+-- the order selection considers them, and only those it may keep),
+-- `predict(self, c)` (the loss change it predicts for candidate c; else
+-- ε̂·s), `fixed_steps` (apply each candidate's own step ε̃, as the
+-- official selection does), `after_split(self, cand, map)` (a hook after
+-- each unit's split edit) and `materialise(self, opt)` (apply it its own
+-- way; returns what apply does).
 function P.propose(net, nb, batches)
   nb = nb or {}
-  check_nb(nb)
+  local method = method_of(nb)
+  check_nb(nb, method)
   local t0 = ff.clock()
   local lf = loss_of(nb)
   local us = units_mod.units(net, nb.where)
@@ -253,16 +301,12 @@ function P.propose(net, nb, batches)
   -- freeze the network's weights: step 1 moves only the perturbations
   local frozen = {}
   for _, p in ipairs(net:parameters()) do frozen[#frozen + 1] = p; p:requires_grad(false) end
-  local new = type(nb.new) == "table" and nb.new.candidates or nb.new or 0
   local ok, err = pcall(function()
-    local layers = type(nb.layers) == "table" and nb.layers.candidates or nb.layers or 0
-    local og = overgrown.build(net, us, { split = nb.split ~= false, new = new, layers = layers,
-      eps = nb.eps, generator = nb.generator, init = nb.init })
-    step1(og, nb, batches, lf)
-    local self = setmetatable({ net = net, og = og, nb = nb, batches = batches, lf = lf,
-      loss_before = mean_loss(net, batches, lf), widths_before = widths(us),
-      neurons_before = neuron_count(us) }, P)
-    self.scores = step2(og, nb, batches, lf)
+    local self = method.build { net = net, nb = nb, batches = batches, lf = lf, units = us }
+    self.net, self.nb, self.batches, self.lf, self.method = net, nb, batches, lf, method.name
+    self.loss_before = mean_loss(net, batches, lf)
+    self.widths_before, self.neurons_before = widths(us), neuron_count(us)
+    setmetatable(self, P)
     self.positions = record_positions(self) -- in evaluation mode, like the rest of the step
     self.seconds = ff.clock() - t0
     return self
@@ -447,7 +491,8 @@ function P:select(eta)
   local budget = check_budget(eta)
   local official = self.nb.selection == "official"
   self.cost_layers, self.cost_bns = weight_layers(self)
-  local list = ranked(self, self:candidates(), budget, official)
+  local fixed = official or self.fixed_steps
+  local list = self.order and self:order(self:candidates(), budget) or ranked(self, self:candidates(), budget, official)
   local nunits = #self.og.units
   local eps = self.nb.eps or 1e-2
   local max_layers = (type(self.nb.layers) == "table" and self.nb.layers.max_new_layers) or math.huge
@@ -481,9 +526,9 @@ function P:select(eta)
       if ok then opened[k], n_opened = true, n_opened + 1 end
     end
     if ok then
-      c.trained = official
-      c.eps_hat = official and c.step or (c.score > 0 and -eps or eps)
-      self.predicted = self.predicted + c.eps_hat * c.score
+      c.trained = fixed
+      c.eps_hat = fixed and c.step or (c.score > 0 and -eps or eps)
+      self.predicted = self.predicted + (self.predict and self:predict(c) or c.eps_hat * c.score)
       self.selected[#self.selected + 1] = c
       spent.neurons[p] = (spent.neurons[p] or 0) + 1
       spent.params[p] = (spent.params[p] or 0) + dp
@@ -603,6 +648,7 @@ function P:apply(opt)
   if not self.selected then error("grow.apply: select() first", 2) end
   if self.applied then error("grow.apply: this proposal was applied already; propose again", 2) end
   self.applied = true
+  if self.materialise then return self:materialise(opt) end
   local t0 = ff.clock()
   local params_before = self.net:num_params()
   local maps, track_maps = {}, {}
@@ -637,7 +683,9 @@ function P:apply(opt)
           -- the trained v itself (official), or its direction times ε̂ (paper)
           rows[j] = (c.trained and v or v / math.max(v:norm():item(), 1e-12) * c.eps_hat):detach()
         end
-        done(edit.split(unit, idx, updated(track_maps, P0, 2, ff.stack(rows))))
+        local map = edit.split(unit, idx, updated(track_maps, P0, 2, ff.stack(rows)))
+        if self.after_split then self:after_split(cand, map) end
+        done(map)
       end
       if #sel.new > 0 then
         local idx, e_hat = {}, {}
@@ -697,8 +745,10 @@ function P:__tostring()
     kept[key] = (kept[key] or 0) + 1
   end
   local lines = {
-    string.format("Firefly proposal: %d units, rule %s, %.2f s", #self.scores, self.nb.rule or "endpoint",
-      self.seconds or 0),
+    self.method == "firefly"
+      and string.format("Firefly proposal: %d units, rule %s, %.2f s", #self.scores, self.nb.rule or "endpoint",
+        self.seconds or 0)
+      or string.format("%s proposal: %d units, %.2f s", self.method, #self.scores, self.seconds or 0),
     string.format("  %-10s %-7s %6s  %-6s %6s %10s %10s %10s%s", "unit", "layer", "width", "kind", "count",
       "min s", "max s", "max |s|", self.selected and "   kept" or ""),
   }
