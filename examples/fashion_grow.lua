@@ -1,6 +1,7 @@
 -- fashion_grow: grow networks on Fashion-MNIST by Firefly descent from a
 -- tiny start (the README's `make run`).
---   ./firefly examples/fashion_grow.lua [phases] [seed] [mlp|cnn|both]
+--   ./firefly examples/fashion_grow.lua [phases] [seed] [mlp|cnn|both] [method]
+-- ("-" keeps an argument's default: fashion_grow.lua - - mlp gradmax)
 -- mlp: 784-16-16-10, phases of two epochs (SGD), splits, new neurons and
 --      new layers (I + h blocks, at most one per phase);
 -- cnn: a small VGG (conv 4, pool, conv 8, pool, linear) with batch norm,
@@ -10,10 +11,18 @@
 -- with a budget of 0.35 of the current neurons; every phase is logged to
 -- out/fashion_grow_<kind>/ (grow.csv, grow.jsonl, plots) and the two runs
 -- are compared in out/fashion_grow/accuracy.png.
+--
+-- The growth method is one line: METHOD below (or a 4th argument), one of
+-- firefly, random, nash, split_exact, split_fast, net2net, gradmax
+-- (spec/grow.md). NASH ranks its children on 5000 training examples held
+-- out as validation data.
 local ff = require "firefly"
 local nn, data = ff.nn, ff.data
 
+local METHOD = arg and arg[4] or "firefly"
+
 local kind = arg and arg[3] or "both"
+if kind == "-" then kind = "both" end
 if kind ~= "mlp" and kind ~= "cnn" and kind ~= "both" then
   error("fashion_grow: kind must be mlp, cnn or both, got " .. kind)
 end
@@ -24,25 +33,28 @@ local function run(which)
   ff.manual_seed(seed)
   local train_set = data.fashion_mnist { split = "train" }
   local test_set = data.fashion_mnist { split = "test" }
+  local val_set
+  if METHOD == "nash" then val_set, train_set = train_set:split(5000 / train_set:size(), ff.Generator(seed)) end
   local net, opt, epochs, nb
   if which == "mlp" then
-    for _, ds in ipairs { train_set, test_set } do ds.x = ds.x:view(ds:size(), 784) end
+    for _, ds in ipairs { train_set, test_set, val_set } do ds.x = ds.x:view(ds:size(), 784) end
     net = nn.mlp { 784, 16, 16, 10 }
     opt = ff.optim.SGD(net:named_parameters(), { lr = 0.05, momentum = 0.9 })
     epochs = 2
-    nb = ff.grow.neighbourhood { new = 32, layers = { candidates = 8, max_new_layers = 1 }, lr = 1e-2,
-      generator = ff.Generator(seed + 1) }
+    nb = ff.grow.neighbourhood { method = METHOD, new = 32, layers = { candidates = 8, max_new_layers = 1 },
+      lr = 1e-2, generator = ff.Generator(seed + 1) }
   else
     net = nn.vgg { cfg = { 4, "M", 8, "M" }, in_channels = 1, classes = 10, input_size = 28 }
     opt = ff.optim.Adam(net:named_parameters(), { lr = 2e-3 })
     epochs = 1
-    nb = ff.grow.neighbourhood { new = 8, lr = 1e-2, generator = ff.Generator(seed + 1) }
+    nb = ff.grow.neighbourhood { method = METHOD, new = 8, lr = 1e-2, generator = ff.Generator(seed + 1) }
   end
   local loader = data.DataLoader(train_set, { batch_size = 128, shuffle = true, generator = ff.Generator(seed) })
   print(net)
   local rows = ff.grow.run {
     net = net, data = loader, test = test_set, optim = opt, phases = phases, epochs = epochs,
-    neighbourhood = nb, eta = { ratio = 0.35 }, score_batches = 8, log = "out/fashion_grow_" .. which,
+    neighbourhood = nb, eta = { ratio = 0.35 }, score_batches = 8, val = val_set,
+    log = "out/fashion_grow_" .. which .. (METHOD == "firefly" and "" or "_" .. METHOD),
   }
   print(net)
   for _, r in ipairs(rows) do r.net = which end
@@ -63,6 +75,7 @@ for _, r in ipairs(all) do
     r.measured_dloss and string.format("%.3e", r.measured_dloss) or "-",
     r.grow_seconds and string.format("%.2f", r.grow_seconds) or "-"))
 end
-local paths = ff.plot.from_rows(all, { x = "params", y = "test_acc", by = "net", path = "out/fashion_grow/accuracy",
-  title = "Firefly growth on Fashion-MNIST", xlabel = "parameters", ylabel = "test accuracy", logx = true })
+local suffix = METHOD == "firefly" and "" or "_" .. METHOD
+local paths = ff.plot.from_rows(all, { x = "params", y = "test_acc", by = "net", path = "out/fashion_grow/accuracy" .. suffix,
+  title = METHOD .. " growth on Fashion-MNIST", xlabel = "parameters", ylabel = "test accuracy", logx = true })
 print("plot: " .. (paths.png or paths.dat))

@@ -11,7 +11,10 @@
 -- a budget table ({params = P}, ...), or a function(t, net) -> budget such
 -- as the ff.schedule ones. A neighbourhood preset may bring its own eta,
 -- batches (the training batches the step uses: a number or "all") and
--- reset_optim; the run's options win.
+-- reset_optim; the run's options win. The neighbourhood's `method` picks
+-- the growth method (Firefly, or a baseline: spec/grow.md); every method
+-- logs the same row, with its name, the neurons and parameters it added
+-- and (timing.*) its wall time. NASH ranks its children on `val`.
 local ff = require "firefly"
 local units_mod = require "firefly.grow.units"
 local propose = require "firefly.grow.propose"
@@ -50,7 +53,7 @@ end
 local function check(opts)
   local allowed = { net = 1, data = 1, test = 1, optim = 1, phases = 1, epochs = 1, neighbourhood = 1,
     eta = 1, score_batches = 1, log = 1, quiet = 1, on_phase = 1, checkpoint = 1, resume = 1,
-    reset_optim = 1, lr_schedule = 1, plot = 1 }
+    reset_optim = 1, lr_schedule = 1, plot = 1, val = 1 }
   for k in pairs(opts) do
     if not allowed[k] then error("grow.run: unknown option '" .. tostring(k) .. "'", 3) end
   end
@@ -91,15 +94,30 @@ R.save_checkpoint = save_checkpoint
 
 -- Plots of a run so far, next to its log: test accuracy and training loss
 -- against parameters (one point per phase).
-function R.plot(dir, rows)
+function R.plot(dir, rows, name)
   local plot = require "firefly.plot"
   local last = rows[#rows]
+  name = name or last.method or "firefly"
   if last.test_acc then
-    plot.from_rows(rows, { x = "params", y = "test_acc", name = "firefly", path = dir .. "/accuracy",
+    plot.from_rows(rows, { x = "params", y = "test_acc", name = name, path = dir .. "/accuracy",
       title = "test accuracy after each phase", xlabel = "parameters", ylabel = "test accuracy" })
   end
-  plot.from_rows(rows, { x = "params", y = "train_loss", name = "firefly", path = dir .. "/loss",
+  plot.from_rows(rows, { x = "params", y = "train_loss", name = name, path = dir .. "/loss",
     title = "training loss after each phase", xlabel = "parameters", ylabel = "training loss" })
+end
+
+-- The neighbourhood a phase's step uses: NASH trains its children on the
+-- run's training data and ranks them on its validation data.
+local function step_neighbourhood(nb, opts)
+  if nb.method ~= "nash" then return nb end
+  local copy = {}
+  for k, v in pairs(nb) do copy[k] = v end
+  copy.train = copy.train or opts.data
+  copy.val = copy.val or opts.val
+  if not copy.val then
+    error("grow.run: method nash needs validation data: pass val = (a DataLoader or dataset), never the test set", 3)
+  end
+  return copy
 end
 
 -- Returns the list of per-phase rows. With `checkpoint = path` the state
@@ -121,6 +139,7 @@ function R.run(opts)
   local reset = opts.reset_optim
   if reset == nil then reset = nb.reset_optim end
   local step_batches = nb.batches or opts.score_batches or 8
+  local step_nb = step_neighbourhood(nb, opts)
   local base_lr = opt.lr
   if ck then
     rows, epoch, first = ck.rows, ck.epoch, ck.phase + 1
@@ -139,13 +158,14 @@ function R.run(opts)
     local last = fit[#fit]
     local train_seconds = 0
     for _, r in ipairs(fit) do train_seconds = train_seconds + r.seconds end
-    local row = { phase = t, epoch = epoch, neurons = schedule.neurons(net), widths = widths(net),
+    local row = { phase = t, method = nb.method or "firefly", epoch = epoch, neurons = schedule.neurons(net),
+      widths = widths(net),
       params = net:num_params(),
       train_loss = last.train_loss, train_acc = last.train_acc, test_acc = last.test_acc,
       test_loss = last.test_loss }
     if t < (opts.phases or 4) then
       local t0 = ff.clock()
-      local p = propose.propose(net, nb, first_batches(loader, step_batches))
+      local p = propose.propose(net, step_nb, first_batches(loader, step_batches))
       p:select(budget(eta, t, net))
       -- the optimiser's state follows every edit; the released code then
       -- forgets it (reset_optim = true), or builds a new optimiser
@@ -155,6 +175,8 @@ function R.run(opts)
       elseif reset then opt:reset_state() end
       row.grow_seconds = ff.clock() - t0
       row.grown = report.selected
+      row.neurons_added = report.neurons_after - report.neurons_before
+      row.params_added = report.params_after - report.params_before
       row.predicted_dloss, row.measured_dloss = report.predicted, report.measured
     end
     rows[#rows + 1] = row
