@@ -64,6 +64,51 @@ local function check_fit(opts)
   end
 end
 
+local function finite(t)
+  local s = t:sum():item() -- sums accumulate in double: NaN or ±inf only from NaN/inf entries
+  return s == s and s ~= math.huge and s ~= -math.huge
+end
+
+-- The first parameter whose gradient is not finite (its name, or its
+-- position), or nil.
+local function bad_gradient(opt)
+  for i, e in ipairs(opt:named_params()) do
+    local g = e.param.grad
+    if g and not finite(g) then return e.name or ("parameter " .. i) end
+  end
+end
+
+-- Where a non-finite loss comes from: the first parameter that is not
+-- finite, else the first module of a Sequential (recursively) whose output
+-- is not finite on x; nil if none is found.
+local function first_nonfinite(model, x)
+  for _, e in ipairs(model:named_parameters()) do
+    if not finite(e.param) then return "parameter " .. e.name end
+  end
+  local function walk(m, input, prefix)
+    if getmetatable(m).__name ~= "Sequential" then return nil, m(input) end
+    for _, c in ipairs(m._children) do
+      local name = prefix .. c[1]
+      local out = c[2](input)
+      if not finite(out) then
+        local inner = getmetatable(c[2]).__name == "Sequential" and walk(c[2], input, name .. ".")
+        return inner or string.format("module %s (%s)", name, getmetatable(c[2]).__name), out
+      end
+      input = out
+    end
+    return nil, input
+  end
+  return ff.no_grad(function() return (walk(model, x, "")) end)
+end
+
+-- A non-finite loss or gradient stops training with where and when; the
+-- message starts "train.fit: <label>: non-finite" (grow.run's on_nan
+-- recognises it).
+local function nonfinite_error(bar, label, step, what)
+  bar:finish()
+  error(string.format("train.fit: %s: non-finite %s at step %d", label, what, step), 0)
+end
+
 -- One epoch over loader; returns mean loss, accuracy, seconds.
 local function run_epoch(opts, loader, lf, label)
   local model, opt = opts.model, opts.optim
@@ -73,16 +118,20 @@ local function run_epoch(opts, loader, lf, label)
   for x, y in loader:iter() do
     local out = model(x)
     local loss = lf(out, y)
+    local l = loss:item()
+    if l ~= l or l == math.huge or l == -math.huge then
+      local where = first_nonfinite(model, x)
+      nonfinite_error(bar, label, step + 1, string.format("loss (%s)%s", tostring(l),
+        where and ", first seen in the output of " .. where or ""))
+    end
     opt:zero_grad()
     loss:backward()
+    -- checked before the step, so the weights stay the last good ones
+    local bad = bad_gradient(opt)
+    if bad then nonfinite_error(bar, label, step + 1, "gradient of " .. bad) end
     if opts.clip then ff.optim.clip_grad_norm(opt:params(), opts.clip) end
     opt:step()
     local b = x:size(1)
-    local l = loss:item()
-    if l ~= l or l == math.huge or l == -math.huge then
-      bar:finish()
-      error(string.format("train.fit: %s: the loss is %s at step %d", label, tostring(l), step + 1), 0)
-    end
     total = total + l * b
     local c = ff.no_grad(correct, out, y)
     if c then hits = hits + c else classify = false end

@@ -53,7 +53,7 @@ end
 local function check(opts)
   local allowed = { net = 1, data = 1, test = 1, optim = 1, phases = 1, epochs = 1, neighbourhood = 1,
     eta = 1, score_batches = 1, log = 1, quiet = 1, on_phase = 1, checkpoint = 1, resume = 1,
-    reset_optim = 1, lr_schedule = 1, plot = 1, val = 1 }
+    reset_optim = 1, lr_schedule = 1, plot = 1, val = 1, on_nan = 1, nan_lr_factor = 1, max_rollbacks = 1 }
   for k in pairs(opts) do
     if not allowed[k] then error("grow.run: unknown option '" .. tostring(k) .. "'", 3) end
   end
@@ -69,14 +69,14 @@ local function unhex(h) return (h:gsub("%x%x", function(b) return string.char(to
 -- Everything a later phase depends on: the network, the optimiser's
 -- state, every random stream, the epoch and the rows so far. Written
 -- atomically (ff.save), so a killed run leaves the previous phase's.
-local function save_checkpoint(path, net, opt, loader, nb, phase, epoch, rows)
+local function save_checkpoint(path, net, opt, loader, nb, phase, epoch, rows, timings)
   ff.save(path, {
     format = "firefly-grow-1", phase = phase, epoch = epoch, net = net, optim = opt:state_dict(),
     rng = hex(ff.get_rng_state():get_state()),
     loader_rng = loader.generator and hex(loader.generator:get_state()) or false,
     loader_epoch = loader.epoch or 0,
     nb_rng = nb.generator and hex(nb.generator:get_state()) or false,
-    rows = rows,
+    rows = rows, timing = timings or {},
   })
 end
 
@@ -120,40 +120,131 @@ local function step_neighbourhood(nb, opts)
   return copy
 end
 
+-- What the grow log holds of a row: all but the wall time.
+local function logged(row)
+  local out = {}
+  for k, v in pairs(row) do if k ~= "grow_seconds" then out[k] = v end end
+  return out
+end
+
+-- The logs of a run: on resume they are rewritten from the checkpoint's
+-- rows, so a run killed after logging a phase but before checkpointing it
+-- does not log that phase twice.
+local function open_logs(dir, ck)
+  if not dir then return nil end
+  local logs = { grow = ff.logging.Logger { dir = dir, name = "grow" },
+    timing = ff.logging.Logger { dir = dir, name = "timing" } }
+  if ck then
+    for _, row in ipairs(ck.rows) do logs.grow:write(logged(row)) end
+    for _, row in ipairs(ck.timing or {}) do logs.timing:write(row) end
+  end
+  return logs
+end
+
+-- The state a phase starts from, in memory, for on_nan = "rollback".
+local function snapshot(net, opt, loader, nb)
+  local snap = { optim = opt:state_dict(), rng = ff.get_rng_state():get_state(),
+    loader_rng = loader.generator and loader.generator:get_state(), loader_epoch = loader.epoch,
+    nb_rng = nb.generator and nb.generator:get_state(), tensors = {} }
+  for _, list in ipairs { net:named_parameters(), net:named_buffers() } do
+    for _, e in ipairs(list) do snap.tensors[#snap.tensors + 1] = { e.param, e.param:clone() } end
+  end
+  return snap
+end
+
+local function restore(snap, opt, loader, nb)
+  ff.no_grad(function()
+    for _, pair in ipairs(snap.tensors) do pair[1]:copy_(pair[2]) end
+  end)
+  opt:load_state_dict(snap.optim)
+  local g = ff.Generator()
+  g:set_state(snap.rng)
+  ff.set_rng_state(g)
+  if snap.loader_rng then loader.generator:set_state(snap.loader_rng) end
+  loader.epoch = snap.loader_epoch
+  if snap.nb_rng then nb.generator:set_state(snap.nb_rng) end
+end
+
+local function check_on_nan(opts)
+  local mode = opts.on_nan or "stop"
+  if mode ~= "stop" and mode ~= "rollback" then
+    error("grow.run: on_nan must be \"stop\" or \"rollback\", got " .. tostring(mode), 3)
+  end
+  local factor = opts.nan_lr_factor or 0.5
+  if type(factor) ~= "number" or not (factor > 0 and factor < 1) then
+    error("grow.run: nan_lr_factor must be a number in (0, 1), got " .. tostring(factor), 3)
+  end
+  local tries = opts.max_rollbacks or 3
+  if type(tries) ~= "number" or tries < 0 or tries ~= math.floor(tries) then
+    error("grow.run: max_rollbacks must be a non-negative integer, got " .. tostring(tries), 3)
+  end
+  return mode, factor, tries
+end
+
+-- Training of phase t, with the numerical-fault policy: a non-finite loss
+-- or gradient stops the run (the last checkpoint, written after the last
+-- good phase, stays), or rolls the phase back to its start, lowers the
+-- learning rate and trains it again.
+local function train_phase(opts, t, epoch, state)
+  local net, opt, loader = opts.net, state.opt, opts.data
+  local snap = state.on_nan == "rollback" and snapshot(net, opt, loader, state.nb)
+  local rollbacks = 0
+  while true do
+    local sched
+    if opts.lr_schedule then
+      opt.lr = state.base_lr
+      sched = opts.lr_schedule(opt, t)
+    end
+    local ok, fit = pcall(ff.train.fit, { model = net, data = loader, optim = opt, epochs = opts.epochs or 1,
+      test = opts.test, quiet = opts.quiet, start_epoch = epoch + 1, label = "phase " .. t, schedule = sched })
+    if ok then return fit end
+    local fault = type(fit) == "string" and fit:find("^train%.fit: .-: non%-finite")
+    if not fault then error(fit, 0) end
+    if state.on_nan == "rollback" and rollbacks < state.max_rollbacks then
+      rollbacks = rollbacks + 1
+      restore(snap, opt, loader, state.nb) -- the phase's first lr too
+      state.base_lr = state.base_lr * state.nan_lr_factor
+      opt.lr = opt.lr * state.nan_lr_factor ^ rollbacks
+      if not opts.quiet then
+        print(string.format("%s\nphase %d rolled back to its start (%d of %d); lr now %.3g", fit, t, rollbacks,
+          state.max_rollbacks, opt.lr))
+      end
+    else
+      local kept = opts.checkpoint and (t > 1 or opts.resume)
+        and string.format("the last good checkpoint (after phase %d) is %s", t - 1, opts.checkpoint)
+        or "no checkpoint was written (pass checkpoint = path to keep one after every phase)"
+      error(string.format("grow.run: phase %d stopped: %s%s; %s", t, fit,
+        rollbacks > 0 and string.format(" (after %d rollbacks)", rollbacks) or "", kept), 0)
+    end
+  end
+end
+
 -- Returns the list of per-phase rows. With `checkpoint = path` the state
 -- after every phase is saved there; `resume = <a loaded checkpoint>` goes
 -- on from it (the caller has rebuilt net and optim from it).
 function R.run(opts)
   check(opts)
   local net, loader = opts.net, opts.data
-  local opt = opts.optim
   local nb = opts.neighbourhood or {}
+  local state = { opt = opts.optim, nb = nb, base_lr = opts.optim.lr }
+  state.on_nan, state.nan_lr_factor, state.max_rollbacks = check_on_nan(opts)
   -- grow.* holds only what a seed determines, so two runs' logs compare
   -- byte for byte; wall times go to timing.*
   local ck = opts.resume
-  local append = ck ~= nil
-  local logger = opts.log and ff.logging.Logger { dir = opts.log, name = "grow", append = append }
-  local timing = opts.log and ff.logging.Logger { dir = opts.log, name = "timing", append = append }
-  local rows, epoch, first = {}, 0, 1
+  local logs = open_logs(opts.log, ck)
+  local rows, timings, epoch, first = {}, {}, 0, 1
   local eta = opts.eta or nb.eta or 16
   local reset = opts.reset_optim
   if reset == nil then reset = nb.reset_optim end
   local step_batches = nb.batches or opts.score_batches or 8
   local step_nb = step_neighbourhood(nb, opts)
-  local base_lr = opt.lr
   if ck then
-    rows, epoch, first = ck.rows, ck.epoch, ck.phase + 1
+    rows, timings, epoch, first = ck.rows, ck.timing or {}, ck.epoch, ck.phase + 1
     restore_streams(ck, loader, nb)
   end
   for t = first, opts.phases or 4 do
-    -- a learning-rate schedule restarts every phase, from the first lr
-    local sched
-    if opts.lr_schedule then
-      opt.lr = base_lr
-      sched = opts.lr_schedule(opt, t)
-    end
-    local fit = ff.train.fit { model = net, data = loader, optim = opt, epochs = opts.epochs or 1,
-      test = opts.test, quiet = opts.quiet, start_epoch = epoch + 1, label = "phase " .. t, schedule = sched }
+    local fit = train_phase(opts, t, epoch, state)
+    local opt = state.opt
     epoch = epoch + #fit
     local last = fit[#fit]
     local train_seconds = 0
@@ -171,7 +262,7 @@ function R.run(opts)
       -- forgets it (reset_optim = true), or builds a new optimiser
       -- (reset_optim = function(net) -> optimiser)
       local _, _, report = p:apply(opt)
-      if type(reset) == "function" then opt = reset(net)
+      if type(reset) == "function" then state.opt = reset(net)
       elseif reset then opt:reset_state() end
       row.grow_seconds = ff.clock() - t0
       row.grown = report.selected
@@ -180,11 +271,10 @@ function R.run(opts)
       row.predicted_dloss, row.measured_dloss = report.predicted, report.measured
     end
     rows[#rows + 1] = row
-    if logger then
-      local logged = {}
-      for k, v in pairs(row) do if k ~= "grow_seconds" then logged[k] = v end end
-      logger:write(logged)
-      timing:write { phase = t, train_seconds = train_seconds, grow_seconds = row.grow_seconds or 0 }
+    timings[#timings + 1] = { phase = t, train_seconds = train_seconds, grow_seconds = row.grow_seconds or 0 }
+    if logs then
+      logs.grow:write(logged(row))
+      logs.timing:write(timings[#timings])
     end
     if not opts.quiet then
       print(string.format("phase %d  widths %-12s params %7d  train loss %.4f  test acc %s  %s", t,
@@ -192,11 +282,13 @@ function R.run(opts)
         row.grown and string.format("grew %d (dL predicted %.2e, measured %.2e, %.2f s)", row.grown,
           row.predicted_dloss, row.measured_dloss, row.grow_seconds) or ""))
     end
-    if logger and opts.plot ~= false and #rows >= 2 then R.plot(opts.log, rows) end
-    if opts.checkpoint then save_checkpoint(opts.checkpoint, net, opt, loader, nb, t, epoch, rows) end
+    if logs and opts.plot ~= false and #rows >= 2 then R.plot(opts.log, rows) end
+    if opts.checkpoint then
+      save_checkpoint(opts.checkpoint, net, state.opt, loader, nb, t, epoch, rows, timings)
+    end
     if opts.on_phase and opts.on_phase(t, row) == false then break end
   end
-  if logger then logger:close(); timing:close() end
+  if logs then logs.grow:close(); logs.timing:close() end
   return rows
 end
 
