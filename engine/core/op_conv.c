@@ -691,3 +691,61 @@ ff_status ff_bwd_conv2d(ff_ctx *ctx, const ff_tensor *gout, ff_tensor **gin)
     ff_tensor_release(gc);
     return st;
 }
+
+/* ---- unfold (im2col as a function; see ff_ops.h) ----
+ * The splitting baselines of growth need every patch a convolution reads;
+ * this is forward_gemm's own im2col, one sample at a time, written straight
+ * into the (N, K, P) result. Not recorded for autograd. */
+ff_tensor *ff_unfold(const ff_tensor *x, const int64_t kernel[2], const int64_t stride[2],
+                     const int64_t padding[2], const int64_t dilation[2])
+{
+    char sx[FF_SHAPE_STRLEN];
+    ff_shape_str(x->shape, x->ndim, sx, sizeof sx);
+    if (x->ndim != 4)
+        return ff_error(FF_ERR_SHAPE, "unfold: input has shape %s, expected 4 dims (N x C x H x W)", sx),
+               NULL;
+    const char *bad = kernel[0] < 1 || kernel[1] < 1 ? "kernel"
+                      : stride[0] < 1 || stride[1] < 1 ? "stride"
+                      : dilation[0] < 1 || dilation[1] < 1 ? "dilation" : NULL;
+    if (bad) {
+        const int64_t *v = bad[0] == 'k' ? kernel : bad[0] == 's' ? stride : dilation;
+        return ff_error(FF_ERR_ARG, "unfold: %s must be >= 1, got %lldx%lld", bad, (long long)v[0],
+                        (long long)v[1]),
+               NULL;
+    }
+    if (padding[0] < 0 || padding[1] < 0)
+        return ff_error(FF_ERR_ARG, "unfold: padding must be >= 0, got %lldx%lld",
+                        (long long)padding[0], (long long)padding[1]),
+               NULL;
+    int64_t K;
+    if (__builtin_mul_overflow(x->shape[1], kernel[0], &K) || __builtin_mul_overflow(K, kernel[1], &K))
+        return ff_error(FF_ERR_MEM, "unfold: %lld channels x kernel %lldx%lld overflows",
+                        (long long)x->shape[1], (long long)kernel[0], (long long)kernel[1]),
+               NULL;
+    int64_t OH = out_size(x->shape[2], kernel[0], stride[0], padding[0], dilation[0]);
+    int64_t OW = out_size(x->shape[3], kernel[1], stride[1], padding[1], dilation[1]);
+    if (OH < 1 || OW < 1)
+        return ff_error(FF_ERR_SHAPE,
+                        "unfold: output size is %lldx%lld (<= 0) for input %s with kernel %lldx%lld, "
+                        "padding %lldx%lld, dilation %lldx%lld",
+                        (long long)OH, (long long)OW, sx, (long long)kernel[0], (long long)kernel[1],
+                        (long long)padding[0], (long long)padding[1], (long long)dilation[0],
+                        (long long)dilation[1]),
+               NULL;
+    int64_t shape[3] = {x->shape[0], K, 0};
+    if (__builtin_mul_overflow(OH, OW, &shape[2]) || ff_shape_check("unfold", shape, 3))
+        return ff_error(FF_ERR_MEM, "unfold: the result for input %s is too large", sx), NULL;
+    ff_params p = {.i = {stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], 1}};
+    int64_t ws[4] = {1, x->shape[1], kernel[0], kernel[1]};
+    conv_geom g;
+    geometry(x->shape, ws, &p, &g);
+    ff_tensor *xc = ff_tensor_is_contiguous(x) ? NULL : ff_tensor_clone(x);
+    ff_tensor *out = xc || ff_tensor_is_contiguous(x) ? ff_tensor_empty(shape, 3) : NULL;
+    if (out) {
+        const float *xd = ff_tensor_data(xc ? xc : x);
+        for (int64_t n = 0; n < g.N; n++)
+            im2col(&g, xd + n * g.C * g.H * g.W, ff_tensor_data(out) + n * g.K * g.P);
+    }
+    ff_tensor_release(xc);
+    return out;
+}

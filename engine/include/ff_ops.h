@@ -153,4 +153,33 @@ int ff_act_lookup(const char *name);  /* the kind called name, or -1 */
 ff_tensor *ff_split_act(const ff_tensor *z, const ff_tensor *s, const ff_tensor *scale,
                         const ff_tensor *shift, ff_act act, double p0, double p1, bool pair);
 
+/* ---- linear algebra: not autograd ops (nothing is recorded) ---- */
+
+/* Eigenpairs of symmetric matrices, by LAPACK ssyevr (engine/core/eigh.c).
+ *   A        (..., d, d), any layout; only the lower triangle is read (the
+ *            entries A[i][j] with i >= j), the rest is ignored
+ *   k        how many eigenpairs, 1 <= k <= d
+ *   largest  false: the k smallest eigenvalues; true: the k largest
+ * On success *values is a new (..., k) tensor, ascending along its last dim
+ * (also for largest), and *vectors a new (..., d, k) tensor whose column j
+ * is a unit eigenvector of values[..., j]; each vector's sign is fixed so
+ * that its entry of largest magnitude (the first one on ties) is positive.
+ * Errors (nothing allocated, both outputs NULL): rank < 2, a non-square
+ * matrix, k out of range, a NaN or infinity in a lower triangle, sizes past
+ * LAPACK's 32-bit integers, and LAPACK's own failure (info != 0). */
+ff_status ff_eigh(const ff_tensor *A, int64_t k, bool largest, ff_tensor **values,
+                  ff_tensor **vectors);
+
+/* im2col: the patches a convolution reads (engine/core/op_conv.c, the same
+ * im2col as conv2d's forward). x (N, C, H, W), any layout; a kh x kw kernel
+ * with stride, padding and dilation {h, w} as for conv2d. Returns a new
+ * (N, C*kh*kw, L) tensor, L = OH*OW, row (c*kh + i)*kw + j holding input
+ * channel c at kernel tap (i, j) for every output position (torch's unfold
+ * layout), zeros where the tap reads padding, so that
+ *   conv2d(x, w)[n] == w.view(O, C*kh*kw) · unfold(x)[n]   (as O x L).
+ * Errors: x not of rank 4, a kernel, stride or dilation < 1, padding < 0,
+ * an output size < 1. */
+ff_tensor *ff_unfold(const ff_tensor *x, const int64_t kernel[2], const int64_t stride[2],
+                     const int64_t padding[2], const int64_t dilation[2]);
+
 #endif
