@@ -171,4 +171,18 @@ function TestRun:test_rows_name_the_method_and_what_it_added()
     quiet = true, neighbourhood = { method = "nash" } }), "method nash needs validation data")
 end
 
+function TestRun:test_a_regression_loss_drives_training_and_growth()
+  ff.manual_seed(3)
+  local ds = ff.data.teacher { n = 128, d_in = 3, width = 6, seed = 3 }
+  local net = nn.mlp { 3, 2, 1, act = "rbf" }
+  local opt = ff.optim.Adam(net:named_parameters(), { lr = 1e-2 })
+  local loader = ff.data.DataLoader(ds, { batch_size = 32, generator = ff.Generator(3) })
+  local rows = ff.grow.run { net = net, data = loader, optim = opt, phases = 2, epochs = 2, quiet = true,
+    neighbourhood = { new = 2, generator = ff.Generator(4) }, eta = 1, score_batches = 2, loss = "mse" }
+  lu.assertEquals(rows[2].widths, "3")
+  lu.assertTrue(rows[2].train_loss < rows[1].train_loss)
+  lu.assertStrContains(testlib.error_of(ff.grow.run, { net = net, data = loader, optim = opt, quiet = true,
+    loss = "hinge" }), "grow.run: loss must be cross_entropy, mse, bce_with_logits or a function")
+end
+
 os.exit(testlib.run())

@@ -14,7 +14,9 @@
 -- reset_optim; the run's options win. The neighbourhood's `method` picks
 -- the growth method (Firefly, or a baseline: spec/grow.md); every method
 -- logs the same row, with its name, the neurons and parameters it added
--- and (timing.*) its wall time. NASH ranks its children on `val`.
+-- and (timing.*) its wall time. NASH ranks its children on `val`. `loss`
+-- (a name or a function, as train.fit takes) is the training loss and,
+-- unless the neighbourhood has its own, the growth step's.
 local ff = require "firefly"
 local units_mod = require "firefly.grow.units"
 local propose = require "firefly.grow.propose"
@@ -53,7 +55,8 @@ end
 local function check(opts)
   local allowed = { net = 1, data = 1, test = 1, optim = 1, phases = 1, epochs = 1, neighbourhood = 1,
     eta = 1, score_batches = 1, log = 1, quiet = 1, on_phase = 1, checkpoint = 1, resume = 1,
-    reset_optim = 1, lr_schedule = 1, plot = 1, val = 1, on_nan = 1, nan_lr_factor = 1, max_rollbacks = 1 }
+    reset_optim = 1, lr_schedule = 1, plot = 1, val = 1, on_nan = 1, nan_lr_factor = 1, max_rollbacks = 1,
+    loss = 1 }
   for k in pairs(opts) do
     if not allowed[k] then error("grow.run: unknown option '" .. tostring(k) .. "'", 3) end
   end
@@ -106,12 +109,26 @@ function R.plot(dir, rows, name)
     title = "training loss after each phase", xlabel = "parameters", ylabel = "training loss" })
 end
 
+local LOSSES = {
+  cross_entropy = function(out, y) return ff.cross_entropy(out, y) end,
+  mse = function(out, y) return ff.mse_loss(out, y) end,
+  bce_with_logits = function(out, y) return ff.bce_with_logits(out, y) end,
+}
+
 -- The neighbourhood a phase's step uses: NASH trains its children on the
 -- run's training data and ranks them on its validation data.
 local function step_neighbourhood(nb, opts)
-  if nb.method ~= "nash" then return nb end
+  if nb.method ~= "nash" and not (opts.loss and not nb.loss) then return nb end
   local copy = {}
   for k, v in pairs(nb) do copy[k] = v end
+  -- the run's loss is the growth step's too, unless the neighbourhood has one
+  if not copy.loss and opts.loss then
+    local lf = opts.loss
+    if type(lf) == "string" then lf = LOSSES[lf] end
+    if not lf then error("grow.run: loss must be cross_entropy, mse, bce_with_logits or a function", 3) end
+    copy.loss = lf
+  end
+  if nb.method ~= "nash" then return copy end
   copy.train = copy.train or opts.data
   copy.val = copy.val or opts.val
   if not copy.val then
@@ -196,7 +213,8 @@ local function train_phase(opts, t, epoch, state)
       sched = opts.lr_schedule(opt, t)
     end
     local ok, fit = pcall(ff.train.fit, { model = net, data = loader, optim = opt, epochs = opts.epochs or 1,
-      test = opts.test, quiet = opts.quiet, start_epoch = epoch + 1, label = "phase " .. t, schedule = sched })
+      test = opts.test, quiet = opts.quiet, start_epoch = epoch + 1, label = "phase " .. t, schedule = sched,
+      loss = opts.loss })
     if ok then return fit end
     local fault = type(fit) == "string" and fit:find("^train%.fit: .-: non%-finite")
     if not fault then error(fit, 0) end
