@@ -32,8 +32,8 @@ local function weights(net)
   return table.concat(out, ";")
 end
 
--- Methods under test here; each baseline's own suite tests its maths.
-local METHODS = { "firefly", "random", "nash" }
+-- Every method; each baseline's own suite tests its maths.
+local METHODS = { "firefly", "random", "nash", "split_exact", "split_fast", "net2net", "gradmax" }
 
 TestMethods = {}
 

@@ -286,8 +286,11 @@ P.util = { each_batch = each_batch, mean_loss = mean_loss, loss_of = loss_of }
 -- `predict(self, c)` (the loss change it predicts for candidate c; else
 -- ε̂·s), `fixed_steps` (apply each candidate's own step ε̃, as the
 -- official selection does), `after_split(self, cand, map)` (a hook after
--- each unit's split edit) and `materialise(self, opt)` (apply it its own
--- way; returns what apply does).
+-- each unit's split edit), `insert_deeper(self, cand)` (for candidates of
+-- kind "deeper", one per unit in cand.deeper = {kernel, positions, e}: put
+-- an identity layer at the unit's width in place, return its remap
+-- entries) and `materialise(self, opt)` (apply it its own way; returns
+-- what apply does).
 function P.propose(net, nb, batches)
   nb = nb or {}
   local method = method_of(nb)
@@ -317,7 +320,7 @@ function P.propose(net, nb, batches)
   return err
 end
 
--- Every candidate as {unit = k, kind = "split" | "new" | "layer", index = i,
+-- Every candidate as {unit = k, kind = "split" | "new" | "layer" | "deeper", index = i,
 -- score = s, step = ε̃ (signed for gated neurons, |v_i| for splits),
 -- effect = s·|ε̃| (the gate gradient: the first-order effect of keeping the
 -- candidate at its trained step)}.
@@ -325,7 +328,7 @@ function P:candidates()
   local list = {}
   for k, entry in ipairs(self.scores) do
     local cand = self.og.units[k]
-    for _, kind in ipairs { "split", "new", "layer" } do
+    for _, kind in ipairs { "split", "new", "layer", "deeper" } do
       if entry[kind] then
         local steps = kind == "split" and cand.split.v:view(cand.split.v:size(1), -1):norm(2, 2):totable()
           or cand[kind].e:totable()
@@ -343,7 +346,8 @@ end
 
 -- The parameters (or multiply-adds per example) of the layers a selection
 -- touches, as a function of how many neurons each unit gains (n[k]) and
--- how many neurons each unit's new layer gets (l[k]). Selection charges a
+-- how many neurons each unit's new layer gets (l[k]) and whether it gets an
+-- identity layer (d[k], kind "deeper", Net2DeeperNet). Selection charges a
 -- candidate the difference this total makes, so the charges add up to
 -- exactly what apply adds. Each weight layer is rows x cols x kernel (+
 -- bias per row); a unit's neurons are rows of its producer and of the last
@@ -378,7 +382,7 @@ local function weight_layers(self)
   return layers, bns
 end
 
-local function total_cost(self, n, l, flops)
+local function total_cost(self, n, l, flops, d)
   local cost = 0
   for _, L in ipairs(self.cost_layers) do
     local r, c = L.rows, L.cols
@@ -402,17 +406,32 @@ local function total_cost(self, n, l, flops)
         cost = cost + 2 * l[k] * w * kernel + l[k] * (1 + (L.bn and 2 or 0)) + w
       end
     end
+    -- an identity layer: w x w (x kernel) weights and w biases at the
+    -- unit's width after this step (its neurons are the unit's, copied)
+    local D = cand.deeper
+    if D and d and d[k] > 0 then
+      local w = cand.unit.producer.weight:size(1) + n[k]
+      cost = cost + (flops and w * w * D.kernel * D.positions or w * w * D.kernel + w)
+    end
   end
   return cost
 end
 
-local function marginal(self, c, n, l, flops)
-  local before = total_cost(self, n, l, flops)
-  local t = c.kind == "layer" and l or n
+local function marginal(self, c, n, l, flops, d)
+  local before = total_cost(self, n, l, flops, d)
+  local t = c.kind == "layer" and l or c.kind == "deeper" and d or n
   t[c.unit] = t[c.unit] + 1
-  local after = total_cost(self, n, l, flops)
+  local after = total_cost(self, n, l, flops, d)
   t[c.unit] = t[c.unit] - 1
   return after - before
+end
+
+-- The neurons a candidate adds: one, plus its copy in the unit's identity
+-- layer when the unit gets one; an identity layer adds the unit's width.
+local function neurons_of(self, c, n, d)
+  local k = c.unit
+  if c.kind == "deeper" then return self.og.units[k].unit.producer.weight:size(1) + n[k] end
+  return (c.kind ~= "layer" and d[k] > 0) and 2 or 1
 end
 
 -- Output positions (H·W) of every weight layer and candidate layer, from
@@ -467,10 +486,10 @@ end
 local function ranked(self, list, budget, official)
   local metric = budget.flops and "flops" or budget.params and "params" or nil
   if metric then
-    local n0, l0 = {}, {}
-    for k = 1, #self.og.units do n0[k], l0[k] = 0, 0 end
+    local n0, l0, d0 = {}, {}, {}
+    for k = 1, #self.og.units do n0[k], l0[k], d0[k] = 0, 0, 0 end
     for _, c in ipairs(list) do
-      c.rank = math.abs(c.score) / math.max(marginal(self, c, n0, l0, metric == "flops"), 1e-30)
+      c.rank = math.abs(c.score) / math.max(marginal(self, c, n0, l0, metric == "flops", d0), 1e-30)
     end
     table.sort(list, function(a, b) return a.rank > b.rank end)
   elseif official then
@@ -502,8 +521,8 @@ function P:select(eta)
     if type(cap) == "table" then cap = cap[self.og.units[k].unit.name] end
     return cap or math.huge
   end
-  local n, l, kept = {}, {}, {}
-  for k = 1, nunits do n[k], l[k], kept[k] = 0, 0, 0 end
+  local n, l, d, kept = {}, {}, {}, {}
+  for k = 1, nunits do n[k], l[k], d[k], kept[k] = 0, 0, 0, 0 end
   local spent = { neurons = {}, params = {}, flops = {} }
   local function pool(k) return per_pool and k or 0 end
   local opened, n_opened = {}, 0
@@ -511,14 +530,15 @@ function P:select(eta)
   local total_params, total_flops = 0, 0
   for _, c in ipairs(list) do
     local k, p = c.unit, pool(c.unit)
-    local ok = kept[k] < cap_of(k) and (spent.neurons[p] or 0) + 1 <= (budget.neurons or math.huge)
+    local dn = neurons_of(self, c, n, d)
+    local ok = kept[k] < cap_of(k) and (spent.neurons[p] or 0) + dn <= (budget.neurons or math.huge)
     local dp, df = 0, 0
     if ok and budget.params then
-      dp = marginal(self, c, n, l, false)
+      dp = marginal(self, c, n, l, false, d)
       ok = (spent.params[p] or 0) + dp <= budget.params
     end
     if ok and budget.flops then
-      df = marginal(self, c, n, l, true)
+      df = marginal(self, c, n, l, true, d)
       ok = (spent.flops[p] or 0) + df <= budget.flops
     end
     if ok and c.kind == "layer" and not opened[k] then
@@ -530,12 +550,12 @@ function P:select(eta)
       c.eps_hat = fixed and c.step or (c.score > 0 and -eps or eps)
       self.predicted = self.predicted + (self.predict and self:predict(c) or c.eps_hat * c.score)
       self.selected[#self.selected + 1] = c
-      spent.neurons[p] = (spent.neurons[p] or 0) + 1
+      spent.neurons[p] = (spent.neurons[p] or 0) + dn
       spent.params[p] = (spent.params[p] or 0) + dp
       spent.flops[p] = (spent.flops[p] or 0) + df
       total_params, total_flops = total_params + dp, total_flops + df
       kept[k] = kept[k] + 1
-      if c.kind == "layer" then l[k] = l[k] + 1 else n[k] = n[k] + 1 end
+      if c.kind == "layer" then l[k] = l[k] + 1 elseif c.kind == "deeper" then d[k] = d[k] + 1 else n[k] = n[k] + 1 end
     end
   end
   self.cost = budget.params and total_params or nil
@@ -664,7 +684,7 @@ function P:apply(opt)
   end
   local by_unit = {}
   for _, c in ipairs(self.selected) do
-    by_unit[c.unit] = by_unit[c.unit] or { split = {}, new = {}, layer = {} }
+    by_unit[c.unit] = by_unit[c.unit] or { split = {}, new = {}, layer = {}, deeper = {} }
     table.insert(by_unit[c.unit][c.kind], c)
   end
   -- the official quirk: new neurons of the last conv unit (the one whose
@@ -707,6 +727,8 @@ function P:apply(opt)
         done(edit.add(unit, u, b, o))
       end
       if #sel.layer > 0 then done(insert_layer(cand, sel.layer, track_maps)) end
+      -- an identity layer at the unit's width after its edits (Net2Net)
+      if #sel.deeper > 0 then done(self:insert_deeper(cand)) end
     end
   end
   local was_training = self.net.training
@@ -754,7 +776,7 @@ function P:__tostring()
   }
   for k, entry in ipairs(self.scores) do
     local u = self.og.units[k].unit
-    for _, kind in ipairs { "split", "new", "layer" } do
+    for _, kind in ipairs { "split", "new", "layer", "deeper" } do
       local s = entry[kind]
       if s then
         lines[#lines + 1] = string.format("  %-10s %-7s %6d  %-6s %6d %s %s %s%s", u.name, u.kind,
