@@ -45,12 +45,15 @@ local function produce(unit, x, w, b)
   return ff.conv2d(x, w, b, { stride = p.stride, padding = p.padding, dilation = p.dilation })
 end
 
+O.produce = produce
+
 -- The consumer's op on the new neurons' (scaled) outputs with weights o.
 local function consume(unit, a, o)
   local c = unit.consumer
   if class_of(c) == "Linear" then return ff.linear(a, o) end
   return ff.conv2d(a, o, nil, { stride = c.stride, padding = c.padding, dilation = c.dilation })
 end
+O.consume = consume
 
 -- A per-neuron vector as a tensor broadcasting over z's layout.
 local function per_neuron(t, z)
@@ -123,6 +126,7 @@ local function layer_position(unit)
   end
   return #unit.between + 1
 end
+O.layer_position = layer_position
 
 local function numel_of(shape)
   local n = 1

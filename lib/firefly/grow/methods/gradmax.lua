@@ -199,17 +199,8 @@ M.top_singular = top_singular
 
 ---------------------------------------------------------------- the operators
 
-local function produce(unit, x, w)
-  local p = unit.producer
-  if unit.kind == "Linear" then return ff.linear(x, w) end
-  return ff.conv2d(x, w, nil, { stride = p.stride, padding = p.padding, dilation = p.dilation })
-end
-
-local function consume(unit, a, o)
-  local c = unit.consumer
-  if class_of(c) == "Linear" then return ff.linear(a, o) end
-  return ff.conv2d(a, o, nil, { stride = c.stride, padding = c.padding, dilation = c.dilation })
-end
+local overgrown = require "firefly.grow.overgrown"
+local produce, consume = overgrown.produce, overgrown.consume
 
 -- The per-neuron layers linearised for a new neuron (see the top).
 local function linear_path(unit, z)

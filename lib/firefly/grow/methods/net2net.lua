@@ -53,19 +53,8 @@ local function check(nb)
 end
 
 -- Where a unit's identity layer goes: before between[at] (#between + 1:
--- before the consumer); the rule of overgrown.lua's layer_position.
-local function layer_position(unit)
-  if unit.kind == "Conv2d" then
-    for k, m in ipairs(unit.between) do
-      local cls = class_of(m)
-      if cls == "Flatten" or cls == "GlobalAvgPool" then return k end
-    end
-    if class_of(unit.consumer) ~= "Conv2d" then return nil end
-  elseif class_of(unit.consumer) ~= "Linear" or unit.spatial ~= 1 then
-    return nil
-  end
-  return #unit.between + 1
-end
+-- before the consumer), where Firefly's candidate layers go.
+local layer_position = require("firefly.grow.overgrown").layer_position
 
 -- Layers that keep a non-negative input non-negative.
 local KEEPS_SIGN = { MaxPool2d = true, AvgPool2d = true, Flatten = true, GlobalAvgPool = true, Dropout = true,
