@@ -199,7 +199,6 @@ M.top_singular = top_singular
 
 ---------------------------------------------------------------- the operators
 
-local overgrown = require "firefly.grow.overgrown"
 local produce, consume = overgrown.produce, overgrown.consume
 
 -- The per-neuron layers linearised for a new neuron (see the top).
