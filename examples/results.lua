@@ -198,22 +198,31 @@ else
   say("")
   say("**Paper (Fig. 4a):** Firefly reaches a higher accuracy than the baselines at the same size.")
   local f = by.firefly
+  local phases = jsonl(o.out .. "/grow_wider/results.jsonl") or {}
   if f then
-    local better, total = 0, 0
+    -- each baseline at (at most) Firefly's final size: its best phase within that many parameters
+    local better, total, lo, hi = 0, 0, f.test_acc, f.test_acc
     for _, s in ipairs(gw.methods) do
+      lo, hi = math.min(lo, s.test_acc), math.max(hi, s.test_acc)
       if s.method ~= "firefly" then
-        total = total + 1
-        -- per parameter: accuracy at (at most) the same size
-        if f.test_acc >= s.test_acc then better = better + 1 end
+        local best
+        for _, r in ipairs(phases) do
+          if r.method == s.method and r.params <= f.params and (not best or r.test_acc > best.test_acc) then best = r end
+        end
+        if best then
+          total = total + 1
+          if f.test_acc >= best.test_acc then better = better + 1 end
+          say("- %s at most Firefly's final size (%d params): %.4f at %d params (phase %d); Firefly %.4f.", s.method,
+            f.params, best.test_acc, best.params, best.phase, f.test_acc)
+        end
       end
     end
-    say("- Firefly's final accuracy is at least the baseline's for %d of %d baselines (sizes in the table:", better, total)
-    say("  the budgets are in neurons, so the methods end at different parameter counts; the plot compares")
-    say("  them along the parameter axis).")
+    say("- Firefly ahead at equal size of %d of %d baselines.", better, total)
     if better < total then
-      say("- Differs: at this scale (a few epochs on Fashion-MNIST, where a tiny net is already near its")
-      say("  ceiling) the differences between methods are within a few tenths of a percent, not the paper's")
-      say("  margins on CIFAR-10 with VGG-19.")
+      say("- Differs: here the methods end within %.4f of each other in accuracy (%.4f to %.4f), Firefly", hi - lo, lo, hi)
+      say("  not ahead of all: at this scale (a tiny VGG, one epoch per phase on Fashion-MNIST) and with one")
+      say("  seed, differences this small are not shown to be real either way; the paper's margins are with")
+      say("  VGG-19 on CIFAR-10 (`--full --data cifar10 --path DIR`).")
     end
     say("")
     say("**Paper (Fig. 4b):** Firefly's growth is far cheaper than exact splitting's and NASH's.")
@@ -222,6 +231,11 @@ else
       if s and f.grow_seconds > 0 then
         say("- %s spends %.2f× Firefly's time growing (%.2f s against %.2f s).", m, s.grow_seconds / f.grow_seconds,
           s.grow_seconds, f.grow_seconds)
+        if m == "split_exact" and s.grow_seconds < 3 * f.grow_seconds then
+          say("  Differs: exact splitting is not far costlier here: its matrices are fan-in² per neuron and its")
+          say("  eigensolves fan-in³, and this net's fan-ins are small (9 and 36); at VGG-19's (up to 4608) they")
+          say("  dominate.")
+        end
       end
     end
   end
@@ -256,9 +270,17 @@ else
   local w, d = mean["wider"], mean["wider+deeper"]
   if w and d then
     local mw, md = w.sum / w.n, d.sum / d.n
+    local sd = 0
+    for _, r in ipairs(gd.runs) do
+      local m = r.variant == "wider" and mw or md
+      sd = math.max(sd, math.abs(r.test_acc - m))
+    end
     say("**Paper:** growing wider and deeper beats growing wider only.")
     say("- Mean final test accuracy: wider %.4f, wider+deeper %.4f: deeper ahead: %s.", mw, md, yesno(md > mw))
-    if md <= mw then
+    if math.abs(md - mw) <= sd then
+      say("- Differs: the difference (%.4f) is within the spread over seeds (runs lie up to %.4f from their", md - mw, sd)
+      say("  variant's mean): no measurable gain from depth on this MLP at this budget.")
+    elseif md <= mw then
       say("- Differs: on this MLP at this budget the inserted layers do not pay for their parameters within")
       say("  the few epochs each phase trains.")
     end
