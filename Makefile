@@ -5,7 +5,8 @@
 #   SANITIZE=1   ASan + UBSan (build, tests and the interpreter)
 #   PREFIX=...   where `make install` puts bin/, lib/ and share/
 #
-# Targets: all deps test bench run install clean lint
+# Targets: all deps test bench run install clean lint fuzz valgrind
+#   (fuzz and valgrind: see tests/fuzz/README.md)
 
 DEBUG    ?= 0
 SANITIZE ?= 0
@@ -13,7 +14,8 @@ PREFIX   ?= /usr/local
 
 # Debian packages the build, the tests and `make run` need.
 DEB_PKGS := lua5.4 liblua5.4-dev libopenblas-dev lua-unit libreadline-dev \
-            zlib1g-dev lua-cjson dataset-fashion-mnist gnuplot-nox
+            zlib1g-dev lua-cjson dataset-fashion-mnist gnuplot-nox \
+            clang-14 libclang-rt-14-dev
 
 CC      ?= cc
 LUA_INC := /usr/include/lua5.4
@@ -48,7 +50,7 @@ INTERP_OBJ := $(INTERP_SRC:%.c=$(B)/%.o)
 CTEST_OBJ := $(CTEST_SRC:%.c=$(B)/%.o)
 HEADERS := $(wildcard engine/include/*.h engine/core/*.h engine/lua/*.h interp/*.h tests/c/*.h)
 
-.PHONY: all deps test bench run install clean lint
+.PHONY: all deps test bench run install clean lint fuzz fuzz-build valgrind
 
 all: firefly $(B)/firefly/core.so
 
@@ -105,6 +107,38 @@ install: all
 	install -m 755 firefly $(PREFIX)/bin/firefly
 	install -m 755 $(B)/firefly/core.so $(PREFIX)/lib/lua/5.4/firefly/core.so
 	cp -r lib/firefly $(PREFIX)/share/lua/5.4/
+
+# ---- fuzzing: libFuzzer targets tests/fuzz/fuzz_*.c under ASan + UBSan ----
+# The engine is compiled again with clang into build/fuzz (its own tree:
+# the fuzz flags never touch the normal build). `make fuzz` runs each
+# target for FUZZ_SECONDS; tests/run.sh runs a short pass (tests/fuzz/run.sh).
+FUZZ_CC      ?= clang-14
+FUZZ_SECONDS ?= 60
+FB           := build/fuzz
+FUZZ_FLAGS   := -std=gnu11 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+                -fno-sanitize-recover=all -Iengine/include -I$(BLAS_INC)
+FUZZ_BINS    := $(patsubst tests/fuzz/%.c,$(FB)/bin/%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_OBJ     := $(CORE_SRC:%.c=$(FB)/obj/%.o)
+
+$(FB)/obj/%.o: %.c $(HEADERS) | deps
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FB)/bin/%: tests/fuzz/%.c $(wildcard tests/fuzz/*.h) $(FUZZ_OBJ)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(BLAS_LIB) -lz -lm
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh long
+
+# ---- valgrind (memcheck) over the Lua suites; slow, so not part of test ----
+valgrind: all
+	@command -v valgrind >/dev/null || { \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq valgrind; }
+	@bash tests/fuzz/valgrind.sh
 
 lint:
 	cppcheck --quiet --enable=warning,portability --std=c11 -Iengine/include engine interp

@@ -46,5 +46,9 @@ for suite in tests/lua/test_*.lua; do
   run_suite "$(basename "$suite" .lua)" ./firefly "$suite"
 done
 
+# The fuzz targets over their corpus (the crash regressions) plus a few
+# seconds of fuzzing each; fails, not skips, without clang/libFuzzer.
+run_suite fuzz bash tests/fuzz/run.sh ci
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

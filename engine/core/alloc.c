@@ -36,16 +36,32 @@ static struct {
     size_t bytes;
 } cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
+/* Under AddressSanitizer every buffer is exactly its size and nothing is
+ * cached: rounding would hide an overflow of up to 60 bytes (15 floats) and
+ * a cached block would hide a use after free, which are what the sanitizer
+ * and fuzz builds are for. */
+#if defined(__SANITIZE_ADDRESS__)
+#define FF_ALLOC_EXACT 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FF_ALLOC_EXACT 1
+#endif
+#endif
+
 /* Sizes are rounded up so that near sizes share cache entries: to the
  * alignment, and large ones to 4 KiB pages. */
 static size_t rounded_size(size_t nbytes)
 {
+#ifdef FF_ALLOC_EXACT
+    return nbytes == 0 ? 1 : nbytes;
+#else
     size_t unit = nbytes >= FF_CACHE_MIN ? 4096 : FF_ALIGN;
     size_t r = (nbytes + unit - 1) / unit * unit;
     return r < nbytes ? 0 : (r == 0 ? FF_ALIGN : r);
+#endif
 }
 
-static void *cache_take(size_t size)
+__attribute__((unused)) static void *cache_take(size_t size)
 {
     void *p = NULL;
     pthread_mutex_lock(&cache.lock);
@@ -62,7 +78,7 @@ static void *cache_take(size_t size)
 }
 
 /* Keep p for reuse; returns 0 when the cache is full (caller frees). */
-static int cache_put(void *p, size_t size)
+__attribute__((unused)) static int cache_put(void *p, size_t size)
 {
     int kept = 0;
     pthread_mutex_lock(&cache.lock);
@@ -114,6 +130,12 @@ void *ff_alloc(size_t nbytes)
         ff_error(FF_ERR_MEM, "out of memory: %zu bytes overflows", nbytes);
         return NULL;
     }
+#ifdef FF_ALLOC_EXACT
+    /* posix_memalign: aligned_alloc wants a multiple of the alignment. */
+    void *p = NULL;
+    if (posix_memalign(&p, FF_ALIGN, size) != 0)
+        p = NULL;
+#else
     void *p = size >= FF_CACHE_MIN ? cache_take(size) : NULL;
     if (!p)
         p = aligned_alloc(FF_ALIGN, size);
@@ -121,6 +143,7 @@ void *ff_alloc(size_t nbytes)
         ff_mem_release_cache();
         p = aligned_alloc(FF_ALIGN, size);
     }
+#endif
     if (!p) {
         ff_error(FF_ERR_MEM, "out of memory allocating %zu bytes", nbytes);
         return NULL;
@@ -134,9 +157,11 @@ void ff_free(void *p, size_t nbytes)
     if (!p)
         return;
     atomic_fetch_sub(&live_bytes, nbytes);
+#ifndef FF_ALLOC_EXACT
     size_t size = rounded_size(nbytes);
     if (size >= FF_CACHE_MIN && cache_put(p, size))
         return;
+#endif
     free(p);
 }
 

@@ -190,6 +190,26 @@ static bool needs_recording(ff_tensor *const *in, int n)
     return false;
 }
 
+/* Which inputs an op may be given as NULL (an omitted bias, weight, scale
+ * or shift); every other input is required. Checked here, once, because the
+ * forwards dereference their required inputs unchecked (fuzz_ops found
+ * bce_with_logits doing so with a NULL target). */
+static bool input_optional(ff_opcode op, int k)
+{
+    switch (op) {
+    case FF_OP_LINEAR:
+    case FF_OP_CONV2D:
+        return k == 2;
+    case FF_OP_BATCH_NORM:
+    case FF_OP_LAYER_NORM:
+        return k >= 1;
+    case FF_OP_SPLIT_ACT:
+        return true; /* it checks z and s itself, naming them */
+    default:
+        return false;
+    }
+}
+
 ff_tensor *ff_apply(ff_opcode op, ff_tensor *const *in, int n, const ff_params *p,
                     ff_tensor **extra)
 {
@@ -201,6 +221,9 @@ ff_tensor *ff_apply(ff_opcode op, ff_tensor *const *in, int n, const ff_params *
     if (def->arity >= 0 ? n != def->arity : n < 1)
         return ff_error(FF_ERR_ARG, "%s: expected %d inputs, got %d", def->name, def->arity, n),
                NULL;
+    for (int k = 0; k < n; k++)
+        if (!in[k] && !input_optional(op, k))
+            return ff_error(FF_ERR_ARG, "%s: input %d is missing", def->name, k + 1), NULL;
     ff_node *node = node_new(op, n, p);
     if (!node)
         return NULL;

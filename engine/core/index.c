@@ -26,8 +26,8 @@ static ff_status check_dim(const char *fn, const ff_tensor *t, int dim)
 {
     if (dim >= 0 && dim < t->ndim)
         return FF_OK;
-    return ff_error(FF_ERR_RANGE, "%s: dim %d out of range for a tensor of rank %d", fn,
-                    dim + 1, t->ndim);
+    return ff_error(FF_ERR_RANGE, "%s: dim %lld out of range for a tensor of rank %d", fn,
+                    (long long)dim + 1, t->ndim);
 }
 
 /* Writing through a stride-0 dim would store several results in one place. */
@@ -94,8 +94,8 @@ static ff_status check_indices(const char *fn, const ff_tensor *index, int dim, 
     if (isnan(v) || (isfinite(v) && v != floorf(v)))
         return ff_error(FF_ERR_ARG, "%s: index must be an integer, got %.9g", fn,
                         (double)v + 1.0);
-    return ff_error(FF_ERR_RANGE, "%s: index %.9g out of range for dim %d of size %lld", fn,
-                    (double)v + 1.0, dim + 1, (long long)size);
+    return ff_error(FF_ERR_RANGE, "%s: index %.9g out of range for dim %lld of size %lld", fn,
+                    (double)v + 1.0, (long long)dim + 1, (long long)size);
 }
 
 /* ---- the indexing kernel ---- */
@@ -243,10 +243,10 @@ ff_status ff_index_add_(ff_tensor *a, int dim, const ff_tensor *index, const ff_
         char s1[FF_SHAPE_STRLEN], s2[FF_SHAPE_STRLEN], s3[FF_SHAPE_STRLEN];
         return ff_error(FF_ERR_SHAPE,
                         "index_add_: src has shape %s, expected %s (the tensor's shape %s "
-                        "with dim %d sized by the index)",
+                        "with dim %lld sized by the index)",
                         ff_shape_str(src->shape, src->ndim, s1, sizeof s1),
                         ff_shape_str(shape, a->ndim, s2, sizeof s2),
-                        ff_shape_str(a->shape, a->ndim, s3, sizeof s3), dim + 1);
+                        ff_shape_str(a->shape, a->ndim, s3, sizeof s3), (long long)dim + 1);
     }
     ff_tensor *s = NULL, *ix = NULL;
     ff_status st = unalias(a, src, &s);
@@ -279,9 +279,9 @@ static ff_status check_gs(const char *fn, const ff_tensor *a, int dim, const ff_
             ff_shape_str(src->shape, src->ndim, ss, sizeof ss);
         return ff_error(FF_ERR_SHAPE,
                         "%s: index has shape %s, expected the tensor's rank with sizes <= %s "
-                        "except in dim %d%s%s",
+                        "except in dim %lld%s%s",
                         fn, ff_shape_str(index->shape, index->ndim, si, sizeof si),
-                        ff_shape_str(a->shape, a->ndim, sa, sizeof sa), dim + 1,
+                        ff_shape_str(a->shape, a->ndim, sa, sizeof sa), (long long)dim + 1,
                         src ? " and <= src's " : "", ss);
     }
     return check_indices(fn, index, dim, a->shape[dim]);
@@ -345,9 +345,9 @@ static ff_status check_cat(ff_tensor *const *ts, int n, int dim, int64_t *shape)
             char s[FF_SHAPE_STRLEN], e[FF_SHAPE_STRLEN];
             return ff_error(FF_ERR_SHAPE,
                             "cat: tensor #%d has shape %s, expected %s (sizes must match "
-                            "except in dim %d)",
+                            "except in dim %lld)",
                             k + 1, ff_shape_str(t->shape, t->ndim, s, sizeof s),
-                            shape_str_free_dim(t0->shape, t0->ndim, dim, e, sizeof e), dim + 1);
+                            shape_str_free_dim(t0->shape, t0->ndim, dim, e, sizeof e), (long long)dim + 1);
         }
         shape[dim] += t->shape[dim];
     }
@@ -407,7 +407,7 @@ static ff_status check_stack(ff_tensor *const *ts, int n, int dim)
         return ff_error(FF_ERR_ARG, "stack: expected at least one tensor, got %d", n);
     const ff_tensor *t0 = ts[0];
     if (dim < 0 || dim > t0->ndim || t0->ndim == FF_MAX_DIMS)
-        return ff_error(FF_ERR_RANGE, "stack: dim %d out of range for tensors of rank %d", dim + 1,
+        return ff_error(FF_ERR_RANGE, "stack: dim %lld out of range for tensors of rank %d", (long long)dim + 1,
                         t0->ndim);
     for (int k = 1; k < n; k++)
         if (!ff_shape_equal(ts[k], t0)) {

@@ -48,7 +48,13 @@ typedef struct {
 /* Output size along one axis; < 1 when the kernel does not fit. */
 static int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d)
 {
-    int64_t span = in + 2 * p - d * (k - 1) - 1;
+    /* < 1 when the kernel does not fit, also when in + 2p - d(k-1) - 1
+     * overflows (no real input fits such a kernel; found by fuzz_ops) */
+    int64_t pad2, ext, span;
+    if (__builtin_mul_overflow(p, 2, &pad2) || __builtin_mul_overflow(d, k - 1, &ext) ||
+        __builtin_add_overflow(in, pad2, &span) || __builtin_sub_overflow(span, ext, &span) ||
+        __builtin_sub_overflow(span, 1, &span))
+        return 0;
     return span < 0 ? 0 : span / s + 1;
 }
 

@@ -107,8 +107,9 @@ static ff_status check_dim(const char *fn, const ff_tensor *x, int64_t dim)
 {
     int rank = x->ndim > 0 ? x->ndim : 1; /* a scalar has one element along "dim 1" */
     if (dim < 0 || dim >= rank)
+        /* dim is an unchecked parameter: INT64_MAX + 1 would overflow. */
         return ff_error(FF_ERR_RANGE, "%s: dim %lld out of range for a tensor of rank %d", fn,
-                        (long long)dim + 1, x->ndim);
+                        dim == INT64_MAX ? (long long)dim : (long long)dim + 1, x->ndim);
     return FF_OK;
 }
 

@@ -40,8 +40,15 @@ static void geom_free(pool_geom *g)
     g->h0 = NULL;
 }
 
+/* Largest output side of adaptive pooling: far beyond any image, small
+ * enough that window arithmetic cannot overflow. */
+#define POOL_MAX_OUT ((int64_t)1 << 30)
+
 static ff_status geom_alloc(pool_geom *g, const char *fn)
 {
+    if ((uint64_t)g->OH + (uint64_t)g->OW > SIZE_MAX / (2 * sizeof(int64_t)) - 1)
+        return ff_error(FF_ERR_MEM, "%s: output of %lldx%lld is too large", fn,
+                        (long long)g->OH, (long long)g->OW);
     g->h0 = malloc(sizeof(int64_t) * 2 * (size_t)(g->OH + g->OW) + 1);
     if (!g->h0)
         return ff_error(FF_ERR_MEM, "%s: out of memory", fn);
@@ -109,7 +116,8 @@ static ff_status geom_sliding(const char *fn, const int64_t *shape, int ndim, co
         if (sh < 1 || sw < 1)
             return ff_error(FF_ERR_ARG, "%s: stride must be >= 1, got %lldx%lld", fn,
                             (long long)sh, (long long)sw);
-        if (ph < 0 || pw < 0 || 2 * ph > kh || 2 * pw > kw)
+        /* ph > kh / 2 is 2 * ph > kh without the overflow of a huge ph. */
+        if (ph < 0 || pw < 0 || ph > kh / 2 || pw > kw / 2)
             return ff_error(FF_ERR_ARG,
                             "%s: padding must be between 0 and half the kernel, got %lldx%lld for kernel %lldx%lld",
                             fn, (long long)ph, (long long)pw, (long long)kh, (long long)kw);
@@ -146,6 +154,15 @@ static ff_status geom_adaptive(const int64_t *shape, int ndim, const ff_params *
         if (p->i[0] < 1 || p->i[1] < 1)
             return ff_error(FF_ERR_ARG, "%s: output size must be >= 1, got %lldx%lld", fn,
                             (long long)p->i[0], (long long)p->i[1]);
+        /* The windows compute (o + 1) * H; a fuzzed output size of 2^63
+         * overflowed it and the window table's size. */
+        int64_t H = shape[ndim - 2], W = shape[ndim - 1], th, tw;
+        if (p->i[0] > POOL_MAX_OUT || p->i[1] > POOL_MAX_OUT ||
+            __builtin_mul_overflow(p->i[0] + 1, H, &th) ||
+            __builtin_mul_overflow(p->i[1] + 1, W, &tw) || th > INT64_MAX - p->i[0] ||
+            tw > INT64_MAX - p->i[1])
+            return ff_error(FF_ERR_ARG, "%s: output size %lldx%lld is too large (at most %lld)",
+                            fn, (long long)p->i[0], (long long)p->i[1], (long long)POOL_MAX_OUT);
     }
     sizes_of(shape, ndim, g);
     g->OH = p->i[0], g->OW = p->i[1];

@@ -51,9 +51,15 @@ static rlayout layout_of(const ff_shape *s, int dim)
     return l;
 }
 
+/* The reduced dim as forward and backward both read it: -1 (all) for any
+ * negative i[0], and a dim beyond any rank (an error in the kernel) for one
+ * past int. Casting i[0] to int in one place and not the other made
+ * forward reduce dim 0 for i[0] = INT64_MIN and backward all dims, reading
+ * past the gradient (fuzz_ops). */
 static int dim_of(const ff_ctx *ctx)
 {
-    return ctx->p.i[0] < 0 ? -1 : (int)ctx->p.i[0];
+    int64_t d = ctx->p.i[0];
+    return d < 0 ? -1 : d > FF_MAX_DIMS ? FF_MAX_DIMS : (int)d;
 }
 
 static ff_tensor *empty_input_shaped(const ff_ctx *ctx)
@@ -91,7 +97,7 @@ static ff_tensor *spread_scaled(const ff_ctx *ctx, const ff_tensor *g, float sca
 
 ff_tensor *ff_fwd_sum(ff_ctx *ctx, ff_tensor *const *in)
 {
-    return ff_sum(in[0], (int)ctx->p.i[0], ctx->p.i[1] != 0);
+    return ff_sum(in[0], dim_of(ctx), ctx->p.i[1] != 0);
 }
 
 /* d sum = g at every summed element */
@@ -103,7 +109,7 @@ ff_status ff_bwd_sum(ff_ctx *ctx, const ff_tensor *g, ff_tensor **gin)
 
 ff_tensor *ff_fwd_mean(ff_ctx *ctx, ff_tensor *const *in)
 {
-    return ff_mean(in[0], (int)ctx->p.i[0], ctx->p.i[1] != 0);
+    return ff_mean(in[0], dim_of(ctx), ctx->p.i[1] != 0);
 }
 
 /* d mean = g / n at every averaged element */
@@ -121,7 +127,7 @@ ff_status ff_bwd_mean(ff_ctx *ctx, const ff_tensor *g, ff_tensor **gin)
  * recording, backward keeps the original and the caller gets a copy. */
 static ff_tensor *extreme_forward(ff_ctx *ctx, ff_tensor *x, bool is_max)
 {
-    int dim = (int)ctx->p.i[0];
+    int dim = dim_of(ctx);
     bool keep = ctx->p.i[1] != 0;
     ff_tensor *idx = NULL;
     ff_tensor *y = is_max ? ff_max(x, dim, keep, &idx) : ff_min(x, dim, keep, &idx);
@@ -277,7 +283,7 @@ static ff_tensor *spread(const ff_ctx *ctx, skind k, sargs a, const ff_tensor *g
 
 ff_tensor *ff_fwd_var(ff_ctx *ctx, ff_tensor *const *in)
 {
-    ff_tensor *y = ff_var(in[0], (int)ctx->p.i[0], ctx->p.i[2] != 0, ctx->p.i[1] != 0);
+    ff_tensor *y = ff_var(in[0], dim_of(ctx), ctx->p.i[2] != 0, ctx->p.i[1] != 0);
     if (y)
         ff_ctx_save(ctx, in[0]);
     return y;
@@ -304,7 +310,7 @@ ff_status ff_bwd_var(ff_ctx *ctx, const ff_tensor *g, ff_tensor **gin)
 
 ff_tensor *ff_fwd_norm(ff_ctx *ctx, ff_tensor *const *in)
 {
-    ff_tensor *y = ff_norm(in[0], ctx->p.f[0], (int)ctx->p.i[0], ctx->p.i[1] != 0);
+    ff_tensor *y = ff_norm(in[0], ctx->p.f[0], dim_of(ctx), ctx->p.i[1] != 0);
     if (y) {
         ff_ctx_save(ctx, in[0]);
         ff_ctx_save(ctx, y);

@@ -99,8 +99,14 @@ ff_status ff_bwd_transpose(ff_ctx *ctx, const ff_tensor *g, ff_tensor **gin)
 ff_tensor *ff_fwd_permute(ff_ctx *ctx, ff_tensor *const *in)
 {
     int perm[FF_MAX_DIMS];
-    for (int k = 0; k < ctx->p.ni && k < FF_MAX_DIMS; k++)
+    for (int k = 0; k < ctx->p.ni && k < FF_MAX_DIMS; k++) {
+        /* The backward indexes by i[k] itself, so a value that only its int
+         * cast makes valid (2^40 -> 0) must be refused here (fuzz_ops). */
+        if (ctx->p.i[k] < 0 || ctx->p.i[k] >= FF_MAX_DIMS)
+            return ff_error(FF_ERR_RANGE, "permute: dim %d of the permutation is out of range "
+                            "for a tensor of rank %d", k + 1, in[0]->ndim), NULL;
         perm[k] = (int)ctx->p.i[k];
+    }
     return ff_tensor_permute(in[0], perm, ctx->p.ni);
 }
 
@@ -224,6 +230,10 @@ ff_status ff_bwd_stack(ff_ctx *ctx, const ff_tensor *g, ff_tensor **gin)
 
 ff_tensor *ff_fwd_index_select(ff_ctx *ctx, ff_tensor *const *in)
 {
+    /* aux[] is optional in ff_params, so its absence is checked here, as
+     * where() does (fuzz_ops passed a NULL index). */
+    if (!ctx->p.aux[0])
+        return ff_error(FF_ERR_ARG, "index_select: the index (aux[0]) is missing"), NULL;
     ff_tensor *r = ff_index_select(in[0], (int)ctx->p.i[0], ctx->p.aux[0]);
     if (r)
         ff_ctx_save(ctx, ctx->p.aux[0]);
@@ -254,6 +264,10 @@ ff_status ff_bwd_index_select(ff_ctx *ctx, const ff_tensor *g, ff_tensor **gin)
 
 ff_tensor *ff_fwd_gather(ff_ctx *ctx, ff_tensor *const *in)
 {
+    /* aux[] is optional in ff_params, so its absence is checked here, as
+     * where() does (fuzz_ops passed a NULL index). */
+    if (!ctx->p.aux[0])
+        return ff_error(FF_ERR_ARG, "gather: the index (aux[0]) is missing"), NULL;
     ff_tensor *r = ff_gather(in[0], (int)ctx->p.i[0], ctx->p.aux[0]);
     if (r)
         ff_ctx_save(ctx, ctx->p.aux[0]);

@@ -26,6 +26,7 @@ static ff_storage *storage_new(int64_t numel)
     }
     s->numel = numel;
     s->refcount = 1;
+    s->version = 0; /* read by ff_ctx_saved: valgrind saw it uninitialised */
     return s;
 }
 
@@ -138,6 +139,9 @@ ff_status ff_shape_check(const char *fn, const int64_t *shape, int ndim)
     if (ndim < 0 || ndim > FF_MAX_DIMS)
         return ff_error(FF_ERR_ARG, "%s: a tensor has at most %d dims, got %d", fn,
                         FF_MAX_DIMS, ndim);
+    /* n is the product of the non-zero sizes: a zero size makes the tensor
+     * empty but not its strides, which are products of the later sizes, so
+     * 0 x 2^32 x 2^32 x 2^32 (from a fuzzed IDX header) would overflow them. */
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0)
@@ -145,7 +149,8 @@ ff_status ff_shape_check(const char *fn, const int64_t *shape, int ndim)
                             i + 1, (long long)shape[i]);
         if (shape[i] > 0 && n > FF_MAX_NUMEL / shape[i])
             return ff_error(FF_ERR_MEM, "%s: shape is too large to allocate", fn);
-        n *= shape[i];
+        if (shape[i] > 0)
+            n *= shape[i];
     }
     return FF_OK;
 }
@@ -185,11 +190,14 @@ ff_tensor *ff_tensor_empty(const int64_t *shape, int ndim)
 
 /* ---- views ---- */
 
+/* i + 1 for a 1-based message, saturating: callers may pass INT64_MAX. */
+static long long plus1(int64_t i) { return i == INT64_MAX ? (long long)i : (long long)i + 1; }
+
 static ff_status check_dim(const char *fn, const ff_tensor *t, int dim)
 {
     if (dim < 0 || dim >= t->ndim)
-        return ff_error(FF_ERR_RANGE, "%s: dim %d out of range for a tensor of rank %d",
-                        fn, dim + 1, t->ndim);
+        return ff_error(FF_ERR_RANGE, "%s: dim %lld out of range for a tensor of rank %d",
+                        fn, (long long)dim + 1, t->ndim);
     return FF_OK;
 }
 
@@ -211,8 +219,8 @@ ff_tensor *ff_tensor_narrow(ff_tensor *t, int dim, int64_t start, int64_t length
     if (start < 0 || length < 0 || length > t->shape[dim] - start) {
         char buf[FF_SHAPE_STRLEN];
         ff_error(FF_ERR_RANGE,
-                 "narrow: %lld elements from %lld are out of range for dim %d of a tensor of shape %s",
-                 (long long)length, (long long)start + 1, dim + 1,
+                 "narrow: %lld elements from %lld are out of range for dim %lld of a tensor of shape %s",
+                 (long long)length, plus1(start), (long long)dim + 1,
                  ff_shape_str(t->shape, t->ndim, buf, sizeof buf));
         return NULL;
     }
@@ -228,8 +236,8 @@ ff_tensor *ff_tensor_select(ff_tensor *t, int dim, int64_t index)
         return NULL;
     if (index < 0 || index >= t->shape[dim]) {
         char buf[FF_SHAPE_STRLEN];
-        ff_error(FF_ERR_RANGE, "select: index %lld out of range for dim %d of a tensor of shape %s",
-                 (long long)index + 1, dim + 1,
+        ff_error(FF_ERR_RANGE, "select: index %lld out of range for dim %lld of a tensor of shape %s",
+                 plus1(index), (long long)dim + 1,
                  ff_shape_str(t->shape, t->ndim, buf, sizeof buf));
         return NULL;
     }
@@ -280,7 +288,7 @@ static ff_status infer_shape(const char *fn, const ff_tensor *t, const int64_t *
                              int ndim, int64_t *out)
 {
     int infer = -1;
-    int64_t known = 1;
+    int64_t known = 1, nz = 1; /* nz: the product of the non-zero sizes */
     if (ndim < 0 || ndim > FF_MAX_DIMS)
         return ff_error(FF_ERR_ARG, "%s: a tensor has at most %d dims, got %d", fn,
                         FF_MAX_DIMS, ndim);
@@ -293,8 +301,13 @@ static ff_status infer_shape(const char *fn, const ff_tensor *t, const int64_t *
             return ff_error(FF_ERR_ARG, "%s: size of dim %d is negative (%lld)", fn, i + 1,
                             (long long)req[i]);
         } else {
-            if (req[i] > 0 && known > ((int64_t)1 << 60) / req[i])
+            /* Checked on nz, not known: after a 0, known stays 0 and
+             * 0 x 2^40 x 2^40 would pass with overflowing strides (as in
+             * ff_shape_check; found by fuzz_ops). */
+            if (req[i] > 0 && nz > ((int64_t)1 << 60) / req[i])
                 return ff_error(FF_ERR_MEM, "%s: shape is too large", fn);
+            if (req[i] > 0)
+                nz *= req[i];
             known *= req[i];
         }
         out[i] = req[i];
@@ -393,8 +406,8 @@ ff_tensor *ff_tensor_squeeze(ff_tensor *t, int dim)
 ff_tensor *ff_tensor_unsqueeze(ff_tensor *t, int dim)
 {
     if (dim < 0 || dim > t->ndim || t->ndim == FF_MAX_DIMS)
-        return ff_error(FF_ERR_RANGE, "unsqueeze: dim %d out of range for a tensor of rank %d",
-                        dim + 1, t->ndim), NULL;
+        return ff_error(FF_ERR_RANGE, "unsqueeze: dim %lld out of range for a tensor of rank %d",
+                        (long long)dim + 1, t->ndim), NULL;
     int64_t shape[FF_MAX_DIMS], stride[FF_MAX_DIMS];
     int k = 0;
     for (int i = 0; i <= t->ndim; i++) {
