@@ -93,6 +93,43 @@ function TestNumericalFaults:test_bad_options()
     "max_rollbacks must be a non-negative integer")
 end
 
+TestMemory = {}
+
+local function rss_kib()
+  local f = io.open("/proc/self/status")
+  local kib = f and f:read("a"):match("VmRSS:%s*(%d+)")
+  if f then f:close() end
+  return tonumber(kib)
+end
+
+-- 50 growth phases: what stays allocated after each is the network, the
+-- optimiser's state and the rows, so engine memory, Lua memory and RSS
+-- level off instead of growing per phase.
+function TestMemory:test_fifty_phases_stay_bounded()
+  ff.manual_seed(2)
+  local ds = ff.data.two_moons { n = 128, noise = 0.1, seed = 2 }
+  local net = nn.mlp { 2, 4, 2 }
+  local opt = ff.optim.Adam(net:named_parameters(), { lr = 1e-2 })
+  local loader = ff.data.DataLoader(ds, { batch_size = 64, generator = ff.Generator(2) })
+  local at = {}
+  ff.grow.run { net = net, data = loader, optim = opt, phases = 50, epochs = 1, quiet = true, eta = 1,
+    neighbourhood = { split = false, new = 4, generator = ff.Generator(3), quiet = true }, score_batches = 1,
+    on_phase = function(t)
+      if t == 10 or t == 50 then
+        collectgarbage("collect")
+        collectgarbage("collect")
+        at[t] = { engine = ff.memory(), lua = collectgarbage("count"), rss = rss_kib(), params = net:num_params() }
+      end
+    end }
+  local a, b = at[10], at[50]
+  -- the weights grew by 4 bytes a parameter, times a few for the optimiser's moments
+  local allowed = 16 * (b.params - a.params) + 64 * 1024
+  lu.assertTrue(b.engine - a.engine <= allowed, string.format("engine bytes %d -> %d (allowed growth %d)",
+    a.engine, b.engine, allowed))
+  lu.assertTrue(b.lua - a.lua < 1024, string.format("Lua KiB %.0f -> %.0f", a.lua, b.lua))
+  lu.assertTrue(b.rss - a.rss < 16 * 1024, string.format("RSS KiB %d -> %d", a.rss, b.rss))
+end
+
 TestKill = {}
 
 local RECIPE = "tests/lua/fixtures/kill_recipe.lua"
