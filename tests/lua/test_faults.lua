@@ -84,6 +84,46 @@ function TestNumericalFaults:test_rollback_lowers_the_lr_and_finishes()
   lu.assertStrContains(msg, "(after 1 rollbacks)")
 end
 
+-- Stopped inside a phase (after its first epoch's checkpoint), resumed: the
+-- same rows and weights as a run never stopped.
+function TestNumericalFaults:test_checkpoint_every_epoch_resumes_inside_a_phase()
+  local path = tmpdir() .. ".safetensors"
+  local full = ff.grow.run(moons_run(0.1, { epochs = 3 }))
+  local opts = moons_run(0.1, { epochs = 3, checkpoint = path, checkpoint_every = 1 })
+  local n = 0
+  local real_fit = ff.train.fit
+  -- stop the run in phase 2 after its second epoch: as a kill would
+  ff.train.fit = function(o)
+    local inner = o.on_epoch
+    o.on_epoch = function(e, row)
+      if inner then inner(e, row) end
+      n = n + 1
+      if n == 5 then error("stopped here", 0) end
+    end
+    return real_fit(o)
+  end
+  local ok = pcall(ff.grow.run, opts)
+  ff.train.fit = real_fit
+  lu.assertFalse(ok)
+  local ck = ff.load(path)
+  lu.assertEquals(ck.phase, 1)
+  lu.assertEquals(#ck.partial.rows, 2)
+  local again = moons_run(0.1, { epochs = 3, checkpoint = path, checkpoint_every = 1, resume = ck })
+  ff.set_rng_state(ff.Generator()) -- resuming restores every stream itself
+  again.net = ck.net
+  again.optim = ff.optim.SGD(ck.net:named_parameters(), { lr = 0.1 })
+  again.optim:load_state_dict(ck.optim)
+  local rows = ff.grow.run(again)
+  lu.assertEquals(#rows, #full)
+  for i = 1, #full do
+    lu.assertEquals(rows[i].train_loss, full[i].train_loss, "phase " .. i)
+    lu.assertEquals(rows[i].widths, full[i].widths, "phase " .. i)
+  end
+  os.remove(path)
+  lu.assertStrContains(testlib.error_of(ff.grow.run, moons_run(1, { checkpoint_every = 1 })),
+    "checkpoint_every needs checkpoint = path")
+end
+
 function TestNumericalFaults:test_bad_options()
   lu.assertStrContains(testlib.error_of(ff.grow.run, moons_run(1, { on_nan = "retry" })),
     "grow.run: on_nan must be \"stop\" or \"rollback\", got retry")
@@ -136,9 +176,10 @@ local RECIPE = "tests/lua/fixtures/kill_recipe.lua"
 
 -- Runs the recipe in a child process, SIGKILLed after `after` seconds
 -- (nil: never); true when it finished.
-local function run_child(out, resume, after)
-  local cmd = string.format("%s./firefly grow %s --out %s --quiet %s >/dev/null 2>&1",
-    after and string.format("timeout -s KILL %.3f ", after) or "", RECIPE, out, resume and "--resume" or "")
+local function run_child(out, resume, after, extra)
+  local cmd = string.format("%s./firefly grow %s --out %s --quiet %s %s >/dev/null 2>&1",
+    after and string.format("timeout -s KILL %.3f ", after) or "", RECIPE, out, resume and "--resume" or "",
+    extra or "")
   local ok = os.execute(cmd)
   return ok == true
 end
@@ -148,7 +189,8 @@ local function net_of(dir)
 end
 
 -- Several runs, each killed at 1 to 3 random moments and resumed until it
--- finishes; every one ends as the uninterrupted run does.
+-- finishes; every one ends as the uninterrupted run does. Even trials
+-- also checkpoint after every epoch, so they resume inside a phase.
 function TestKill:test_sigkill_and_resume_is_bit_identical()
   local base = tmpdir()
   local t0 = ff.clock()
@@ -162,14 +204,15 @@ function TestKill:test_sigkill_and_resume_is_bit_identical()
   for trial = 1, trials do
     local dir = base .. "k" .. trial
     local resume, done = false, false
+    local extra = trial % 2 == 0 and "checkpoint_every=1" or nil
     for k = 1, ff.randint(1, 3, { 1 }, g):item() do
       -- the first kill well inside the run, later ones anywhere
       local after = 0.05 + ff.rand({ 1 }, g):item() * span * (k == 1 and 0.7 or 1)
-      done = run_child(dir, resume, after)
+      done = run_child(dir, resume, after, extra)
       if done then break end
       kills, resume = kills + 1, true
     end
-    if not done then lu.assertTrue(run_child(dir, true, nil), "trial " .. trial .. " resumes to the end") end
+    if not done then lu.assertTrue(run_child(dir, true, nil, extra), "trial " .. trial .. " resumes to the end") end
     lu.assertEquals(testlib.read_file(dir .. "/grow.jsonl"), ref_log, "trial " .. trial)
     lu.assertEquals(testlib.read_file(dir .. "/grow.csv"), ref_csv, "trial " .. trial)
     local p = net_of(dir):parameters()

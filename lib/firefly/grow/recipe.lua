@@ -9,6 +9,7 @@
 --     neighbourhood = { new = 32, eps = 1e-2, steps = 1, lr = 1e-2 },
 --     eta = { ratio = 0.35 },            -- or a number, or function(ff) return ff.schedule...
 --     batch_size = 128,                  -- when data returns a dataset
+--     checkpoint_every = N,              -- also checkpoint every N epochs inside a phase
 --   }
 -- The run is fully determined by the recipe and the seed: the default
 -- generator is seeded before anything is built, and the data order and the
@@ -85,7 +86,7 @@ function R.run(recipe, opts)
   local rows = ff.grow.run { net = net, data = loader, test = test, optim = optim,
     phases = recipe.phases or 4, epochs = recipe.epochs or 1, neighbourhood = nb, eta = eta,
     score_batches = recipe.score_batches or 8, log = opts.out, quiet = opts.quiet,
-    checkpoint = ckpath, resume = ck,
+    checkpoint = ckpath, resume = ck, checkpoint_every = recipe.checkpoint_every,
     on_phase = opts.stop_after and function(t) return t < opts.stop_after end }
   if not opts.quiet then print(net) end
   return rows, net

@@ -56,7 +56,7 @@ local function check(opts)
   local allowed = { net = 1, data = 1, test = 1, optim = 1, phases = 1, epochs = 1, neighbourhood = 1,
     eta = 1, score_batches = 1, log = 1, quiet = 1, on_phase = 1, checkpoint = 1, resume = 1,
     reset_optim = 1, lr_schedule = 1, plot = 1, val = 1, on_nan = 1, nan_lr_factor = 1, max_rollbacks = 1,
-    loss = 1 }
+    loss = 1, checkpoint_every = 1 }
   for k in pairs(opts) do
     if not allowed[k] then error("grow.run: unknown option '" .. tostring(k) .. "'", 3) end
   end
@@ -72,14 +72,14 @@ local function unhex(h) return (h:gsub("%x%x", function(b) return string.char(to
 -- Everything a later phase depends on: the network, the optimiser's
 -- state, every random stream, the epoch and the rows so far. Written
 -- atomically (ff.save), so a killed run leaves the previous phase's.
-local function save_checkpoint(path, net, opt, loader, nb, phase, epoch, rows, timings)
+local function save_checkpoint(path, net, opt, loader, nb, phase, epoch, rows, timings, partial)
   ff.save(path, {
     format = "firefly-grow-1", phase = phase, epoch = epoch, net = net, optim = opt:state_dict(),
     rng = hex(ff.get_rng_state():get_state()),
     loader_rng = loader.generator and hex(loader.generator:get_state()) or false,
     loader_epoch = loader.epoch or 0,
     nb_rng = nb.generator and hex(nb.generator:get_state()) or false,
-    rows = rows, timing = timings or {},
+    rows = rows, timing = timings or {}, partial = partial or false,
   })
 end
 
@@ -182,6 +182,15 @@ local function restore(snap, opt, loader, nb)
   if snap.nb_rng then nb.generator:set_state(snap.nb_rng) end
 end
 
+local function check_every(opts)
+  local n = opts.checkpoint_every
+  if n == nil then return end
+  if type(n) ~= "number" or n < 1 or n ~= math.floor(n) then
+    error("grow.run: checkpoint_every must be a positive whole number of epochs, got " .. tostring(n), 3)
+  end
+  if not opts.checkpoint then error("grow.run: checkpoint_every needs checkpoint = path", 3) end
+end
+
 local function check_on_nan(opts)
   local mode = opts.on_nan or "stop"
   if mode ~= "stop" and mode ~= "rollback" then
@@ -202,20 +211,47 @@ end
 -- or gradient stops the run (the last checkpoint, written after the last
 -- good phase, stays), or rolls the phase back to its start, lowers the
 -- learning rate and trains it again.
-local function train_phase(opts, t, epoch, state)
+--
+-- With checkpoint_every = N, a checkpoint is also written after every N
+-- epochs inside the phase (`partial`: the phase's epochs so far and its
+-- schedule's state), and a resumed run trains only the phase's remaining
+-- epochs.
+local function train_phase(opts, t, epoch, state, rows, timings)
   local net, opt, loader = opts.net, state.opt, opts.data
   local snap = state.on_nan == "rollback" and snapshot(net, opt, loader, state.nb)
   local rollbacks = 0
+  local partial = state.partial
+  state.partial = nil
   while true do
     local sched
     if opts.lr_schedule then
       opt.lr = state.base_lr
       sched = opts.lr_schedule(opt, t)
+      if partial and partial.schedule then sched:load_state_dict(partial.schedule) end
     end
-    local ok, fit = pcall(ff.train.fit, { model = net, data = loader, optim = opt, epochs = opts.epochs or 1,
-      test = opts.test, quiet = opts.quiet, start_epoch = epoch + 1, label = "phase " .. t, schedule = sched,
-      loss = opts.loss })
-    if ok then return fit end
+    local done = partial and partial.rows or {}
+    local epochs = (opts.epochs or 1) - #done
+    local on_epoch
+    if opts.checkpoint and opts.checkpoint_every then
+      local so_far = {}
+      for i, r in ipairs(done) do so_far[i] = r end
+      on_epoch = function(e, row)
+        so_far[#so_far + 1] = row
+        if #so_far % opts.checkpoint_every == 0 and #so_far < (opts.epochs or 1) then
+          save_checkpoint(opts.checkpoint, net, opt, loader, state.nb, t - 1, e, rows, timings,
+            { phase = t, rows = so_far, schedule = sched and sched:state_dict() or false })
+        end
+      end
+    end
+    local ok, fit = pcall(ff.train.fit, { model = net, data = loader, optim = opt, epochs = epochs,
+      test = opts.test, quiet = opts.quiet, start_epoch = epoch + #done + 1, label = "phase " .. t,
+      schedule = sched, loss = opts.loss, on_epoch = on_epoch })
+    if ok then
+      local all = {}
+      for _, r in ipairs(done) do all[#all + 1] = r end
+      for _, r in ipairs(fit) do all[#all + 1] = r end
+      return all
+    end
     local fault = type(fit) == "string" and fit:find("^train%.fit: .-: non%-finite")
     if not fault then error(fit, 0) end
     if state.on_nan == "rollback" and rollbacks < state.max_rollbacks then
@@ -246,6 +282,7 @@ function R.run(opts)
   local nb = opts.neighbourhood or {}
   local state = { opt = opts.optim, nb = nb, base_lr = opts.optim.lr }
   state.on_nan, state.nan_lr_factor, state.max_rollbacks = check_on_nan(opts)
+  check_every(opts)
   -- grow.* holds only what a seed determines, so two runs' logs compare
   -- byte for byte; wall times go to timing.*
   local ck = opts.resume
@@ -257,11 +294,14 @@ function R.run(opts)
   local step_batches = nb.batches or opts.score_batches or 8
   local step_nb = step_neighbourhood(nb, opts)
   if ck then
-    rows, timings, epoch, first = ck.rows, ck.timing or {}, ck.epoch, ck.phase + 1
+    rows, timings, first = ck.rows, ck.timing or {}, ck.phase + 1
+    -- a checkpoint inside a phase: its epochs so far are done
+    epoch = ck.epoch - (ck.partial and #ck.partial.rows or 0)
+    state.partial = ck.partial or nil
     restore_streams(ck, loader, nb)
   end
   for t = first, opts.phases or 4 do
-    local fit = train_phase(opts, t, epoch, state)
+    local fit = train_phase(opts, t, epoch, state, rows, timings)
     local opt = state.opt
     epoch = epoch + #fit
     local last = fit[#fit]
