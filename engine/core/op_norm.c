@@ -7,9 +7,9 @@
  *   (torch's default 0.1); f[1] eps >= 0 (1e-5); aux[0] running_mean (C)
  *   and aux[1] running_var (C), both or neither.
  *   Training normalises by the batch statistics over the M = N*(spatial)
- *   values of each channel (mean, then the biased variance, in two passes
- *   with double accumulators) and, when running statistics are given,
- *   updates them in place: running = (1-m)*running + m*batch, with the
+ *   values of each channel (mean and biased variance in one pass over
+ *   memory: per-row two-pass sums merged by Chan's update, in double)
+ *   and, when running statistics are given, updates them in place: running = (1-m)*running + m*batch, with the
  *   unbiased variance (M/(M-1) times the biased one) as torch does. That
  *   update is not differentiated. Eval mode normalises by the running
  *   statistics (an error when absent).
@@ -236,7 +236,7 @@ static ff_status bn_check(ff_tensor *const *in, const ff_params *p, bn_geom *g)
     return check_eps("batch_norm", p->f[1]);
 }
 
-/* mean and biased variance of every channel, two passes. */
+/* mean and biased variance of every channel. */
 static void bn_batch_stats(const bn_geom *g, const float *x, double *mean, double *var)
 {
     int64_t N = g->N, C = g->C, S = g->S;
@@ -254,12 +254,19 @@ static void bn_batch_stats(const bn_geom *g, const float *x, double *mean, doubl
                 var[c] += d * d;
             }
     } else {
-        for (int64_t c = 0; c < C; c++) {
-            for (int64_t n = 0; n < N; n++)
-                mean[c] += row_sum(x + (n * C + c) * S, S);
-            mean[c] /= (double)g->M;
-            for (int64_t n = 0; n < N; n++)
-                var[c] += row_sqdev(x + (n * C + c) * S, S, mean[c]);
+        /* One pass over memory, in memory order: each row's own mean and
+         * squared deviations while the row is in L1, merged into its
+         * channel's running (mean, M2) by Chan's pairwise update, which is
+         * as stable as two passes. mean and var hold the running pairs. */
+        for (int64_t n = 0; n < N; n++) {
+            double cnt = (double)(n * S), tot = cnt + (double)S;
+            for (int64_t c = 0; c < C; c++) {
+                const float *r = x + (n * C + c) * S;
+                double mr = row_sum(r, S) / (double)S, q = row_sqdev(r, S, mr);
+                double d = mr - mean[c];
+                mean[c] += d * ((double)S / tot);
+                var[c] += q + d * d * (cnt * (double)S / tot);
+            }
         }
     }
     for (int64_t c = 0; c < C; c++)
@@ -384,18 +391,17 @@ static void bn_dx(const bn_geom *g, const float *gy, const float *x, const float
                   const ff_tensor *w, const double *sg, const double *sgx, float *dx)
 {
     int64_t N = g->N, C = g->C, S = g->S;
-    for (int64_t c = 0; c < C; c++) {
-        double mean = stats[c], inv = stats[C + c], k = at1(w, c, 1.0f) * inv;
-        double b = g->training ? -k * inv * inv * sgx[c] / (double)g->M : 0;
-        double cc = g->training ? -k * sg[c] / (double)g->M : 0;
-        for (int64_t n = 0; n < N; n++) {
+    for (int64_t n = 0; n < N; n++) /* in memory order: one stream per array */
+        for (int64_t c = 0; c < C; c++) {
+            double mean = stats[c], inv = stats[C + c], k = at1(w, c, 1.0f) * inv;
+            double b = g->training ? -k * inv * inv * sgx[c] / (double)g->M : 0;
+            double cc = g->training ? -k * sg[c] / (double)g->M : 0;
             int64_t off = (n * C + c) * S;
             if (x)
                 row_affine2(dx + off, gy + off, x + off, S, (float)k, (float)b, (float)mean, (float)cc);
             else
                 row_affine(dx + off, gy + off, S, (float)k, 0.0f);
         }
-    }
 }
 
 ff_status ff_bwd_batch_norm(ff_ctx *ctx, const ff_tensor *gout, ff_tensor **gin)

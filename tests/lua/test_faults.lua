@@ -167,7 +167,12 @@ function TestMemory:test_fifty_phases_stay_bounded()
   lu.assertTrue(b.engine - a.engine <= allowed, string.format("engine bytes %d -> %d (allowed growth %d)",
     a.engine, b.engine, allowed))
   lu.assertTrue(b.lua - a.lua < 1024, string.format("Lua KiB %.0f -> %.0f", a.lua, b.lua))
-  lu.assertTrue(b.rss - a.rss < 16 * 1024, string.format("RSS KiB %d -> %d", a.rss, b.rss))
+  -- (under AddressSanitizer freed memory sits in its quarantine: RSS grows
+  -- by design there, and the engine's own count above still holds)
+  local maps = io.open("/proc/self/maps")
+  local asan = maps and maps:read("a"):find("libasan", 1, true)
+  if maps then maps:close() end
+  if not asan then lu.assertTrue(b.rss - a.rss < 16 * 1024, string.format("RSS KiB %d -> %d", a.rss, b.rss)) end
 end
 
 TestKill = {}
