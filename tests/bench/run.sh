@@ -5,7 +5,7 @@
 # python3-torch is installed. BENCH_QUICK=1 makes the second a smoke run.
 # `make bench` runs this after `make all`; run it from anywhere.
 # OPENBLAS_CORETYPE is left as the environment sets it (see
-# /work/shared/docs/benchmarking.md): the kernel it selects sets the ceiling.
+# the team's benchmarking notes, shared/docs/benchmarking.md): the kernel it selects sets the ceiling.
 set -eu
 cd "$(dirname "$0")/../.."
 
