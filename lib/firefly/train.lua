@@ -17,6 +17,8 @@ local function loss_fn(spec)
   if not fn then error("train: unknown loss '" .. tostring(spec) .. "' (cross_entropy, mse, bce_with_logits)", 3) end
   return fn
 end
+-- (a name or a function -> the function; grow.run reads it too)
+train.loss_fn = loss_fn
 
 -- A DataLoader, or a dataset wrapped in one (no shuffling, batch 256).
 local function as_loader(data, batch_size)

@@ -182,7 +182,7 @@ function TestRun:test_a_regression_loss_drives_training_and_growth()
   lu.assertEquals(rows[2].widths, "3")
   lu.assertTrue(rows[2].train_loss < rows[1].train_loss)
   lu.assertStrContains(testlib.error_of(ff.grow.run, { net = net, data = loader, optim = opt, quiet = true,
-    loss = "hinge" }), "grow.run: loss must be cross_entropy, mse, bce_with_logits or a function")
+    loss = "hinge" }), "train: unknown loss 'hinge' (cross_entropy, mse, bce_with_logits)")
 end
 
 os.exit(testlib.run())

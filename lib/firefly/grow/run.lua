@@ -109,12 +109,6 @@ function R.plot(dir, rows, name)
     title = "training loss after each phase", xlabel = "parameters", ylabel = "training loss" })
 end
 
-local LOSSES = {
-  cross_entropy = function(out, y) return ff.cross_entropy(out, y) end,
-  mse = function(out, y) return ff.mse_loss(out, y) end,
-  bce_with_logits = function(out, y) return ff.bce_with_logits(out, y) end,
-}
-
 -- The neighbourhood a phase's step uses: NASH trains its children on the
 -- run's training data and ranks them on its validation data.
 local function step_neighbourhood(nb, opts)
@@ -122,12 +116,7 @@ local function step_neighbourhood(nb, opts)
   local copy = {}
   for k, v in pairs(nb) do copy[k] = v end
   -- the run's loss is the growth step's too, unless the neighbourhood has one
-  if not copy.loss and opts.loss then
-    local lf = opts.loss
-    if type(lf) == "string" then lf = LOSSES[lf] end
-    if not lf then error("grow.run: loss must be cross_entropy, mse, bce_with_logits or a function", 3) end
-    copy.loss = lf
-  end
+  if not copy.loss and opts.loss then copy.loss = ff.train.loss_fn(opts.loss) end
   if nb.method ~= "nash" then return copy end
   copy.train = copy.train or opts.data
   copy.val = copy.val or opts.val
