@@ -89,6 +89,17 @@ ff_tensor *lf_checkindex(lua_State *L, int arg, const char *what);
 /* Turn a tensor of 0-based indices into 1-based ones, in place. */
 void lf_indices_to_lua(lua_State *L, ff_tensor *t);
 
+/* ---- option tables and size pairs (options.c) ---- */
+/* The options table at arg (0 when none or nil), an error for any key not
+ * in the NULL-terminated `known`. */
+int lf_opt_table(lua_State *L, int arg, const char *fn, const char *const *known);
+/* An integer size at idx within int32, or an error naming `what`. */
+int64_t lf_check_int(lua_State *L, int idx, const char *fn, const char *what);
+/* The value at idx as a pair: a number n is (n, n), a table {a, b}. */
+void lf_check_pair(lua_State *L, int idx, const char *fn, const char *what, int64_t *out);
+/* opts[key] as a pair into out (left as it is when absent or opts is 0). */
+void lf_opt_pair(lua_State *L, int opts, const char *fn, const char *key, int64_t *out);
+
 /* t.grad for the tensor at idx (autograd.c), and t.grad = value. */
 int lf_push_grad(lua_State *L, int idx);
 int lf_set_grad(lua_State *L, int idx, int value);

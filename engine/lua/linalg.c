@@ -20,35 +20,6 @@
 #include <string.h>
 #include "lf.h"
 
-/* Error for any key of the options table at arg not in `known`. */
-static void check_keys(lua_State *L, int arg, const char *fn, const char *const *known)
-{
-    lua_pushnil(L);
-    while (lua_next(L, arg)) {
-        lua_pop(L, 1);
-        const char *key = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-        bool ok = false;
-        for (int i = 0; key && known[i] && !ok; i++)
-            ok = strcmp(key, known[i]) == 0;
-        if (!key)
-            luaL_error(L, "%s: option names must be strings, got a %s key", fn, luaL_typename(L, -1));
-        if (!ok)
-            luaL_error(L, "%s: unknown option \"%s\"", fn, key);
-    }
-}
-
-/* The options table at arg (0 when none or nil), its keys checked. */
-static int opt_table(lua_State *L, int arg, const char *fn, const char *const *known)
-{
-    if (lua_isnoneornil(L, arg))
-        return 0;
-    if (!lua_istable(L, arg))
-        luaL_error(L, "%s: argument #%d must be an options table, got %s", fn, arg,
-                   luaL_typename(L, arg));
-    check_keys(L, arg, fn, known);
-    return arg;
-}
-
 /* ---- eigh ---- */
 
 static int l_eigh(lua_State *L)
@@ -56,7 +27,7 @@ static int l_eigh(lua_State *L)
     static const char *const known[] = {"k", "largest", NULL};
     const char *fn = "linalg.eigh";
     ff_tensor *A = lf_checktensor(L, 1);
-    int opts = opt_table(L, 2, fn, known);
+    int opts = lf_opt_table(L, 2, fn, known);
     int64_t d = A->ndim >= 1 ? A->shape[A->ndim - 1] : 0, k = d;
     bool largest = false;
     if (opts && lua_getfield(L, opts, "k") != LUA_TNIL) {
@@ -88,41 +59,6 @@ static int l_eigh(lua_State *L)
 
 /* ---- unfold ---- */
 
-/* The value at idx as a pair {h, w} of integers (a number n is {n, n}). */
-static void check_pair(lua_State *L, int idx, const char *fn, const char *what, int64_t *out)
-{
-    idx = lua_absindex(L, idx);
-    bool table = lua_istable(L, idx);
-    if (table && luaL_len(L, idx) != 2)
-        luaL_error(L, "%s: %s must be a number or a pair {h, w}, got a table of %d entries", fn, what,
-                   (int)luaL_len(L, idx));
-    for (int k = 0; k < 2; k++) {
-        if (table)
-            lua_geti(L, idx, k + 1);
-        else
-            lua_pushvalue(L, idx);
-        int ok;
-        lua_Integer v = lua_tointegerx(L, -1, &ok);
-        if (!ok)
-            luaL_error(L, "%s: %s must be an integer or a pair {h, w} of integers, got %s", fn, what,
-                       lua_type(L, -1) == LUA_TNUMBER ? "a fraction" : luaL_typename(L, -1));
-        if (v > INT32_MAX || v < INT32_MIN) /* no size that large makes sense */
-            luaL_error(L, "%s: %s %I is out of range", fn, what, v);
-        out[k] = (int64_t)v;
-        lua_pop(L, 1);
-    }
-}
-
-static void opt_pair(lua_State *L, int opts, const char *fn, const char *key, int64_t *out)
-{
-    if (opts && lua_getfield(L, opts, key) != LUA_TNIL) {
-        char what[32];
-        snprintf(what, sizeof what, "option %s", key);
-        check_pair(L, -1, fn, what, out);
-    }
-    if (opts)
-        lua_pop(L, 1);
-}
 
 static int l_unfold(lua_State *L)
 {
@@ -133,11 +69,11 @@ static int l_unfold(lua_State *L)
     if (lua_isnoneornil(L, 2))
         return luaL_error(L, "%s: argument #2 (kernel) must be a number or a pair {kh, kw}, got %s",
                           fn, luaL_typename(L, 2));
-    check_pair(L, 2, fn, "kernel", kernel);
-    int opts = opt_table(L, 3, fn, known);
-    opt_pair(L, opts, fn, "stride", stride);
-    opt_pair(L, opts, fn, "padding", pad);
-    opt_pair(L, opts, fn, "dilation", dil);
+    lf_check_pair(L, 2, fn, "kernel", kernel);
+    int opts = lf_opt_table(L, 3, fn, known);
+    lf_opt_pair(L, opts, fn, "stride", stride);
+    lf_opt_pair(L, opts, fn, "padding", pad);
+    lf_opt_pair(L, opts, fn, "dilation", dil);
     ff_tensor *r;
     LF_RETRY(L, r, ff_unfold(x, kernel, stride, pad, dil));
     lf_pushtensor(L, r);

@@ -35,83 +35,6 @@
 #include <string.h>
 #include "lf.h"
 
-/* ---- option tables ---- */
-
-/* Error for any key of the table at arg that is not in `known`. */
-static void check_options(lua_State *L, int arg, const char *fn, const char *const *known)
-{
-    lua_pushnil(L);
-    while (lua_next(L, arg)) {
-        lua_pop(L, 1); /* the value */
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "%s: option names must be strings, got a %s key", fn,
-                       luaL_typename(L, -1));
-        const char *key = lua_tostring(L, -1);
-        bool ok = false;
-        for (int i = 0; known[i] && !ok; i++)
-            ok = strcmp(key, known[i]) == 0;
-        if (!ok)
-            luaL_error(L, "%s: unknown option \"%s\"", fn, key);
-    }
-}
-
-/* The options table at arg, checked; 0 when arg is none or nil. */
-static int opt_table(lua_State *L, int arg, const char *fn, const char *const *known)
-{
-    if (lua_isnoneornil(L, arg))
-        return 0;
-    if (!lua_istable(L, arg))
-        luaL_error(L, "%s: argument #%d must be an options table, got %s", fn, arg,
-                   luaL_typename(L, arg));
-    check_options(L, arg, fn, known);
-    return arg;
-}
-
-/* An integer value at idx, or an error naming `what`. Sizes, strides and
- * paddings past 2^31 make no sense and could overflow the engine's size
- * arithmetic, so they are refused here. */
-static int64_t check_int(lua_State *L, int idx, const char *fn, const char *what)
-{
-    int ok;
-    lua_Integer v = lua_tointegerx(L, idx, &ok);
-    if (!ok)
-        luaL_error(L, "%s: %s must be an integer or a pair {h, w} of integers, got %s", fn, what,
-                   lua_type(L, idx) == LUA_TNUMBER ? "a fraction" : luaL_typename(L, idx));
-    if (v > INT32_MAX || v < INT32_MIN)
-        luaL_error(L, "%s: %s %I is out of range", fn, what, v);
-    return (int64_t)v;
-}
-
-/* The value at idx as a pair: a number n is (n, n), a table {a, b}. */
-static void check_pair(lua_State *L, int idx, const char *fn, const char *what, int64_t *out)
-{
-    idx = lua_absindex(L, idx);
-    if (lua_istable(L, idx)) {
-        if (luaL_len(L, idx) != 2)
-            luaL_error(L, "%s: %s must be a number or a pair {h, w}, got a table of %d entries",
-                       fn, what, (int)luaL_len(L, idx));
-        for (int k = 0; k < 2; k++) {
-            lua_geti(L, idx, k + 1);
-            out[k] = check_int(L, -1, fn, what);
-            lua_pop(L, 1);
-        }
-    } else {
-        out[0] = out[1] = check_int(L, idx, fn, what);
-    }
-}
-
-/* opts[key] as a pair into out (left as it is when absent). */
-static void opt_pair(lua_State *L, int opts, const char *fn, const char *key, int64_t *out)
-{
-    if (!opts)
-        return;
-    if (lua_getfield(L, opts, key) != LUA_TNIL) {
-        char what[48];
-        snprintf(what, sizeof what, "option %s", key);
-        check_pair(L, -1, fn, what, out);
-    }
-    lua_pop(L, 1);
-}
 
 static lua_Integer opt_integer(lua_State *L, int opts, const char *fn, const char *key,
                                lua_Integer def)
@@ -214,12 +137,12 @@ static int m_conv2d(lua_State *L)
                           fn, luaL_typename(L, 3));
     else
         b = opt_tensor_arg(L, 3);
-    int opts = opt_table(L, opts_arg, fn, known);
+    int opts = lf_opt_table(L, opts_arg, fn, known);
     ff_params p = {0};
     int64_t stride[2] = {1, 1}, pad[2] = {0, 0}, dil[2] = {1, 1};
-    opt_pair(L, opts, fn, "stride", stride);
-    opt_pair(L, opts, fn, "padding", pad);
-    opt_pair(L, opts, fn, "dilation", dil);
+    lf_opt_pair(L, opts, fn, "stride", stride);
+    lf_opt_pair(L, opts, fn, "padding", pad);
+    lf_opt_pair(L, opts, fn, "dilation", dil);
     p.i[0] = stride[0], p.i[1] = stride[1];
     p.i[2] = pad[0], p.i[3] = pad[1];
     p.i[4] = dil[0], p.i[5] = dil[1];
@@ -235,11 +158,11 @@ static int pool(lua_State *L, ff_opcode op, const char *fn)
     static const char *const known[] = {"stride", "padding", NULL};
     ff_tensor *x = lf_checktensor(L, 1);
     int64_t kernel[2];
-    check_pair(L, 2, fn, "kernel", kernel);
-    int opts = opt_table(L, 3, fn, known);
+    lf_check_pair(L, 2, fn, "kernel", kernel);
+    int opts = lf_opt_table(L, 3, fn, known);
     int64_t stride[2] = {kernel[0], kernel[1]}, pad[2] = {0, 0};
-    opt_pair(L, opts, fn, "stride", stride);
-    opt_pair(L, opts, fn, "padding", pad);
+    lf_opt_pair(L, opts, fn, "stride", stride);
+    lf_opt_pair(L, opts, fn, "padding", pad);
     ff_params p = {0};
     p.i[0] = kernel[0], p.i[1] = kernel[1];
     p.i[2] = stride[0], p.i[3] = stride[1];
@@ -254,7 +177,7 @@ static int m_adaptive_avg_pool2d(lua_State *L)
 {
     ff_tensor *x = lf_checktensor(L, 1);
     int64_t size[2];
-    check_pair(L, 2, "adaptive_avg_pool2d", "output size", size);
+    lf_check_pair(L, 2, "adaptive_avg_pool2d", "output size", size);
     ff_params p = {0};
     p.i[0] = size[0], p.i[1] = size[1];
     return apply_push(L, FF_OP_ADAPTIVE_AVG_POOL2D, &x, 1, &p);
@@ -291,7 +214,7 @@ static int m_batch_norm(lua_State *L)
                                         "training", "momentum", "eps", NULL};
     const char *fn = "batch_norm";
     ff_tensor *x = lf_checktensor(L, 1);
-    int opts = opt_table(L, 2, fn, known);
+    int opts = lf_opt_table(L, 2, fn, known);
     ff_params p = {0};
     ff_tensor *w = opt_tensor(L, opts, fn, "weight"), *b = opt_tensor(L, opts, fn, "bias");
     p.aux[0] = opt_tensor(L, opts, fn, "running_mean");
@@ -316,7 +239,7 @@ static int m_layer_norm(lua_State *L)
     int k;
     if (lua_type(L, 2) == LUA_TNUMBER) {
         k = 1;
-        shape[0] = check_int(L, 2, fn, "normalized shape");
+        shape[0] = lf_check_int(L, 2, fn, "normalized shape");
     } else if (lua_istable(L, 2)) {
         k = lf_checkshape(L, 2, shape, NULL, fn);
     } else {
@@ -332,7 +255,7 @@ static int m_layer_norm(lua_State *L)
                           ff_shape_str(shape, k, ss, sizeof ss),
                           ff_shape_str(x->shape, x->ndim, sx, sizeof sx));
     }
-    int opts = opt_table(L, 3, fn, known);
+    int opts = lf_opt_table(L, 3, fn, known);
     ff_params p = {0};
     p.i[0] = k;
     p.f[0] = opt_number(L, opts, fn, "eps", 1e-5);
