@@ -102,6 +102,7 @@ local function outgoing_shape(unit, n)
   shape[2] = n * (class_of(unit.consumer) == "Linear" and unit.spatial or 1)
   return shape
 end
+O.outgoing_shape = outgoing_shape
 
 -- The activation a new layer uses: the unit's own (else ReLU).
 local function first_activation(unit)

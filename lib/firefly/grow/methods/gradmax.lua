@@ -230,11 +230,7 @@ local function in_shape(unit, p)
   return s
 end
 
-local function out_shape(unit, p)
-  local s = unit.consumer.weight:size()
-  s[2] = p * (class_of(unit.consumer) == "Linear" and unit.spatial or 1)
-  return s
-end
+local out_shape = overgrown.outgoing_shape
 
 -- M = E[g zᵀ] formed: B u = M u, Bᵀ r = Mᵀ r.
 local function explicit_operator(unit, data)
