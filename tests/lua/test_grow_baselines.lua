@@ -417,36 +417,16 @@ function TestBudgets:test_params_budget_is_exact()
   end
 end
 
--- Multiply-adds per example of every Linear and Conv2d layer.
-local function macs(net, x)
-  local total, patched = 0, {}
-  net:apply(function(m)
-    local cls = getmetatable(m).__name
-    if cls == "Linear" or cls == "Conv2d" then
-      patched[#patched + 1] = m
-      local fwd = getmetatable(m).forward
-      m.forward = function(self, input)
-        local out = fwd(self, input)
-        total = total + m.weight:numel() * (out:dim() == 4 and out:size(3) * out:size(4) or 1)
-        return out
-      end
-    end
-  end)
-  ff.no_grad(net, x:narrow(1, 1, 1))
-  for _, m in ipairs(patched) do m.forward = nil end
-  return total
-end
-
 function TestBudgets:test_flop_budget_with_identity_layers()
   for _, budget in ipairs { 3000, 20000 } do
     local net, batches = setup("conv")
     local x = batches[1][1]
     local p = ff.grow.propose(net, { method = "net2net", deeper = 2, generator = ff.Generator(6) }, batches)
     p:select { flops = budget }
-    local before = macs(net, x)
+    local before = testlib.macs(net, x)
     p:apply()
     lu.assertTrue(p.flops <= budget)
-    lu.assertEquals(macs(net, x) - before, p.flops, "budget " .. budget)
+    lu.assertEquals(testlib.macs(net, x) - before, p.flops, "budget " .. budget)
   end
 end
 

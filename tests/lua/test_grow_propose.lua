@@ -184,28 +184,6 @@ function TestPropose:test_parameter_budget_selection()
   lu.assertNotNil(p2)
 end
 
--- Multiply-adds per example of every Linear and Conv2d layer (weight
--- entries times output positions), counted on a forward pass.
-local function macs(net, x)
-  local total = 0
-  local patched = {}
-  net:apply(function(m)
-    local cls = getmetatable(m).__name
-    if cls == "Linear" or cls == "Conv2d" then
-      patched[#patched + 1] = m
-      local fwd = getmetatable(m).forward
-      m.forward = function(self, input)
-        local out = fwd(self, input)
-        total = total + m.weight:numel() * (out:dim() == 4 and out:size(3) * out:size(4) or 1)
-        return out
-      end
-    end
-  end)
-  ff.no_grad(net, x:narrow(1, 1, 1))
-  for _, m in ipairs(patched) do m.forward = nil end
-  return total
-end
-
 function TestPropose:test_flop_and_per_unit_budgets()
   -- a conv net with a residual block in the trunk: the FLOPs charged equal
   -- the multiply-adds the grown network gains
@@ -224,9 +202,9 @@ function TestPropose:test_flop_and_per_unit_budgets()
     p:select { flops = budget }
     lu.assertTrue(#p.selected > 0)
     lu.assertTrue(p.flops <= budget)
-    local before = macs(net, x)
+    local before = testlib.macs(net, x)
     p:apply()
-    lu.assertEquals(macs(net, x) - before, p.flops, "budget " .. budget)
+    lu.assertEquals(testlib.macs(net, x) - before, p.flops, "budget " .. budget)
   end
   -- (the second phase grew the new layers' hidden units too)
   lu.assertTrue(#ff.grow.units(net) > 3)

@@ -38,4 +38,26 @@ function M.write_file(path, data)
   f:close()
 end
 
+-- Multiply-adds per example of every Linear and Conv2d layer (weight
+-- entries times output positions), counted on a forward pass.
+function M.macs(net, x)
+  local total = 0
+  local patched = {}
+  net:apply(function(m)
+    local cls = getmetatable(m).__name
+    if cls == "Linear" or cls == "Conv2d" then
+      patched[#patched + 1] = m
+      local fwd = getmetatable(m).forward
+      m.forward = function(self, input)
+        local out = fwd(self, input)
+        total = total + m.weight:numel() * (out:dim() == 4 and out:size(3) * out:size(4) or 1)
+        return out
+      end
+    end
+  end)
+  require("firefly").no_grad(net, x:narrow(1, 1, 1))
+  for _, m in ipairs(patched) do m.forward = nil end
+  return total
+end
+
 return M
