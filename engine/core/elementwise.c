@@ -11,12 +11,16 @@
  *    to a matrix is contiguous run by run; a column vector is a scalar per run).
  * The switch on the op sits outside the loops, and the scalar function of
  * each op is inlined into one plain loop per (op, layout), so that gcc -O2
- * vectorises them. Single-threaded: OpenBLAS owns the machine's threads.
+ * vectorises them. The flat layouts of large tensors split their range over
+ * the engine's threads (ff_par_run_aligned, cut at multiples of 64 so each
+ * element takes the same vector or scalar path whatever the split); the
+ * strided general case runs on the calling thread.
  */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include "ff_ops.h"
+#include "parallel.h"
 
 /* The loop templates below take the op's scalar function as a constant
  * argument; forcing them inline turns each call into a specialised loop. */
@@ -227,6 +231,30 @@ static void binary_kernel(ff_binop op, bin_layout l, const bin_run *r)
     }
 }
 
+/* A flat layout (not L_STRIDED) over threads: each range is the same
+ * layout on offset pointers. */
+typedef struct {
+    ff_binop op;
+    bin_layout l;
+    const bin_run *r;
+} bin_job;
+
+static void binary_range(void *arg, int t, int64_t i0, int64_t i1)
+{
+    const bin_job *j = arg;
+    bin_run r = *j->r;
+    r.n = i1 - i0, r.o += i0;
+    r.a = j->l == L_SV ? r.a : r.a + i0; /* L_IO_*: a is o, and unused */
+    r.b = j->l == L_VV || j->l == L_SV || j->l == L_IO_VV ? r.b + i0 : r.b;
+    binary_kernel(j->op, j->l, &r);
+}
+
+static void binary_flat(ff_binop op, bin_layout l, const bin_run *r)
+{
+    bin_job j = {op, l, r};
+    ff_par_run_aligned(ff_par_threads(r->n, 3), r->n, 64, binary_range, &j);
+}
+
 /* One innermost run of ff_loop over (out, a, b); out == a when in place. */
 static void binary_run(int64_t len, float **p, const int64_t *s, void *ctx)
 {
@@ -287,13 +315,13 @@ ff_tensor *ff_binary(ff_binop op, const ff_tensor *a, const ff_tensor *b)
                  .b = ff_tensor_data(b)};
     bool fa = flat_run(a, n), fb = flat_run(b, n);
     if (fa && fb) {
-        binary_kernel(op, L_VV, &r);
+        binary_flat(op, L_VV, &r);
     } else if (fa && ff_tensor_numel(b) == 1) {
         r.s = *r.b;
-        binary_kernel(op, L_VS, &r);
+        binary_flat(op, L_VS, &r);
     } else if (fb && ff_tensor_numel(a) == 1) {
         r.s = *r.a;
-        binary_kernel(op, L_SV, &r);
+        binary_flat(op, L_SV, &r);
     } else if (binary_loop(op, out, a, b) != FF_OK) {
         ff_tensor_release(out);
         return NULL;
@@ -329,10 +357,10 @@ ff_status ff_binary_(ff_binop op, ff_tensor *a, const ff_tensor *b)
     bin_run r = {.n = n, .o = ff_tensor_data(a), .a = ff_tensor_data(a),
                  .b = ff_tensor_data(b)};
     if (ff_tensor_is_contiguous(a) && flat_run(b, n)) {
-        binary_kernel(op, L_IO_VV, &r);
+        binary_flat(op, L_IO_VV, &r);
     } else if (ff_tensor_is_contiguous(a) && ff_tensor_numel(b) == 1) {
         r.s = *r.b;
-        binary_kernel(op, L_IO_VS, &r);
+        binary_flat(op, L_IO_VS, &r);
     } else {
         st = binary_loop(op, a, a, b);
     }
@@ -421,6 +449,26 @@ static void unary_kernel(ff_unop op, un_layout l, int64_t n, float *o, int64_t s
     }
 }
 
+/* U_V or U_IO over threads (o = a for U_IO). */
+typedef struct {
+    ff_unop op;
+    un_layout l;
+    float *o;
+    const float *a;
+} un_job;
+
+static void unary_range(void *arg, int t, int64_t i0, int64_t i1)
+{
+    const un_job *j = arg;
+    unary_kernel(j->op, j->l, i1 - i0, j->o + i0, 1, j->a + i0, 1);
+}
+
+static void unary_flat(ff_unop op, un_layout l, int64_t n, float *o, const float *a)
+{
+    un_job j = {op, l, o, a};
+    ff_par_run_aligned(ff_par_threads(n, 2), n, 64, unary_range, &j);
+}
+
 /* A run of ff_loop over (out, a), or over (a) alone when in place. */
 static void unary_run(int64_t len, float **p, const int64_t *s, void *ctx)
 {
@@ -452,7 +500,7 @@ ff_tensor *ff_unary(ff_unop op, const ff_tensor *a)
     if (!out)
         return NULL;
     if (ff_tensor_is_contiguous(a)) {
-        unary_kernel(op, U_V, ff_tensor_numel(a), ff_tensor_data(out), 1, ff_tensor_data(a), 1);
+        unary_flat(op, U_V, ff_tensor_numel(a), ff_tensor_data(out), ff_tensor_data(a));
         return out;
     }
     ff_tensor *ops[2] = {out, (ff_tensor *)a};
@@ -475,7 +523,7 @@ ff_status ff_unary_(ff_unop op, ff_tensor *a)
         return st;
     if (ff_tensor_is_contiguous(a)) {
         float *d = ff_tensor_data(a);
-        unary_kernel(op, U_IO, ff_tensor_numel(a), d, 1, d, 1);
+        unary_flat(op, U_IO, ff_tensor_numel(a), d, d);
         return FF_OK;
     }
     return ff_loop(1, &a, unary_run_io, &op);

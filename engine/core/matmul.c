@@ -1,5 +1,6 @@
 /*
- * matmul.c: matrix products on OpenBLAS (matmul, addmm_) and its thread count.
+ * matmul.c: matrix products on OpenBLAS (matmul, addmm_); its thread count is
+ * in blas_threads.c.
  *
  * The whole point of this file is to hand BLAS the operands' own memory.
  * A matrix whose rows are contiguous goes as it is; one whose columns are
@@ -254,12 +255,3 @@ ff_status ff_addmm_(ff_tensor *c, float beta, float alpha, const ff_tensor *a,
     return st;
 }
 
-void ff_blas_set_threads(int n)
-{
-    openblas_set_num_threads(n < 1 ? 1 : n);
-}
-
-int ff_blas_threads(void)
-{
-    return openblas_get_num_threads();
-}

@@ -22,6 +22,10 @@
  * Saved for backward: the result for tanh and sigmoid, the (contiguous)
  * input for the others.
  *
+ * Threads: large passes split their flat range over the engine's threads
+ * (ff_par_run_aligned, cut at multiples of 64 so every element takes the
+ * same vector or scalar path whatever the split).
+ *
  * Also here: the names of the activation kinds (ff_act_name, ff_act_lookup).
  */
 #include <math.h>
@@ -29,6 +33,7 @@
 #include "ff_autograd.h"
 #include "ff_ops.h"
 #include "act_scalar.h"
+#include "parallel.h"
 
 /* ---- names (ff_ops.h) ---- */
 
@@ -116,6 +121,30 @@ static void run_grad(ff_act k, int64_t n, float *o, const float *g, const float 
 
 typedef void (*runfn)(ff_act k, int64_t n, float *o, const float *x, aparams p);
 
+/* One flat pass, split over threads: o = run(x), or o = run_grad(g, s)
+ * when run is NULL. */
+typedef struct {
+    ff_act k;
+    runfn run;
+    float *o;
+    const float *x, *g;
+    aparams p;
+} act_job;
+
+static void act_range(void *arg, int t, int64_t i0, int64_t i1)
+{
+    act_job *j = arg;
+    if (j->run)
+        j->run(j->k, i1 - i0, j->o + i0, j->x + i0, j->p);
+    else
+        run_grad(j->k, i1 - i0, j->o + i0, j->g + i0, j->x + i0, j->p);
+}
+
+static void act_pass(act_job *j, int64_t n)
+{
+    ff_par_run_aligned(ff_par_threads(n, j->run ? 2 : 3), n, 64, act_range, j);
+}
+
 /* run_value or run_d2 over x, as a new contiguous tensor; *xc_out receives
  * the contiguous input (a new reference) when xc_out is not NULL. */
 static ff_tensor *act_map(ff_act k, runfn run, const ff_tensor *x, aparams p,
@@ -123,8 +152,10 @@ static ff_tensor *act_map(ff_act k, runfn run, const ff_tensor *x, aparams p,
 {
     ff_tensor *xc = ff_tensor_contiguous((ff_tensor *)x);
     ff_tensor *y = xc ? ff_tensor_empty(x->shape, x->ndim) : NULL;
-    if (y)
-        run(k, ff_tensor_numel(y), ff_tensor_data(y), ff_tensor_data(xc), p);
+    if (y) {
+        act_job j = {k, run, ff_tensor_data(y), ff_tensor_data(xc), NULL, p};
+        act_pass(&j, ff_tensor_numel(y));
+    }
     if (xc_out && y)
         *xc_out = xc;
     else
@@ -156,9 +187,10 @@ static ff_status act_backward(ff_ctx *ctx, ff_act k, aparams p, const ff_tensor 
     ff_tensor *gc = ff_tensor_contiguous((ff_tensor *)g);
     ff_tensor *sc = gc ? ff_tensor_contiguous(s) : NULL;
     ff_tensor *dst = sc ? ff_tensor_empty(s->shape, s->ndim) : NULL;
-    if (dst)
-        run_grad(k, ff_tensor_numel(dst), ff_tensor_data(dst), ff_tensor_data(gc),
-                 ff_tensor_data(sc), p);
+    if (dst) {
+        act_job j = {k, NULL, ff_tensor_data(dst), ff_tensor_data(sc), ff_tensor_data(gc), p};
+        act_pass(&j, ff_tensor_numel(dst));
+    }
     ff_tensor_release(gc);
     ff_tensor_release(sc);
     gin[0] = dst;

@@ -34,11 +34,11 @@
  */
 #include <cblas.h>
 #include <limits.h>
-#include <pthread.h>
 #include <string.h>
 #include "ff_autograd.h"
 #include "ff_ops.h"
 #include "kernels.h"
+#include "parallel.h"
 
 typedef struct {
     int64_t N, C, H, W;     /* input */
@@ -465,60 +465,25 @@ static void forward_gemm(const conv_geom *g, const float *x, const float *w, con
  * With OpenBLAS on T > 1 threads, the small per-sample products split
  * poorly and im2col runs on one thread (measured: a 32->32 3x3 forward at
  * batch 128 ran only 1.4x faster on 2 threads than on 1). So the batch is
- * split instead: T threads each run whole samples (im2col, then a
- * single-threaded product), OpenBLAS set to 1 thread meanwhile so that its
- * pool stays idle, and restored after. Threads are created per call and
- * joined: no second pool waits beside OpenBLAS's. */
-#define CONV_MAX_THREADS 8
-
-typedef void (*range_fn)(void *arg, int t, int64_t n0, int64_t n1);
-typedef struct {
-    range_fn fn;
-    void *arg;
-    int t;
-    int64_t n0, n1;
-} range_job;
-
-static void *range_main(void *p)
-{
-    range_job *j = p;
-    j->fn(j->arg, j->t, j->n0, j->n1);
-    return NULL;
-}
+ * split instead (ff_par_run): T threads each run whole samples (im2col,
+ * then a single-threaded product), OpenBLAS set to 1 thread meanwhile so
+ * that its pool stays idle, and restored after. */
 
 /* Threads for N samples: OpenBLAS's count, at most one per sample. */
 static int conv_threads(int64_t N)
 {
-    int nt = ff_blas_threads();
-    nt = nt > CONV_MAX_THREADS ? CONV_MAX_THREADS : nt;
-    nt = nt > N ? (int)N : nt;
-    return nt < 1 ? 1 : nt;
+    return ff_par_threads(N, 0);
 }
 
-/* fn(arg, t, n0, n1) for nt contiguous, non-empty ranges of [0, N) (nt <= N). */
-static void run_split(int nt, int64_t N, range_fn fn, void *arg)
+/* fn over nt contiguous, non-empty ranges of [0, N) (nt <= N). */
+static void run_split(int nt, int64_t N, ff_range_fn fn, void *arg)
 {
-    if (nt <= 1) {
-        fn(arg, 0, 0, N);
-        return;
-    }
-    range_job jobs[CONV_MAX_THREADS];
-    pthread_t th[CONV_MAX_THREADS];
-    bool started[CONV_MAX_THREADS] = {false};
     int blas = ff_blas_threads();
-    ff_blas_set_threads(1);
-    for (int t = 0; t < nt; t++)
-        jobs[t] = (range_job){fn, arg, t, N * t / nt, N * (t + 1) / nt};
-    for (int t = 1; t < nt; t++)
-        started[t] = pthread_create(&th[t], NULL, range_main, &jobs[t]) == 0;
-    range_main(&jobs[0]);
-    for (int t = 1; t < nt; t++) {
-        if (started[t])
-            pthread_join(th[t], NULL);
-        else /* no thread: run its share here */
-            range_main(&jobs[t]);
-    }
-    ff_blas_set_threads(blas);
+    if (nt > 1)
+        ff_blas_set_threads(1);
+    ff_par_run(nt, N, fn, arg);
+    if (nt > 1)
+        ff_blas_set_threads(blas);
 }
 
 typedef struct {

@@ -30,7 +30,10 @@
  *   dx = invstd·(ĝ - mean(ĝ) - x̂·mean(ĝ·x̂))   (training batch norm, layer norm)
  *   dx = invstd·ĝ                               (eval batch norm: an affine map)
  *   dweight = Σ gy·x̂,  dbias = Σ gy            (over everything but the channel)
- * All loops are single-threaded and contiguous: OpenBLAS owns the threads.
+ * Threads: batch norm over (N, C, S) with S > 1 splits its channels over
+ * the engine's threads (ff_par_run); each channel is still summed in the
+ * same order, so results do not depend on the thread count. Layer norm
+ * and the (N, C) batch norm run on the calling thread.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -38,6 +41,7 @@
 #include "ff_autograd.h"
 #include "ff_ops.h"
 #include "kernels.h"
+#include "parallel.h"
 
 /* ---- row kernels ----
  * gcc -O2 (its "very cheap" vector cost model) vectorises a loop only when
@@ -236,6 +240,42 @@ static ff_status bn_check(ff_tensor *const *in, const ff_params *p, bn_geom *g)
     return check_eps("batch_norm", p->f[1]);
 }
 
+/* What the channel-range loops of batch norm read and write. */
+typedef struct {
+    const bn_geom *g;
+    const float *x, *gy, *stats, *mean_f;
+    const ff_tensor *w, *b;
+    double *mean, *var, *sg, *sgx;
+    float *y;
+} bn_job;
+
+static int bn_threads(const bn_geom *g)
+{
+    return ff_par_threads(g->C, g->N * g->S);
+}
+
+/* Channels [c0, c1) of the (N, C, S > 1) statistics, in one pass over
+ * memory: each row's own mean and squared deviations while the row is in
+ * L1, merged into its channel's running (mean, M2) by Chan's pairwise
+ * update, which is as stable as two passes. mean and var hold the running
+ * pairs. */
+static void stats_range(void *arg, int t, int64_t c0, int64_t c1)
+{
+    bn_job *j = arg;
+    int64_t N = j->g->N, C = j->g->C, S = j->g->S;
+    double *mean = j->mean, *var = j->var;
+    for (int64_t n = 0; n < N; n++) {
+        double cnt = (double)(n * S), tot = cnt + (double)S;
+        for (int64_t c = c0; c < c1; c++) {
+            const float *r = j->x + (n * C + c) * S;
+            double mr = row_sum(r, S) / (double)S, q = row_sqdev(r, S, mr);
+            double d = mr - mean[c];
+            mean[c] += d * ((double)S / tot);
+            var[c] += q + d * d * (cnt * (double)S / tot);
+        }
+    }
+}
+
 /* mean and biased variance of every channel. */
 static void bn_batch_stats(const bn_geom *g, const float *x, double *mean, double *var)
 {
@@ -254,20 +294,8 @@ static void bn_batch_stats(const bn_geom *g, const float *x, double *mean, doubl
                 var[c] += d * d;
             }
     } else {
-        /* One pass over memory, in memory order: each row's own mean and
-         * squared deviations while the row is in L1, merged into its
-         * channel's running (mean, M2) by Chan's pairwise update, which is
-         * as stable as two passes. mean and var hold the running pairs. */
-        for (int64_t n = 0; n < N; n++) {
-            double cnt = (double)(n * S), tot = cnt + (double)S;
-            for (int64_t c = 0; c < C; c++) {
-                const float *r = x + (n * C + c) * S;
-                double mr = row_sum(r, S) / (double)S, q = row_sqdev(r, S, mr);
-                double d = mr - mean[c];
-                mean[c] += d * ((double)S / tot);
-                var[c] += q + d * d * (cnt * (double)S / tot);
-            }
-        }
+        bn_job j = {.g = g, .x = x, .mean = mean, .var = var};
+        ff_par_run(bn_threads(g), C, stats_range, &j);
     }
     for (int64_t c = 0; c < C; c++)
         var[c] /= (double)g->M;
@@ -320,16 +348,23 @@ static ff_tensor *bn_stats(const bn_geom *g, const float *x, const ff_params *p)
 }
 
 /* y = x·scale + shift per channel, scale = w·invstd, shift = b - mean·scale. */
+static void apply_range(void *arg, int t, int64_t c0, int64_t c1)
+{
+    bn_job *j = arg;
+    int64_t N = j->g->N, C = j->g->C, S = j->g->S;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = c0; c < c1; c++) {
+            float scale = at1(j->w, c, 1.0f) * j->stats[C + c];
+            float shift = at1(j->b, c, 0.0f) - j->stats[c] * scale;
+            row_affine(j->y + (n * C + c) * S, j->x + (n * C + c) * S, S, scale, shift);
+        }
+}
+
 static void bn_apply(const bn_geom *g, const float *x, const float *stats, const ff_tensor *w,
                      const ff_tensor *b, float *y)
 {
-    int64_t N = g->N, C = g->C, S = g->S;
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t c = 0; c < C; c++) {
-            float scale = at1(w, c, 1.0f) * stats[C + c];
-            float shift = at1(b, c, 0.0f) - stats[c] * scale;
-            row_affine(y + (n * C + c) * S, x + (n * C + c) * S, S, scale, shift);
-        }
+    bn_job j = {.g = g, .x = x, .stats = stats, .w = w, .b = b, .y = y};
+    ff_par_run(bn_threads(g), g->C, apply_range, &j);
 }
 
 /* What backward reads: x for dx in training or for dweight; w for dx. */
@@ -367,41 +402,58 @@ ff_tensor *ff_fwd_batch_norm(ff_ctx *ctx, ff_tensor *const *in)
 
 /* Per channel: sg = Σ gy and sgx = Σ gy·(x - mean) (x may be NULL: sgx
  * is then not computed). */
+static void sums_range(void *arg, int t, int64_t c0, int64_t c1)
+{
+    bn_job *j = arg;
+    int64_t N = j->g->N, C = j->g->C, S = j->g->S;
+    const float *gy = j->gy, *x = j->x, *mean = j->mean_f;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = c0; c < c1; c++) {
+            int64_t off = (n * C + c) * S;
+            /* two vectorised passes over a row: the second reads gy from L1 */
+            j->sg[c] += S == 1 ? gy[off] : row_sum(gy + off, S);
+            if (x)
+                j->sgx[c] += S == 1 ? gy[off] * ((double)x[off] - mean[c])
+                                    : row_dotdev(gy + off, x + off, S, mean[c]);
+        }
+}
+
 static void bn_grad_sums(const bn_geom *g, const float *gy, const float *x, const float *mean,
                          double *sg, double *sgx)
 {
-    int64_t N = g->N, C = g->C, S = g->S;
-    memset(sg, 0, sizeof(double) * (size_t)C);
-    memset(sgx, 0, sizeof(double) * (size_t)C);
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t c = 0; c < C; c++) {
-            int64_t off = (n * C + c) * S;
-            /* two vectorised passes over a row: the second reads gy from L1 */
-            sg[c] += S == 1 ? gy[off] : row_sum(gy + off, S);
-            if (x)
-                sgx[c] += S == 1 ? gy[off] * ((double)x[off] - mean[c])
-                                 : row_dotdev(gy + off, x + off, S, mean[c]);
-        }
+    memset(sg, 0, sizeof(double) * (size_t)g->C);
+    memset(sgx, 0, sizeof(double) * (size_t)g->C);
+    bn_job j = {.g = g, .gy = gy, .x = x, .mean_f = mean, .sg = sg, .sgx = sgx};
+    ff_par_run(g->S > 1 ? bn_threads(g) : 1, g->C, sums_range, &j);
 }
 
 /* dx = a·gy + b·(x - mean) + c per channel: in training, with k = w·invstd,
  *   a = k, b = -k·invstd²·sgx/M, c = -k·sg/M
  * (the formula in the top comment, expanded); in eval, dx = k·gy. */
-static void bn_dx(const bn_geom *g, const float *gy, const float *x, const float *stats,
-                  const ff_tensor *w, const double *sg, const double *sgx, float *dx)
+static void dx_range(void *arg, int t, int64_t c0, int64_t c1)
 {
+    bn_job *j = arg;
+    const bn_geom *g = j->g;
     int64_t N = g->N, C = g->C, S = g->S;
     for (int64_t n = 0; n < N; n++) /* in memory order: one stream per array */
-        for (int64_t c = 0; c < C; c++) {
-            double mean = stats[c], inv = stats[C + c], k = at1(w, c, 1.0f) * inv;
-            double b = g->training ? -k * inv * inv * sgx[c] / (double)g->M : 0;
-            double cc = g->training ? -k * sg[c] / (double)g->M : 0;
+        for (int64_t c = c0; c < c1; c++) {
+            double mean = j->stats[c], inv = j->stats[C + c], k = at1(j->w, c, 1.0f) * inv;
+            double b = g->training ? -k * inv * inv * j->sgx[c] / (double)g->M : 0;
+            double cc = g->training ? -k * j->sg[c] / (double)g->M : 0;
             int64_t off = (n * C + c) * S;
-            if (x)
-                row_affine2(dx + off, gy + off, x + off, S, (float)k, (float)b, (float)mean, (float)cc);
+            if (j->x)
+                row_affine2(j->y + off, j->gy + off, j->x + off, S, (float)k, (float)b,
+                            (float)mean, (float)cc);
             else
-                row_affine(dx + off, gy + off, S, (float)k, 0.0f);
+                row_affine(j->y + off, j->gy + off, S, (float)k, 0.0f);
         }
+}
+
+static void bn_dx(const bn_geom *g, const float *gy, const float *x, const float *stats,
+                  const ff_tensor *w, double *sg, double *sgx, float *dx)
+{
+    bn_job j = {.g = g, .gy = gy, .x = x, .stats = stats, .w = w, .sg = sg, .sgx = sgx, .y = dx};
+    ff_par_run(g->S > 1 ? bn_threads(g) : 1, g->C, dx_range, &j);
 }
 
 ff_status ff_bwd_batch_norm(ff_ctx *ctx, const ff_tensor *gout, ff_tensor **gin)

@@ -83,8 +83,13 @@ ff_tensor *ff_matmul(const ff_tensor *a, const ff_tensor *b);
 ff_status ff_addmm_(ff_tensor *c, float beta, float alpha,
                     const ff_tensor *a, const ff_tensor *b);
 
-/* OpenBLAS threads. The library reads OPENBLAS_NUM_THREADS once at load;
- * this changes it at run time. */
+/* The engine's threads: OpenBLAS's count, which the non-product kernels
+ * also split their loops over (engine/core/parallel.h). OpenBLAS reads
+ * OPENBLAS_NUM_THREADS once at load; ff_blas_set_threads changes it at run
+ * time. ff_blas_init, once before the first product, makes OpenBLAS's idle
+ * threads sleep after about half a millisecond instead of spinning 0.1 s
+ * (unless the environment sets OPENBLAS_THREAD_TIMEOUT): see blas_threads.c. */
+void ff_blas_init(void);
 void ff_blas_set_threads(int n);
 int ff_blas_threads(void);
 

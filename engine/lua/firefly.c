@@ -293,6 +293,7 @@ static const luaL_Reg module_fns[] = {
 
 int luaopen_firefly_core(lua_State *L)
 {
+    ff_blas_init();
     luaL_newlib(L, module_fns);
     lf_open_tensor(L);
     lf_open_generator(L);

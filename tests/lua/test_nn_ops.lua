@@ -307,6 +307,53 @@ function TestPool:test_max_pool_nan_wins()
   lu.assertEquals(x.grad:totable(), { { { { 0, 1, 1, 0 }, { 0, 0, 0, 0 } } } })
 end
 
+-- The 2x2 stride-2 pool has a four-windows-at-a-time path for rows of
+-- width >= 8 and a scalar tail: on ties (values from {0, 1, 2}), -inf and
+-- NaN, both must give the first maximum in row-major order and send the
+-- gradient there, as the Lua reference does.
+function TestPool:test_halving_pool_ties_nan_and_tails()
+  local g = ff.Generator(11)
+  for _, W in ipairs { 8, 9, 12, 17, 28 } do
+    local H = 5
+    local x = ff.randint(0, 2, { 2, 3, H, W }, g)
+    local xt = x:totable()
+    xt[1][1][1][1], xt[1][2][2][W - 1] = -math.huge, 0 / 0 -- a -inf; a NaN in the last window
+    xt[2][3][3][3], xt[2][3][4][4] = 0 / 0, 0 / 0       -- two NaNs in one window: the first wins
+    xt[2][1][1][1], xt[2][1][1][2], xt[2][1][2][1], xt[2][1][2][2] = -math.huge, -math.huge, -math.huge, -math.huge
+    x = ff.tensor(xt):requires_grad(true)
+    local gy = ff.randn({ 2, 3, H // 2, W // 2 }, g)
+    local y = ff.max_pool2d(x, 2)
+    y:backward(gy)
+    local yt, gyt, dx = y:totable(), gy:totable(), x.grad:totable()
+    local want = zeros { 2, 3, H, W }
+    for n = 1, 2 do
+      for c = 1, 3 do
+        for i = 1, H // 2 do
+          for j = 1, W // 2 do
+            local bi, bj, best = 2 * i - 1, 2 * j - 1, -math.huge
+            local nan = false
+            for u = 0, 1 do
+              for v = 0, 1 do
+                local val = xt[n][c][2 * i - 1 + u][2 * j - 1 + v]
+                if val ~= val and not nan then nan, bi, bj = true, 2 * i - 1 + u, 2 * j - 1 + v
+                elseif not nan and val > best then best, bi, bj = val, 2 * i - 1 + u, 2 * j - 1 + v end
+              end
+            end
+            local got = yt[n][c][i][j]
+            if nan then
+              lu.assertTrue(got ~= got, string.format("W=%d (%d,%d,%d,%d): NaN expected", W, n, c, i, j))
+            else
+              lu.assertEquals(got, best, string.format("W=%d (%d,%d,%d,%d)", W, n, c, i, j))
+            end
+            want[n][c][bi][bj] = want[n][c][bi][bj] + gyt[n][c][i][j]
+          end
+        end
+      end
+    end
+    lu.assertEquals(dx, want, "W=" .. W .. ": gradient at the first maximum")
+  end
+end
+
 function TestPool:test_max_pool_gradient_goes_to_the_argmax()
   local x = ff.tensor { { { { 1, 5 }, { 3, 2 } } } }:requires_grad(true)
   ff.max_pool2d(x, 2):sum():backward()
