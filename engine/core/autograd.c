@@ -7,6 +7,7 @@
 #include <string.h>
 #include "ff_autograd.h"
 #include "ff_ops.h"
+#include "profile.h"
 
 static _Thread_local bool grad_disabled;
 
@@ -236,7 +237,9 @@ ff_tensor *ff_apply(ff_opcode op, ff_tensor *const *in, int n, const ff_params *
             ctx->in_shape[k].ndim = -1;
         ctx->needs_grad[k] = ctx->recording && in[k] && in[k]->requires_grad;
     }
+    double t0 = prof_begin();
     ff_tensor *out = def->forward(ctx, in);
+    prof_end(op, 0, t0);
     /* aux tensors were borrowed for the forward only */
     memset(ctx->p.aux, 0, sizeof ctx->p.aux);
     ctx->p.rng = NULL;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include "ff_autograd.h"
 #include "ff_ops.h"
+#include "profile.h"
 
 /* A growable array of nodes. */
 typedef struct {
@@ -163,8 +164,11 @@ static ff_status process(ff_node *n, bool retain_graph, node_list *ready)
     ff_tensor *stack_gin[4] = {NULL}, **gin = stack_gin;
     if (st == FF_OK && n_in > 4 && !(gin = calloc((size_t)n_in, sizeof *gin)))
         st = ff_error(FF_ERR_MEM, "backward: out of memory");
-    if (st == FF_OK)
+    if (st == FF_OK) {
+        double t0 = prof_begin();
         st = ff_ops[n->ctx.op].backward(&n->ctx, g, gin);
+        prof_end(n->ctx.op, 1, t0);
+    }
     for (int k = 0; k < n_in && st == FF_OK; k++) {
         if (!n->ctx.needs_grad[k])
             continue;

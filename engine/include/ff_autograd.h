@@ -194,6 +194,21 @@ ff_status ff_tensor_register_hook(ff_tensor *t, ff_hook_fn fn, void *ctx,
  * error otherwise); else grad must have root's shape. */
 ff_status ff_backward(ff_tensor *root, const ff_tensor *grad, bool retain_graph);
 
+/* ---- op profile ----
+ * While on, every op's forward (in ff_apply) and backward (in ff_backward)
+ * adds its wall time and one call to that op's counters; off, the cost is
+ * one branch per op. The counters are process-wide and, like the rest of
+ * the API, not meant to be driven from several threads at once. */
+typedef struct {
+    int64_t calls[2];  /* [0] forward, [1] backward */
+    double seconds[2];
+} ff_profile_entry;
+
+void ff_profile_set(bool on); /* counters keep running totals: see reset */
+bool ff_profile_is_on(void);
+void ff_profile_reset(void);
+const ff_profile_entry *ff_profile_entries(void); /* FF_OP_COUNT entries, by opcode */
+
 /* ---- the node (internal to the engine; exposed for tests) ---- */
 typedef struct ff_hook {
     ff_hook_fn fn;

@@ -270,6 +270,44 @@ static int a_ops(lua_State *L)
     return 1;
 }
 
+/* core.profile_set(on), core.profile_reset(): the op profile's switch and
+ * counters (lib/firefly/profile.lua is the user's interface). */
+static int a_profile_set(lua_State *L)
+{
+    ff_profile_set(lua_toboolean(L, 1));
+    return 0;
+}
+
+static int a_profile_reset(lua_State *L)
+{
+    ff_profile_reset();
+    return 0;
+}
+
+/* core.profile_read() -> {{op, fwd_calls, fwd_s, bwd_calls, bwd_s}, ...},
+ * the ops with at least one call, in opcode order. */
+static int a_profile_read(lua_State *L)
+{
+    const ff_profile_entry *e = ff_profile_entries();
+    lua_newtable(L);
+    int row = 0;
+    for (int k = 0; k < FF_OP_COUNT; k++) {
+        if (e[k].calls[0] == 0 && e[k].calls[1] == 0)
+            continue;
+        lua_createtable(L, 5, 0);
+        lua_pushstring(L, ff_ops[k].name);
+        lua_rawseti(L, -2, 1);
+        for (int pass = 0; pass < 2; pass++) {
+            lua_pushinteger(L, (lua_Integer)e[k].calls[pass]);
+            lua_rawseti(L, -2, 2 + 2 * pass);
+            lua_pushnumber(L, e[k].seconds[pass]);
+            lua_rawseti(L, -2, 3 + 2 * pass);
+        }
+        lua_rawseti(L, -2, ++row);
+    }
+    return 1;
+}
+
 static const luaL_Reg methods[] = {
     {"requires_grad", a_requires_grad}, {"is_leaf", a_is_leaf}, {"grad_fn", a_grad_fn},
     {"detach", a_detach}, {"retain_grad", a_retain_grad}, {"zero_grad", a_zero_grad},
@@ -279,7 +317,8 @@ static const luaL_Reg methods[] = {
 static const luaL_Reg module_fns[] = {
     {"no_grad", a_no_grad}, {"set_grad_enabled", a_set_grad_enabled},
     {"is_grad_enabled", a_is_grad_enabled}, {"ops", a_ops},
-    {NULL, NULL}};
+    {"profile_set", a_profile_set}, {"profile_reset", a_profile_reset},
+    {"profile_read", a_profile_read}, {NULL, NULL}};
 
 void lf_open_autograd(lua_State *L)
 {

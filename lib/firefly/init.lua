@@ -42,7 +42,8 @@ end
 
 -- Submodules load on first use: ff.nn, ff.optim, ff.data, ...
 local submodules = { nn = true, optim = true, data = true, train = true, io = true,
-  grow = true, schedule = true, logging = true, plot = true, continual = true }
+  grow = true, schedule = true, logging = true, plot = true, continual = true,
+  profile = true }
 setmetatable(ff, {
   __index = function(t, key)
     if submodules[key] then

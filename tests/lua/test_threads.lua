@@ -1,0 +1,147 @@
+-- test_threads: the ops that split their loops over the engine's threads
+-- (batch norm, activations, pooling, elementwise, conv2d) give the same bits
+-- on 1 and on 2 threads, forward and backward, and the op profile counts
+-- what ran. The inputs are large enough (over 2^20 floats touched) for the
+-- loops to split.
+package.path = "tests/lua/?.lua;" .. package.path
+local testlib = require "testlib"
+local lu = testlib.lu
+local ff = require "firefly"
+local error_of = testlib.error_of
+
+local initial_threads = ff.get_num_threads()
+
+-- Runs f() on 1 thread and on 2, returning both results (lists of tensors).
+local function on_1_and_2(f)
+  ff.set_num_threads(1)
+  local ok1, one = pcall(f)
+  ff.set_num_threads(2)
+  local ok2, two = pcall(f)
+  ff.set_num_threads(initial_threads)
+  assert(ok1, one)
+  assert(ok2, two)
+  return one, two
+end
+
+local function assert_same_bits(one, two, what)
+  lu.assertEquals(#one, #two)
+  for i = 1, #one do
+    lu.assertTrue(one[i]:equal(two[i]), string.format("%s: result %d differs between 1 and 2 threads", what, i))
+  end
+end
+
+-- y = f(x leaves...) seeded with gy; returns y and the gradients of the leaves.
+local function forward_backward(f, leaves, gy)
+  for _, t in ipairs(leaves) do t.grad = nil end
+  local y = f()
+  y:backward(gy)
+  local out = { y:detach() }
+  for _, t in ipairs(leaves) do out[#out + 1] = t.grad end
+  return out
+end
+
+TestThreads = {}
+
+function TestThreads:test_batch_norm_relu_pool()
+  local g = ff.Generator(3)
+  local x = ff.randn({ 32, 16, 48, 48 }, g):requires_grad(true)
+  local w = ff.rand({ 16 }, g):requires_grad(true)
+  local b = ff.randn({ 16 }, g):requires_grad(true)
+  local gy = ff.randn({ 32, 16, 24, 24 }, g)
+  local function f()
+    local rm, rv = ff.zeros(16), ff.ones(16)
+    local h = ff.batch_norm(x, { weight = w, bias = b, running_mean = rm, running_var = rv, training = true })
+    return ff.max_pool2d(ff.relu(h), 2)
+  end
+  local one, two = on_1_and_2(function() return forward_backward(f, { x, w, b }, gy) end)
+  assert_same_bits(one, two, "batch_norm+relu+max_pool2d")
+end
+
+function TestThreads:test_general_pool_and_activations()
+  local g = ff.Generator(4)
+  local x = ff.randn({ 16, 16, 64, 64 }, g):requires_grad(true)
+  local gy = ff.randn({ 16, 16, 32, 32 }, g)
+  local function f()
+    local h = ff.gelu(ff.tanh(x) * 2 + 0.5)
+    return ff.max_pool2d(h, 3, { stride = 2, padding = 1 })
+  end
+  local one, two = on_1_and_2(function() return forward_backward(f, { x }, gy) end)
+  assert_same_bits(one, two, "tanh, mul, add, gelu, 3x3 max_pool2d")
+end
+
+function TestThreads:test_elementwise_flat_layouts()
+  local g = ff.Generator(5)
+  local a, c = ff.randn({ 1 << 20 }, g), ff.randn({ 1 << 20 }, g)
+  local one, two = on_1_and_2(function()
+    local io = a:clone()
+    io:mul_(c)
+    io:add_(0.25)
+    return { a + c, a * 3, ff.tensor(2) - c, a:exp(), io, a:abs():sqrt_() }
+  end)
+  assert_same_bits(one, two, "elementwise")
+end
+
+-- conv2d's weight gradient sums per-thread partial sums, so only its
+-- output and input gradient are bit-equal across thread counts.
+function TestThreads:test_conv2d()
+  local g = ff.Generator(6)
+  local x = ff.randn({ 16, 8, 20, 20 }, g):requires_grad(true)
+  local w = ff.randn({ 8, 8, 3, 3 }, g):requires_grad(true)
+  local gy = ff.randn({ 16, 8, 20, 20 }, g)
+  local one, two = on_1_and_2(function()
+    return forward_backward(function() return ff.conv2d(x, w, nil, { padding = 1 }) end, { x, w }, gy)
+  end)
+  assert_same_bits({ one[1], one[2] }, { two[1], two[2] }, "conv2d output and dx")
+  lu.assertTrue(one[3]:allclose(two[3], 1e-5, 1e-4), "conv2d dw on 1 and 2 threads")
+end
+
+TestProfile = {}
+
+function TestProfile:test_counts_forward_and_backward_calls()
+  local x = ff.randn({ 8, 3, 6, 6 }):requires_grad(true)
+  local w = ff.randn({ 4, 3, 3, 3 }):requires_grad(true)
+  local report, value = ff.profile.run(function()
+    local y = ff.relu(ff.conv2d(x, w))
+    y:sum():backward()
+    return 42
+  end)
+  lu.assertEquals(value, 42)
+  local by = {}
+  for _, r in ipairs(report.ops) do by[r.op] = r end
+  lu.assertEquals(by.conv2d.forward.calls, 1)
+  lu.assertEquals(by.conv2d.backward.calls, 1)
+  lu.assertEquals(by.relu.forward.calls, 1)
+  lu.assertEquals(by.sum.backward.calls, 1)
+  for i = 2, #report.ops do
+    lu.assertTrue(report.ops[i - 1].seconds >= report.ops[i].seconds, "slowest first")
+  end
+  local total = report.other
+  for _, r in ipairs(report.ops) do
+    lu.assertTrue(r.seconds >= 0)
+    total = total + r.seconds
+  end
+  lu.assertTrue(total >= report.wall - 1e-9, "ops + other cover the wall time")
+  local text = tostring(report)
+  lu.assertStrContains(text, "conv2d")
+  lu.assertStrContains(text, "(other)")
+  lu.assertStrContains(text, "wall ")
+end
+
+function TestProfile:test_off_outside_a_profile_and_errors()
+  ff.profile.run(function() ff.randn(3):relu() end)
+  lu.assertFalse(ff.profile.running())
+  ff.randn(3):relu() -- not counted: the next profile starts from zero
+  local report = ff.profile.run(function() end)
+  lu.assertEquals(#report.ops, 0)
+  -- an error in the profiled function stops the profile and goes on up
+  local err = error_of(ff.profile.run, function() error("boom", 0) end)
+  lu.assertEquals(err, "boom")
+  lu.assertFalse(ff.profile.running())
+  lu.assertStrContains(error_of(ff.profile.run, 42), "ff.profile.run: argument #1 must be a function, got number")
+  lu.assertStrContains(error_of(ff.profile.stop), "ff.profile.stop: no profile is running")
+  ff.profile.start()
+  lu.assertStrContains(error_of(ff.profile.start), "ff.profile.start: a profile is already running")
+  ff.profile.stop()
+end
+
+os.exit(testlib.run())
