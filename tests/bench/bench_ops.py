@@ -26,7 +26,10 @@ engine: two busy pools on two cores fight (2/2 is several times slower on
 small GEMMs, 2/x wins on convolutions), and the engine should be measured
 against the best torch can do on the machine.
 Between samples at n > 1 the driver sleeps briefly, so that the spinning
-BLAS threads of one process have parked before the other process runs.
+BLAS threads of one process have parked before the other process runs; each
+side then runs one untimed lead-in step straight before its timed ones, so
+that a sample is a steady-state step, as in an epoch, not the first step
+after an idle pause (which pays for waking the idle cores).
 
 Nothing here asserts: the targets are printed beside the ratios.
 """
@@ -52,6 +55,7 @@ WARMUP = 1 if QUICK else 2         # untimed rounds per side after setup's own w
 SAMPLE_S = 0.01 if QUICK else 0.03  # a sample repeats a short step to last about this long
 PREPASS = 3                        # samples per torch thread config when choosing one
 GAP_S = 0.1                        # pause between samples at n > 1 (OpenBLAS spins ~0.1 s)
+LEAD = 1                           # untimed steps straight before each sample after a pause
 THREADS = (1, 2)
 REPLY_TIMEOUT_S = 600
 
@@ -426,7 +430,9 @@ def set_torch_threads(cfg, blas):
         blas.set_threads(b)
 
 
-def run_torch(step, inner):
+def run_torch(step, inner, lead=0):
+    for _ in range(lead):
+        step()
     t0 = time.perf_counter()
     for _ in range(inner):
         step()
@@ -488,6 +494,8 @@ def measure_case(worker, blas, case, n):
     sides = ["ff", "torch"] if ff_ok else ["torch"]
     samples = {s: [] for s in sides}
     gap = GAP_S if n > 1 else 0.0
+    lead = LEAD if gap else 0
+    row["lead"] = lead
     for rep in range(-WARMUP, REPS):
         order = sides if rep % 2 == 0 else sides[::-1]  # ff, torch, torch, ff, ...
         for side in order:
@@ -496,13 +504,13 @@ def measure_case(worker, blas, case, n):
             if side == "ff":
                 if not ff_ok:
                     continue
-                r = worker.ask("run %d" % inner)
+                r = worker.ask("run %d %d" % (inner, lead))
                 if not r.startswith("time "):
                     ff_ok, row["ff_status"] = False, r
                     continue
                 t = float(r.split()[1])
             else:
-                t = run_torch(step, inner)
+                t = run_torch(step, inner, lead)
             if rep >= 0:
                 samples[side].append(t / inner)
 

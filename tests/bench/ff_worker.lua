@@ -6,7 +6,8 @@
 --   setup CASE THREADS  -> "ok" | "unavailable: <error>"
 --       sets the BLAS thread count, builds the case's inputs (ff.randn) and
 --       runs one step (a warm-up that also proves the ops exist).
---   run N               -> "time <seconds for N steps>" | "error: <msg>"
+--   run N [LEAD]        -> "time <seconds for N steps>" | "error: <msg>"
+--       LEAD (default 0) untimed steps first, straight before the timed ones.
 --   check CASE          -> "check <v1> <v2> ..." | "unavailable: <error>"
 --       one step on deterministic inputs (the same formula as the driver's);
 --       prints the output's norm, then each gradient's norm, so the driver
@@ -269,11 +270,12 @@ function handlers.setup(name, threads)
   return "ok"
 end
 
-function handlers.run(n)
+function handlers.run(n, lead)
   if not step then return "error: no case set up" end
-  n = tonumber(n) or 1
+  n, lead = tonumber(n) or 1, tonumber(lead) or 0
   local s = step
   local ok, res = pcall(function()
+    for _ = 1, lead do s() end
     local t0 = ff.clock()
     for _ = 1, n do s() end
     return ff.clock() - t0
