@@ -28,6 +28,7 @@
 #include <math.h>
 #include "ff_autograd.h"
 #include "ff_ops.h"
+#include "parallel.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -69,27 +70,45 @@ static ff_tensor *empty_input_shaped(const ff_ctx *ctx)
 
 /* ---- sum, mean: every element of a row gets the row's gradient (/ n) ---- */
 
+/* Rows [r0, r1) of the spread: row r (of outer * n) is the gradient row
+ * of block r / n, scaled. Pure writes, so any split gives the same bits. */
+typedef struct {
+    const float *g;
+    float *o;
+    int64_t n, inner;
+    float scale;
+} spread_job;
+
+static void spread_range(void *arg, int t, int64_t r0, int64_t r1)
+{
+    const spread_job *j = arg;
+    int64_t n = j->n, inner = j->inner;
+    for (int64_t r = r0; r < r1;) {
+        int64_t b = r / n, end = (b + 1) * n < r1 ? (b + 1) * n : r1;
+        const float *gb = j->g + b * inner;
+        float *o = j->o + r * inner;
+        if (inner == 1) {
+            float v = gb[0] * j->scale;
+            for (int64_t i = 0; i < end - r; i++)
+                o[i] = v;
+        } else {
+            for (int64_t i = 0; i < end - r; i++)
+                for (int64_t k = 0; k < inner; k++)
+                    o[i * inner + k] = gb[k] * j->scale;
+        }
+        r = end;
+    }
+}
+
 static ff_tensor *spread_scaled(const ff_ctx *ctx, const ff_tensor *g, float scale)
 {
     rlayout l = layout_of(&ctx->in_shape[0], dim_of(ctx));
     ff_tensor *gc = ff_tensor_contiguous((ff_tensor *)g);
     ff_tensor *dst = gc ? empty_input_shaped(ctx) : NULL;
     if (dst) {
-        const float *gp = ff_tensor_data(gc);
-        float *o = ff_tensor_data(dst);
-        for (int64_t b = 0; b < l.outer; b++) {
-            float *ob = o + b * l.n * l.inner;
-            const float *gb = gp + b * l.inner;
-            if (l.inner == 1) {
-                float v = gb[0] * scale;
-                for (int64_t i = 0; i < l.n; i++)
-                    ob[i] = v;
-                continue;
-            }
-            for (int64_t i = 0; i < l.n; i++)
-                for (int64_t j = 0; j < l.inner; j++)
-                    ob[i * l.inner + j] = gb[j] * scale;
-        }
+        spread_job j = {ff_tensor_data(gc), ff_tensor_data(dst), l.n, l.inner, scale};
+        int64_t rows = l.outer * l.n;
+        ff_par_run(ff_par_threads(rows, l.inner + 1), rows, spread_range, &j);
     }
     ff_tensor_release(gc);
     return dst;

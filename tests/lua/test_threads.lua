@@ -1,7 +1,7 @@
 -- test_threads: the ops that split their loops over the engine's threads
--- (batch norm, activations, pooling, elementwise, conv2d) give the same bits
--- on 1 and on 2 threads, forward and backward, and the op profile counts
--- what ran. The inputs are large enough (over 2^20 floats touched) for the
+-- (batch norm, activations, pooling, elementwise, the backward of sum and
+-- mean, conv2d) give the same bits on 1 and on 2 threads, forward and
+-- backward, and the op profile counts what ran. The inputs are large enough (over 2^20 floats touched) for the
 -- loops to split.
 package.path = "tests/lua/?.lua;" .. package.path
 local testlib = require "testlib"
@@ -79,6 +79,20 @@ function TestThreads:test_elementwise_flat_layouts()
     return { a + c, a * 3, ff.tensor(2) - c, a:exp(), io, a:abs():sqrt_() }
   end)
   assert_same_bits(one, two, "elementwise")
+end
+
+function TestThreads:test_sum_and_mean_backward()
+  local g = ff.Generator(7)
+  local x = ff.randn({ 16, 16, 64, 64 }, g):requires_grad(true)
+  local gy = ff.randn({ 16, 64, 64 }, g)
+  local one, two = on_1_and_2(function()
+    local a = forward_backward(function() return x:sum(2) end, { x }, gy)
+    local b = forward_backward(function() return x:mean() * 3 end, { x })
+    local c = forward_backward(function() return x:sum(4):sum() end, { x })
+    return { a[2], b[2], c[2] }
+  end)
+  assert_same_bits(one, two, "sum and mean backward")
+  lu.assertEquals(one[2][{ 16, 16, 64, 64 }], 3 / (16 * 16 * 64 * 64))
 end
 
 -- conv2d's weight gradient sums per-thread partial sums, so only its
