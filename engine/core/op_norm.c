@@ -249,9 +249,11 @@ typedef struct {
     float *y;
 } bn_job;
 
+/* Threads for the channel loops: 1 for (N, C) inputs, whose channels are
+ * single floats strided across rows (the notes at the top). */
 static int bn_threads(const bn_geom *g)
 {
-    return ff_par_threads(g->C, g->N * g->S);
+    return g->S > 1 ? ff_par_threads(g->C, g->N * g->S) : 1;
 }
 
 /* Channels [c0, c1) of the (N, C, S > 1) statistics, in one pass over
@@ -424,7 +426,7 @@ static void bn_grad_sums(const bn_geom *g, const float *gy, const float *x, cons
     memset(sg, 0, sizeof(double) * (size_t)g->C);
     memset(sgx, 0, sizeof(double) * (size_t)g->C);
     bn_job j = {.g = g, .gy = gy, .x = x, .mean_f = mean, .sg = sg, .sgx = sgx};
-    ff_par_run(g->S > 1 ? bn_threads(g) : 1, g->C, sums_range, &j);
+    ff_par_run(bn_threads(g), g->C, sums_range, &j);
 }
 
 /* dx = a·gy + b·(x - mean) + c per channel: in training, with k = w·invstd,
@@ -453,7 +455,7 @@ static void bn_dx(const bn_geom *g, const float *gy, const float *x, const float
                   const ff_tensor *w, double *sg, double *sgx, float *dx)
 {
     bn_job j = {.g = g, .gy = gy, .x = x, .stats = stats, .w = w, .sg = sg, .sgx = sgx, .y = dx};
-    ff_par_run(g->S > 1 ? bn_threads(g) : 1, g->C, dx_range, &j);
+    ff_par_run(bn_threads(g), g->C, dx_range, &j);
 }
 
 ff_status ff_bwd_batch_norm(ff_ctx *ctx, const ff_tensor *gout, ff_tensor **gin)
