@@ -264,6 +264,18 @@ static int m_memory(lua_State *L)
     return 3;
 }
 
+/* ff.system_memory() -> total, available bytes of physical memory: growth
+ * estimates what a neighbourhood needs and refuses one that cannot fit
+ * before allocating anything. */
+static int m_system_memory(lua_State *L)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    long total = sysconf(_SC_PHYS_PAGES), avail = sysconf(_SC_AVPHYS_PAGES);
+    lua_pushinteger(L, (lua_Integer)(total > 0 && page > 0 ? (double)total * page : 0));
+    lua_pushinteger(L, (lua_Integer)(avail > 0 && page > 0 ? (double)avail * page : 0));
+    return 2;
+}
+
 /* ff.clock() -> seconds on a monotonic wall clock (for timing and ETAs;
  * os.clock counts CPU time of every thread). */
 static int m_clock(lua_State *L)
@@ -288,7 +300,7 @@ static const luaL_Reg module_fns[] = {
     {"rand", m_rand}, {"randn", m_randn}, {"randint", m_randint},
     {"bernoulli", m_bernoulli}, {"cat", m_cat}, {"stack", m_stack}, {"where", m_where},
     {"set_num_threads", m_set_num_threads}, {"get_num_threads", m_get_num_threads},
-    {"memory", m_memory}, {"clock", m_clock}, {"isatty", m_isatty},
+    {"memory", m_memory}, {"system_memory", m_system_memory}, {"clock", m_clock}, {"isatty", m_isatty},
     {NULL, NULL}};
 
 int luaopen_firefly_core(lua_State *L)

@@ -56,7 +56,7 @@ end
 
 function TestPropose:test_midpoint_rule_and_errors()
   local net, _, batches = setup()
-  local pe = ff.grow.propose(net, { new = 2, steps = 0, generator = ff.Generator(3) }, batches)
+  local pe = ff.grow.propose(net, { new = 2, steps = 0, rule = "endpoint", generator = ff.Generator(3) }, batches)
   local pm = ff.grow.propose(net, { new = 2, steps = 0, rule = "midpoint", points = 3,
     generator = ff.Generator(3) }, batches)
   local se, sm = pe.scores[1].split, pm.scores[1].split

@@ -33,7 +33,8 @@ grow.recipe = recipe
 -- and the optimiser's state forgotten after growth. eta, batches and
 -- reset_optim are read by grow.run.
 grow.presets = {
-  paper = { split = true, new = 16, eps = 1e-2, steps = 1, lr = 1e-3, rule = "endpoint",
+  paper = { split = true, new = 16, eps = 1e-2, steps = 1, lr = 1e-3, rule = propose.DEFAULT_RULE,
+    points = propose.DEFAULT_POINTS,
     project = true, selection = "paper", init = "paper" },
   official = { split = true, new = 70, eps = 1e-2, steps = 1, lr = 1e-3, optimizer = "rmsprop",
     project = false, penalty = 1e-2, rule = "endpoint", selection = "official", init = "official",

@@ -18,59 +18,151 @@ local ff = require "firefly"
 local units_mod = require "firefly.grow.units"
 local edit = require "firefly.grow.edit"
 local overgrown = require "firefly.grow.overgrown"
+local batches_mod = require "firefly.grow.batches"
+local apply_mod = require "firefly.grow.apply"
+local options = require "firefly.options"
+
+local each_batch, mean_loss, loss_of = batches_mod.each_batch, batches_mod.mean_loss, batches_mod.loss_of
+local widths, neuron_count = units_mod.widths, units_mod.neuron_count
 
 local P = {}
 P.__index = P
 
-local insert_layer, record_positions -- defined below
+local record_positions -- defined below
+
+-- The score rule when a neighbourhood names none: the paper's average
+-- gradient along each candidate's path, by the midpoint rule on 2 points
+-- (exact for a loss quadratic in the step, as a split's is to second
+-- order; the endpoint rule overstates splits 2x). The "paper" preset
+-- reads these; "official" keeps the released code's endpoint rule.
+P.DEFAULT_RULE, P.DEFAULT_POINTS = "midpoint", 2
+
+local function bad(key, want, v)
+  error(string.format("grow.propose: neighbourhood %s must be %s, got %s", key, want,
+    type(v) == "string" and string.format("%q", v) or tostring(v)), 0)
+end
 
 local function check_choice(nb, key, choices)
   local v = nb[key]
   if v == nil then return end
   for _, c in ipairs(choices) do if v == c then return end end
   error(string.format("grow.propose: %s must be one of %s, got %s", key, table.concat(choices, ", "),
-    tostring(v)), 4)
+    tostring(v)), 0)
 end
 
+local function is_count(v)
+  return type(v) == "number" and v == v and v >= 0 and v < 2 ^ 53 and v == math.floor(v)
+end
+
+-- A count of candidates: a whole number >= 0, or a table {candidates = n,
+-- ...} with the given extra fields.
+local function check_count(nb, key, extra)
+  local v = nb[key]
+  if v == nil then return 0 end
+  if type(v) == "table" then
+    local known = { candidates = true }
+    for _, k in ipairs(extra or {}) do known[k] = true end
+    options.check("grow.propose: neighbourhood " .. key, v, known, "field")
+    for k, x in pairs(v) do
+      if not is_count(x) then bad(key .. "." .. k, "a whole number >= 0", x) end
+    end
+    return v.candidates or 0
+  end
+  if not is_count(v) then
+    bad(key, "a whole number >= 0 (candidates per unit)" .. (extra and " or a table {candidates =, ...}" or ""), v)
+  end
+  return v
+end
+
+local function check_number(nb, key, ok, want)
+  local v = nb[key]
+  if v == nil then return end
+  if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge or not ok(v) then bad(key, want, v) end
+end
+
+local function check_type(nb, key, t, want)
+  local v = nb[key]
+  if v ~= nil and type(v) ~= t then bad(key, want, v) end
+end
+
+local NB_OPTIONS = { "split", "new", "eps", "where", "steps", "lr", "rule", "points", "loss", "generator",
+  "optimizer", "project", "penalty", "selection", "layers", "init", "last_conv_zero_out", "quiet", "method",
+  -- read by grow.run
+  "batches", "eta", "reset_optim" }
+
+-- Every field of a neighbourhood, by name, type and range, before anything
+-- is built: a bad value is an error naming it, never a default or a NaN
+-- that surfaces later in the weights.
 local function check_nb(nb, method)
-  local allowed = { split = 1, new = 1, eps = 1, where = 1, steps = 1, lr = 1, rule = 1, points = 1,
-    loss = 1, generator = 1, optimizer = 1, project = 1, penalty = 1, selection = 1, layers = 1,
-    init = 1, last_conv_zero_out = 1, quiet = 1, method = 1,
-    -- read by grow.run
-    batches = 1, eta = 1, reset_optim = 1 }
-  for k in pairs(method and method.options or {}) do allowed[k] = 1 end
+  local known = {}
+  for _, k in ipairs(NB_OPTIONS) do known[k] = true end
+  for k in pairs(method and method.options or {}) do known[k] = true end
   for k in pairs(nb) do
-    if not allowed[k] then
-      error(string.format("grow.propose: unknown neighbourhood option '%s'%s", tostring(k),
-        nb.method and " for method " .. nb.method or ""), 3)
+    if not known[k] then
+      error(string.format("grow.propose: unknown neighbourhood option '%s'%s%s", tostring(k),
+        nb.method and " for method " .. tostring(nb.method) or "", options.hint(tostring(k), known)), 0)
     end
   end
   check_choice(nb, "rule", { "endpoint", "midpoint", "exact" })
   check_choice(nb, "optimizer", { "adam", "rmsprop" })
   check_choice(nb, "selection", { "paper", "official" })
   check_choice(nb, "init", { "paper", "official" })
+  check_type(nb, "split", "boolean", "true or false")
+  for _, k in ipairs { "project", "last_conv_zero_out", "quiet" } do check_type(nb, k, "boolean", "true or false") end
+  check_type(nb, "loss", "function", "a function(output, target) -> loss")
+  check_count(nb, "new")
+  check_count(nb, "layers", { "max_new_layers" })
+  check_number(nb, "eps", function(v) return v > 0 end, "a number > 0 (the largest step |ε_i|)")
+  check_number(nb, "lr", function(v) return v > 0 end, "a number > 0")
+  check_number(nb, "penalty", function(v) return v >= 0 end, "a number >= 0")
+  check_number(nb, "steps", function(v) return v >= 0 and v == math.floor(v) end, "a whole number >= 0 (passes of step 1)")
+  check_number(nb, "points", function(v) return v >= 1 and v == math.floor(v) end, "a whole number >= 1")
+  if nb.generator ~= nil and (type(nb.generator) ~= "userdata" or not pcall(nb.generator.get_state, nb.generator)) then
+    bad("generator", "an ff.Generator", nb.generator)
+  end
+  if nb.where ~= nil then
+    if type(nb.where) ~= "table" then bad("where", "a list of unit names", nb.where) end
+    for i, w in ipairs(nb.where) do
+      if type(w) ~= "string" then bad("where[" .. i .. "]", "a unit name (a string)", w) end
+    end
+  end
 end
 
--- batches: a DataLoader, or a list of {x, y}. With a label, a progress
--- line on a terminal (growth over a whole training set takes a while).
-local function each_batch(batches, fn, label, quiet)
-  local bar = label and ff.logging.progress { total = #batches, label = label, quiet = quiet, unit = "batch" }
-  local done = 0
-  local function one(x, y)
-    fn(x, y)
-    done = done + 1
-    if bar then bar:update(done) end
+-- Bytes the over-grown network of a neighbourhood needs, roughly: every
+-- candidate tensor with its gradient and two Adam moments, and the
+-- activations of one batch of new neurons and layers (at most the input's
+-- H·W positions). An estimate to refuse the impossible before allocating,
+-- not a budget.
+local function estimate_bytes(units, nb, x)
+  local new = check_count(nb, "new")
+  local layers = check_count(nb, "layers", { "max_new_layers" })
+  local batch = x:size(1)
+  local positions = x:dim() == 4 and x:size(3) * x:size(4) or 1
+  local floats = 0
+  for _, u in ipairs(units) do
+    local w = u.producer.weight
+    local row = w:numel() / w:size(1)
+    local out = u.consumer.weight:size(1) * u.spatial * (u.consumer.weight:numel() / (u.consumer.weight:size(1) * u.consumer.weight:size(2)))
+    if nb.split ~= false then floats = floats + 4 * w:numel() end
+    floats = floats + 4 * new * (row + out) + 3 * batch * new * positions
+    local width = w:size(1)
+    floats = floats + 4 * layers * 2 * width * (u.kind == "Conv2d" and 9 or 1) + 3 * batch * layers * positions
   end
-  if batches.iter then
-    for x, y in batches:iter() do one(x, y) end
-  else
-    for _, b in ipairs(batches) do one(b[1], b[2]) end
-  end
-  if bar then bar:finish() end
+  return 4 * floats
 end
 
-local function loss_of(nb)
-  return nb.loss or function(out, y) return ff.cross_entropy(out, y) end
+local function check_memory(units, nb, batches)
+  if (nb.method or "firefly") ~= "firefly" then return end
+  local x = batches_mod.first(batches)
+  local need = estimate_bytes(units, nb, x)
+  local total = ff.system_memory()
+  if total > 0 and need > 0.8 * total then
+    error(string.format("grow.propose: this neighbourhood (new = %s, layers = %s) needs about %.1f GiB for its "
+      .. "candidates, more than this machine's %.1f GiB allows: fewer candidates per unit, or fewer units (where)",
+      tostring(type(nb.new) == "table" and nb.new.candidates or nb.new or 0),
+      tostring(type(nb.layers) == "table" and nb.layers.candidates or nb.layers or 0),
+      need / 2 ^ 30, total / 2 ^ 30), 0)
+  end
 end
 
 -- Gated neurons (new neurons, a candidate layer's) onto |e| <= ε and
@@ -125,10 +217,17 @@ local function step1(og, nb, batches, lf)
       and ff.optim.RMSprop(params, { lr = nb.lr or 1e-3, alpha = 0.9, momentum = 0.1 })
       or ff.optim.Adam(params, { lr = nb.lr or 1e-3 })
   for pass = 1, steps do
+    local b = 0
     each_batch(batches, function(x, y)
+      b = b + 1
       opt:zero_grad()
       local loss = lf(og(x), y)
       if nb.penalty and nb.penalty > 0 then loss = loss + penalty(og, nb.penalty) end
+      local l = loss:item()
+      if l ~= l or l == math.huge or l == -math.huge then
+        error(string.format("grow.propose: step 1 (pass %d, batch %d): the over-grown network's loss is %s "
+          .. "(lower lr or eps); the network is unchanged", pass, b, tostring(l)), 0)
+      end
       loss:backward()
       opt:step()
       if nb.project ~= false then project(og, nb.eps or 1e-2) end
@@ -165,9 +264,9 @@ end
 -- Gate gradients summed over batches and quadrature points.
 local function gradient_sums(og, nb, batches, lf)
   local alphas = { 1 }
-  if nb.rule == "midpoint" then
+  if (nb.rule or P.DEFAULT_RULE) == "midpoint" then
     alphas = {}
-    local g = nb.points or 4
+    local g = nb.points or P.DEFAULT_POINTS
     for k = 1, g do alphas[k] = (2 * k - 1) / (2 * g) end
   end
   local gates = og:gates()
@@ -221,29 +320,6 @@ local function step2(og, nb, batches, lf)
   return scores
 end
 
-local function mean_loss(net, batches, lf)
-  local total, n = 0, 0
-  ff.no_grad(function()
-    each_batch(batches, function(x, y)
-      total = total + lf(net(x), y):item() * x:size(1)
-      n = n + x:size(1)
-    end)
-  end)
-  return total / math.max(n, 1)
-end
-
-local function widths(us)
-  local w = {}
-  for i, u in ipairs(us) do w[i] = units_mod.width(u) end
-  return table.concat(w, "-")
-end
-
-local function neuron_count(us)
-  local n = 0
-  for _, u in ipairs(us) do n = n + units_mod.width(u) end
-  return n
-end
-
 -- Firefly descent itself: the over-grown network, step 1, step 2.
 local function firefly(ctx)
   local nb = ctx.nb
@@ -252,7 +328,16 @@ local function firefly(ctx)
   local og = overgrown.build(ctx.net, ctx.units, { split = nb.split ~= false, new = new, layers = layers,
     eps = nb.eps, generator = nb.generator, init = nb.init })
   step1(og, nb, ctx.batches, ctx.lf)
-  return { og = og, scores = step2(og, nb, ctx.batches, ctx.lf) }
+  local scores = step2(og, nb, ctx.batches, ctx.lf)
+  for k, entry in ipairs(scores) do
+    for kind, sc in pairs(entry) do
+      if not batches_mod.finite(sc) then
+        error(string.format("grow.propose: step 2 gave non-finite %s scores on unit %s (lower lr or eps); "
+          .. "the network is unchanged", kind, og.units[k].unit.name), 0)
+      end
+    end
+  end
+  return { og = og, scores = scores }
 end
 
 -- The growth methods by name: Firefly here, the baselines in methods/.
@@ -292,18 +377,27 @@ P.util = { each_batch = each_batch, mean_loss = mean_loss, loss_of = loss_of }
 -- entries) and `materialise(self, opt)` (apply it its own way; returns
 -- what apply does).
 function P.propose(net, nb, batches)
+  if type(net) ~= "table" or type(net.parameters) ~= "function" then
+    error("grow.propose: argument #1 must be a network (an nn module), got " .. type(net), 2)
+  end
   nb = nb or {}
+  if type(nb) ~= "table" then
+    error("grow.propose: argument #2 (the neighbourhood) must be a table of options, got " .. type(nb), 2)
+  end
+  batches_mod.check_arg("grow.propose", batches)
   local method = method_of(nb)
   check_nb(nb, method)
   local t0 = ff.clock()
   local lf = loss_of(nb)
   local us = units_mod.units(net, nb.where)
   if #us == 0 then error("grow.propose: the network has no growable units", 2) end
+  check_memory(us, nb, batches)
   local was_training = net.training
   net:eval()
   -- freeze the network's weights: step 1 moves only the perturbations
+  -- (each parameter gets its own flag back: some are frozen on purpose)
   local frozen = {}
-  for _, p in ipairs(net:parameters()) do frozen[#frozen + 1] = p; p:requires_grad(false) end
+  for _, p in ipairs(net:parameters()) do frozen[#frozen + 1] = { p, p:requires_grad() }; p:requires_grad(false) end
   local ok, err = pcall(function()
     local self = method.build { net = net, nb = nb, batches = batches, lf = lf, units = us }
     self.net, self.nb, self.batches, self.lf, self.method = net, nb, batches, lf, method.name
@@ -314,7 +408,7 @@ function P.propose(net, nb, batches)
     self.seconds = ff.clock() - t0
     return self
   end)
-  for _, p in ipairs(frozen) do p:requires_grad(true) end
+  for _, f in ipairs(frozen) do f[1]:requires_grad(f[2]) end
   net:train(was_training)
   if not ok then error(err, 0) end
   return err
@@ -322,8 +416,15 @@ end
 
 -- Every candidate as {unit = k, kind = "split" | "new" | "layer" | "deeper", index = i,
 -- score = s, step = ε̃ (signed for gated neurons, |v_i| for splits),
--- effect = s·|ε̃| (the gate gradient: the first-order effect of keeping the
--- candidate at its trained step)}.
+-- dir = sign(ε̃) (+1 for splits), effect = s·|ε̃| (the gate gradient: the
+-- first-order effect of keeping the candidate at its trained step)}.
+--
+-- The sign convention, in one place: a score is the derivative of the loss
+-- along the candidate's trained step, dir·v (v = the raw perturbation: a
+-- split's row, a new neuron's φ(xu + c)·o), because step 2 divides the
+-- gate gradient by |ε̃|. So the step selection chooses, ε̂, is a step along
+-- dir·v, and apply must materialise ε̂·dir·v. Dropping dir would add every
+-- neuron trained to a negative ε̃ in the direction that raises the loss.
 function P:candidates()
   local list = {}
   for k, entry in ipairs(self.scores) do
@@ -334,7 +435,7 @@ function P:candidates()
           or cand[kind].e:totable()
         for i, s in ipairs(entry[kind]:totable()) do
           list[#list + 1] = { unit = k, kind = kind, index = i, score = s, step = steps[i],
-            effect = s * math.abs(steps[i]) }
+            dir = steps[i] < 0 and -1 or 1, effect = s * math.abs(steps[i]) }
         end
       end
     end
@@ -541,13 +642,19 @@ function P:select(eta)
       df = marginal(self, c, n, l, true, d)
       ok = (spent.flops[p] or 0) + df <= budget.flops
     end
+    -- a split is symmetric (θ ± ε̂δ are the same two children whatever
+    -- the sign of ε̂), so one whose score is not negative cannot lower the
+    -- loss: ε̂ = −ε·sign(s) would predict a fall that the split reverses
+    if ok and not fixed and c.kind == "split" and not (c.score < 0) then ok = false end
     if ok and c.kind == "layer" and not opened[k] then
       ok = n_opened < max_layers
       if ok then opened[k], n_opened = true, n_opened + 1 end
     end
     if ok then
       c.trained = fixed
-      c.eps_hat = fixed and c.step or (c.score > 0 and -eps or eps)
+      -- ε̂ is a step along the candidate's trained direction dir·v: its
+      -- own length (official), or ε against the score's sign (paper)
+      c.eps_hat = fixed and math.abs(c.step) or (c.score > 0 and -eps or eps)
       self.predicted = self.predicted + (self.predict and self:predict(c) or c.eps_hat * c.score)
       self.selected[#self.selected + 1] = c
       spent.neurons[p] = (spent.neurons[p] or 0) + dn
@@ -564,195 +671,7 @@ function P:select(eta)
   return self
 end
 
----------------------------------------------------------------- apply
-
--- How each grown module's weight rows (dim 1) and columns (dim 2) map to
--- those it had at proposal time, composed over the edits of this apply:
--- maps[module][dim] = {src = {...}, scale = {...}}. A later unit's
--- candidates were built against the old shapes and are brought up to date
--- through them (new inputs read with zero weights, split inputs with half).
-local function track(maps, modules, entries)
-  for _, m in ipairs(modules) do
-    for _, e in ipairs(entries) do
-      if m.weight == e.new then
-        maps[m] = maps[m] or {}
-        for d, src in pairs(e.index or {}) do
-          local prev, scale = maps[m][d], e.scale and e.scale[d]
-          local out = { src = {}, scale = {} }
-          for j, s in ipairs(src) do
-            out.src[j] = s > 0 and (prev and prev.src[s] or s) or 0
-            out.scale[j] = s > 0 and (scale and scale[j] or 1) * (prev and prev.scale[s] or 1) or 1
-          end
-          maps[m][d] = out
-        end
-      end
-    end
-  end
-end
-
--- t (built against module m's old dim-`dim` size) brought up to date.
-local function updated(maps, m, dim, t, tdim)
-  local map = maps[m] and maps[m][dim]
-  if not map then return t end
-  return edit.gather(t, tdim or dim, map.src, map.scale)
-end
-
--- A column map read off a row map: each source neuron's copies share its
--- weight (a split parent's two children read half each).
-local function columns_of(rows)
-  local count = {}
-  for _, s in ipairs(rows) do if s > 0 then count[s] = (count[s] or 0) + 1 end end
-  local scale = {}
-  for j, s in ipairs(rows) do scale[j] = s > 0 and 1 / count[s] or 1 end
-  return rows, scale
-end
-
--- Insert the selected neurons of a candidate layer as a Residual block at
--- its place: x + W2 act(W1 x + b1) (conv units: conv 3x3, an identity
--- batch norm when the unit has one, act, conv 3x3), W2's neuron blocks
--- scaled by the steps. The block reads the unit's neurons as they are after
--- this step's edits: split children half each, new neurons nothing; it
--- writes the same to both children and nothing to new neurons. Returns
--- remap entries for the new parameters (no old state).
-local nn_mod
-function insert_layer(cand, sel, maps)
-  nn_mod = nn_mod or require("firefly.nn")
-  local unit, L = cand.unit, cand.layer
-  local width = unit.producer.weight:size(1)
-  local idx, steps = {}, {}
-  for j, c in ipairs(sel) do idx[j] = c.index; steps[j] = c.eps_hat end
-  local k = #idx
-  local rows = maps[unit.producer] and maps[unit.producer][1]
-  local w1 = L.u:detach():index_select(1, ff.tensor(idx))
-  local b1 = L.b:detach():index_select(1, ff.tensor(idx))
-  local w2 = L.o:detach():index_select(2, ff.tensor(idx))
-  w2 = w2 * ff.tensor(steps):view(L.conv and { 1, k, 1, 1 } or { 1, k })
-  if rows then
-    local src, scale = columns_of(rows.src)
-    w1 = edit.gather(w1, 2, src, scale)
-    w2 = edit.gather(w2, 1, src)
-  end
-  local layers
-  if L.conv then
-    local first = nn_mod.Conv2d(width, k, 3, { padding = 1 })
-    local second = nn_mod.Conv2d(k, width, 3, { padding = 1 })
-    layers = { first, second }
-    local act = nn_mod.activation(L.act.act, L.act.param)
-    local seq = L.bn and { first, nn_mod.BatchNorm2d(k), act, second } or { first, act, second }
-    L.block = nn_mod.Residual(nn_mod.Sequential(seq))
-  else
-    local first, second = nn_mod.Linear(width, k), nn_mod.Linear(k, width)
-    layers = { first, second }
-    L.block = nn_mod.Residual(nn_mod.Sequential { first, nn_mod.activation(L.act.act, L.act.param), second })
-  end
-  ff.no_grad(function()
-    layers[1].weight:copy_(w1); layers[1].bias:copy_(b1)
-    layers[2].weight:copy_(w2); layers[2].bias:zero_()
-  end)
-  -- its place: before between[at], or before the consumer
-  local anchor = unit.between[L.at] or unit.consumer
-  local pos
-  for i, ch in ipairs(unit.parent._children) do if ch[2] == anchor then pos = i end end
-  unit.parent:insert(pos, L.block)
-  local entries = {}
-  for _, p in ipairs(L.block:parameters()) do entries[#entries + 1] = { new = p } end
-  return entries
-end
-
--- Materialise the selection, unit by unit in network order. With an
--- optimiser, its state follows every edit (opt:remap after each one: a
--- layer can be edited twice, as one unit's consumer and the next one's
--- producer). Returns the network, the list of remap maps in the order they
--- apply, and a report.
-function P:apply(opt)
-  if not self.selected then error("grow.apply: select() first", 2) end
-  if self.applied then error("grow.apply: this proposal was applied already; propose again", 2) end
-  self.applied = true
-  if self.materialise then return self:materialise(opt) end
-  local t0 = ff.clock()
-  local params_before = self.net:num_params()
-  local maps, track_maps = {}, {}
-  local modules = {}
-  for _, cand in ipairs(self.og.units) do
-    modules[#modules + 1] = cand.unit.producer
-    modules[#modules + 1] = cand.unit.consumer
-  end
-  local function done(map)
-    maps[#maps + 1] = map
-    track(track_maps, modules, map)
-    if opt then opt:remap(map) end
-  end
-  local by_unit = {}
-  for _, c in ipairs(self.selected) do
-    by_unit[c.unit] = by_unit[c.unit] or { split = {}, new = {}, layer = {}, deeper = {} }
-    table.insert(by_unit[c.unit][c.kind], c)
-  end
-  -- the official quirk: new neurons of the last conv unit (the one whose
-  -- consumer is a Linear) start with zero outgoing weights
-  local quirk = self.nb.last_conv_zero_out
-  for k, cand in ipairs(self.og.units) do
-    local sel = by_unit[k]
-    if sel then
-      local unit = cand.unit
-      local P0 = unit.producer
-      if #sel.split > 0 then
-        local idx, rows = {}, {}
-        for j, c in ipairs(sel.split) do
-          idx[j] = c.index
-          local v = cand.split.v[c.index]
-          -- the trained v itself (official), or its direction times ε̂ (paper)
-          rows[j] = (c.trained and v or v / math.max(v:norm():item(), 1e-12) * c.eps_hat):detach()
-        end
-        local map = edit.split(unit, idx, updated(track_maps, P0, 2, ff.stack(rows)))
-        if self.after_split then self:after_split(cand, map) end
-        done(map)
-      end
-      if #sel.new > 0 then
-        local idx, e_hat = {}, {}
-        for j, c in ipairs(sel.new) do idx[j] = c.index; e_hat[j] = c.eps_hat end
-        local n = cand.new
-        local kk = #idx
-        local u = updated(track_maps, P0, 2, n.u:detach():index_select(1, ff.tensor(idx)))
-        local b = n.b:detach():index_select(1, ff.tensor(idx))
-        -- outgoing weights of the selected neurons, times their steps, in
-        -- the consumer's layout (k blocks of `spatial` columns, or k input
-        -- channels), with rows the consumer gained this step
-        local o = n.o:detach()
-        local out_rows = o:size(1)
-        o = o:view(out_rows, n.e:size(1), -1):index_select(2, ff.tensor(idx)) * ff.tensor(e_hat):view(1, kk, 1)
-        local oshape = n.o:size()
-        oshape[2] = oshape[2] // n.e:size(1) * kk
-        o = updated(track_maps, unit.consumer, 1, o:reshape(oshape))
-        if quirk and unit.kind == "Conv2d" and getmetatable(unit.consumer).__name == "Linear" then o = o * 0 end
-        done(edit.add(unit, u, b, o))
-      end
-      if #sel.layer > 0 then done(insert_layer(cand, sel.layer, track_maps)) end
-      -- an identity layer at the unit's width after its edits (Net2Net)
-      if #sel.deeper > 0 then done(self:insert_deeper(cand)) end
-    end
-  end
-  local was_training = self.net.training
-  self.net:eval()
-  local loss_after = mean_loss(self.net, self.batches, self.lf)
-  self.net:train(was_training)
-  local us = units_mod.units(self.net)
-  local report = setmetatable({
-    predicted = self.predicted, measured = loss_after - self.loss_before,
-    loss_before = self.loss_before, loss_after = loss_after,
-    params_before = params_before, params_after = self.net:num_params(),
-    neurons_before = self.neurons_before, neurons_after = neuron_count(us),
-    widths_before = self.widths_before, widths_after = widths(us),
-    selected = #self.selected, cost = self.cost, flops = self.flops,
-    seconds = self.seconds + (ff.clock() - t0), propose_seconds = self.seconds,
-    apply_seconds = ff.clock() - t0,
-  }, { __tostring = function(r)
-    return string.format("grew %d candidates: widths %s -> %s, neurons %d -> %d, params %d -> %d\n"
-      .. "  dL predicted %.4g, measured %.4g (loss %.4f -> %.4f on the scoring batches); %.2f s",
-      r.selected, r.widths_before, r.widths_after, r.neurons_before, r.neurons_after, r.params_before,
-      r.params_after, r.predicted, r.measured, r.loss_before, r.loss_after, r.seconds)
-  end })
-  return self.net, maps, report
-end
+P.apply = apply_mod.apply
 
 ---------------------------------------------------------------- printing
 
@@ -768,7 +687,7 @@ function P:__tostring()
   end
   local lines = {
     self.method == "firefly"
-      and string.format("Firefly proposal: %d units, rule %s, %.2f s", #self.scores, self.nb.rule or "endpoint",
+      and string.format("Firefly proposal: %d units, rule %s, %.2f s", #self.scores, self.nb.rule or P.DEFAULT_RULE,
         self.seconds or 0)
       or string.format("%s proposal: %d units, %.2f s", self.method, #self.scores, self.seconds or 0),
     string.format("  %-10s %-7s %6s  %-6s %6s %10s %10s %10s%s", "unit", "layer", "width", "kind", "count",

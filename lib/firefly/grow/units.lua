@@ -112,4 +112,17 @@ end
 -- The number of neurons of a unit (rows of Linear, channels of Conv2d).
 U.width = function(u) return width(u.producer) end
 
+-- The widths of a list of units as "16-16", and their neurons in all.
+function U.widths(us)
+  local w = {}
+  for i, u in ipairs(us) do w[i] = width(u.producer) end
+  return table.concat(w, "-")
+end
+
+function U.neuron_count(us)
+  local n = 0
+  for _, u in ipairs(us) do n = n + width(u.producer) end
+  return n
+end
+
 return U

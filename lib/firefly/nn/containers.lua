@@ -106,6 +106,12 @@ function Sequential:renumber()
   end
 end
 
+-- The position of child module m, or nil.
+function Sequential:index_of(m)
+  for i, c in ipairs(self._children) do if c[2] == m then return i end end
+  return nil
+end
+
 function Sequential:get(i) return self._children[i] and self._children[i][2] end
 Sequential.__len = function(self) return #self._children end
 

@@ -156,7 +156,8 @@ end
 -- of a Conv2d consumer); +ν on the first, −ν on the second. Residual
 -- blocks in between write the same to both copies, so they stay equal.
 function M.after_split(self, cand, map)
-  if self.noise == 0 then return end
+  -- (no noise in apply's preservation trial, where every step is zero)
+  if self.noise == 0 or self.step_scale == 0 then return end
   local consumer = cand.unit.consumer
   local entry
   for _, e in ipairs(map) do if e.new == consumer.weight then entry = e end end
