@@ -45,6 +45,8 @@ function TestMethods:test_neuron_budget_is_exact()
     local _, _, r = p:apply(opt)
     lu.assertEquals(r.selected, 5, m)
     lu.assertEquals(r.neurons_after - r.neurons_before, 5, m)
+    -- every method's operators preserve the function at zero step
+    lu.assertTrue(type(r.preserved) == "number" and r.preserved <= 1e-5, m .. ": preserved " .. tostring(r.preserved))
   end
 end
 
