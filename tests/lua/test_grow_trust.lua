@@ -155,7 +155,7 @@ function TestGuards:test_bad_values_refused_before_anything_changes()
     lu.assertStrContains(err, "grow.propose")
   end
   lu.assertStrContains(testlib.error_of(ff.grow.propose, "net", {}, batches), "argument #1")
-  lu.assertStrContains(testlib.error_of(ff.grow.propose, net, function() end, batches), "argument #2")
+  lu.assertStrContains(testlib.error_of(ff.grow.propose, net, 5, batches), "argument #2")
   lu.assertStrContains(testlib.error_of(ff.grow.propose, net, {}, {}), "empty")
   assert_same_state(net, opt, before, printed)
 end

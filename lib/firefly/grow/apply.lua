@@ -170,7 +170,7 @@ local function add_unit(self, cand, sel, track_maps, scale)
   o = updated(track_maps, unit.consumer, 1, o:reshape(oshape))
   -- the official quirk: new neurons of the last conv unit (the one whose
   -- consumer is a Linear) start with zero outgoing weights
-  if self.nb.last_conv_zero_out and unit.kind == "Conv2d" and units_mod.class_of(unit.consumer) == "Linear" then
+  if self.nb.last_conv_zero_out and unit.conv and not units_mod.is_conv(unit.consumer) then
     o = o * 0
   end
   check_finite("new neurons' incoming weights", unit, u); check_finite("new neurons' biases", unit, b)

@@ -22,7 +22,6 @@ local units = require "firefly.grow.units"
 
 local E = {}
 
-local class_of = units.class_of
 
 -- {n, 1, 1, ...}: one value per entry of dim `dim` of a rank-`rank` tensor
 local function along(dim, n, rank)
@@ -111,15 +110,14 @@ local function grow_between(unit, m_old, src, entries)
   local rows = identity_plus(m_old, src)
   local function add(e) if e then entries[#entries + 1] = e end end
   for _, m in ipairs(unit.between) do
-    local cls = class_of(m)
-    if cls == "BatchNorm1d" or cls == "BatchNorm2d" then
+    if m.per_neuron == "norm" then
       local defaults = { weight = 1, bias = 0, running_mean = 0, running_var = 1 }
       for _, name in ipairs { "weight", "bias", "running_mean", "running_var" } do
         if m[name] then
           add(replace(m, name, gather(m[name]:detach(), 1, rows, nil, defaults[name]), { [1] = rows }))
         end
       end
-    elseif cls == "Residual" then
+    elseif m.container == "residual" then
       local first, last = units.residual_ends(m, m_old)
       local csrc, cscale = column_map(m_old, src, 1)
       add(replace(first, "weight", gather(first.weight:detach(), 2, csrc, cscale), { [2] = csrc }, { [2] = cscale }))

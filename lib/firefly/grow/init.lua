@@ -1,14 +1,12 @@
 -- firefly.grow: growing networks by Firefly neural architecture descent.
 --
--- Growable units found by walking the network (units.lua), materialising
--- edits with the optimiser remap they need (edit.lua), the over-grown
--- network with its gates (overgrown.lua), one growth step from the REPL
--- (propose.lua: propose, select, apply), Algorithm 1 end to end (run.lua)
--- and recipes (recipe.lua). See spec/grow.md.
+-- The public face of grow/: README.md there says where each part of the
+-- method lives and how a step flows through the files. See spec/grow.md.
 local units = require "firefly.grow.units"
 local edit = require "firefly.grow.edit"
 local overgrown = require "firefly.grow.overgrown"
-local propose = require "firefly.grow.propose"
+local proposal = require "firefly.grow.proposal"
+local firefly = require "firefly.grow.methods.firefly"
 local run = require "firefly.grow.run"
 local recipe = require "firefly.grow.recipe"
 
@@ -19,7 +17,9 @@ grow.width = units.width
 grow.split = edit.split
 grow.add = edit.add
 grow.overgrown = overgrown.build
-grow.propose = propose.propose
+grow.propose = proposal.propose
+grow.budget = require "firefly.grow.budget"
+grow.methods = require "firefly.grow.methods"
 grow.run = run.run
 grow.recipe = recipe
 
@@ -33,8 +33,8 @@ grow.recipe = recipe
 -- and the optimiser's state forgotten after growth. eta, batches and
 -- reset_optim are read by grow.run.
 grow.presets = {
-  paper = { split = true, new = 16, eps = 1e-2, steps = 1, lr = 1e-3, rule = propose.DEFAULT_RULE,
-    points = propose.DEFAULT_POINTS,
+  paper = { split = true, new = 16, eps = 1e-2, steps = 1, lr = 1e-3, rule = firefly.DEFAULT_RULE,
+    points = firefly.DEFAULT_POINTS,
     project = true, selection = "paper", init = "paper" },
   official = { split = true, new = 70, eps = 1e-2, steps = 1, lr = 1e-3, optimizer = "rmsprop",
     project = false, penalty = 1e-2, rule = "endpoint", selection = "official", init = "official",

@@ -31,27 +31,27 @@
 -- does the leading batch norm and activation of both children in one pass.
 local ff = require "firefly"
 local units_mod = require "firefly.grow.units"
+local candidates = require "firefly.grow.candidates"
 
 local O = {}
 O.__index = O
 
-local class_of = units_mod.class_of
+local gated, split_directions, candidate_layer = candidates.gated, candidates.split_directions, candidates.layer
+local outgoing_shape = candidates.outgoing_shape
+O.outgoing_shape, O.layer_position = outgoing_shape, candidates.layer_position
+
 local tap_pre, tap_probe -- defined below
 
 -- The producer's op on x with weight w and bias b (conv options shared).
 local function produce(unit, x, w, b)
-  local p = unit.producer
-  if unit.kind == "Linear" then return ff.linear(x, w, b) end
-  return ff.conv2d(x, w, b, { stride = p.stride, padding = p.padding, dilation = p.dilation })
+  return unit.producer:with_weights(x, w, b)
 end
 
 O.produce = produce
 
 -- The consumer's op on the new neurons' (scaled) outputs with weights o.
 local function consume(unit, a, o)
-  local c = unit.consumer
-  if class_of(c) == "Linear" then return ff.linear(a, o) end
-  return ff.conv2d(a, o, nil, { stride = c.stride, padding = c.padding, dilation = c.dilation })
+  return unit.consumer:with_weights(a, o)
 end
 O.consume = consume
 
@@ -66,10 +66,7 @@ local function note(self, key, t)
   if self.record then self.record[key] = t:dim() == 4 and t:size(3) * t:size(4) or 1 end
 end
 
-local function is_bn(m)
-  local cls = class_of(m)
-  return cls == "BatchNorm1d" or cls == "BatchNorm2d"
-end
+local function is_bn(m) return m.per_neuron == "norm" end
 
 -- A new neuron's output times its step, `scale` (one value per neuron):
 -- the activations and pooling of the unit, but not its batch norm (a new
@@ -83,11 +80,10 @@ local function phi_new(unit, z, scale)
     return t * per_neuron(scale, t)
   end
   for _, m in ipairs(unit.between) do
-    local cls = class_of(m)
-    if cls == "Flatten" or cls == "GlobalAvgPool" then
+    if m.per_neuron == "flatten" then
       if not scaled then z = apply_scale(z) end
       z = m(z)
-    elseif not is_bn(m) and cls ~= "Dropout" and cls ~= "Residual" then
+    elseif m.per_neuron and not is_bn(m) and m.per_neuron ~= "dropout" then
       z = m(z)
     end
   end
@@ -95,128 +91,30 @@ local function phi_new(unit, z, scale)
   return z
 end
 
--- The shape of the outgoing weights of n new neurons: the consumer's weight
--- with n in its input dim (times `spatial` for a Linear after Flatten).
-local function outgoing_shape(unit, n)
-  local shape = unit.consumer.weight:size()
-  shape[2] = n * (class_of(unit.consumer) == "Linear" and unit.spatial or 1)
-  return shape
-end
-O.outgoing_shape = outgoing_shape
-
--- The activation a new layer uses: the unit's own (else ReLU).
-local function first_activation(unit)
-  for _, m in ipairs(unit.between) do
-    if m.act then return m end
-  end
-  return require("firefly.nn").ReLU()
-end
-
--- Where a unit's candidate layer goes: before between[at] (at = #between
--- + 1: before the consumer). Conv units take it before Flatten or global
--- pooling, where the neurons are still channels.
-local function layer_position(unit)
-  if unit.kind == "Conv2d" then
-    for k, m in ipairs(unit.between) do
-      local cls = class_of(m)
-      if cls == "Flatten" or cls == "GlobalAvgPool" then return k end
-    end
-    if class_of(unit.consumer) ~= "Conv2d" then return nil end
-  elseif class_of(unit.consumer) ~= "Linear" or unit.spatial ~= 1 then
-    return nil
-  end
-  return #unit.between + 1
-end
-O.layer_position = layer_position
-
-local function numel_of(shape)
-  local n = 1
-  for _, d in ipairs(shape) do n = n * d end
-  return n
-end
-
--- Gated neurons (new neurons, or a candidate layer's): incoming weights u
--- (k rows), biases b, outgoing weights o (k blocks along dim 2), steps e.
--- The paper's initialisation: u of unit variance per input, o likewise,
--- e = ε (projection then keeps ||(u, b, o)|| <= 1); the released code's:
--- u ~ N(0, 0.1²), o ~ U(−0.01, 0.01), and a unit step (its new neurons
--- are not scaled: the outgoing weights are the step).
-local function gated(k, ushape, oshape, eps, init, g, no_bias)
-  local fan_in = numel_of(ushape) // k
-  local fan_o = numel_of(oshape) // oshape[1]
-  local u, o, e
-  if init == "official" then
-    u = ff.randn(ushape, g) * 0.1
-    o = (ff.rand(oshape, g) * 2 - 1) * 0.01
-    e = ff.ones(k)
-  else
-    u = ff.randn(ushape, g) / math.sqrt(fan_in)
-    o = ff.randn(oshape, g) / math.sqrt(fan_o)
-    e = ff.full({ k }, eps)
-  end
-  -- a producer without bias gives its new neurons none (b stays zero)
-  return { u = u:requires_grad(true), b = ff.zeros(k):requires_grad(not no_bias), o = o:requires_grad(true),
-    e = e:requires_grad(true), gate = ff.zeros(k):requires_grad(true) }
-end
-
--- Split directions v = εδ: random rows of norm ε (paper), or the released
--- code's U(−0.1, 0.1) entries.
-local function split_directions(w, eps, init, g)
-  local v
-  if init == "official" then
-    v = (ff.rand(w:size(), g) * 2 - 1) * 0.1
-  else
-    local m = w:size(1)
-    v = ff.randn(w:size(), g)
-    local shape = { m }
-    for i = 2, v:dim() do shape[i] = 1 end
-    v = v / v:view(m, -1):norm(2, 2):view(shape) * eps
-  end
-  return { v = v:detach():requires_grad(true), gate = ff.zeros(w:size(1)):requires_grad(true) }
-end
-
-local function candidate_layer(u, k, eps, init, g)
-  local at = layer_position(u)
-  if not at then
-    error("grow.overgrown: unit " .. u.name .. " takes no new layer (its neurons are flattened into a "
-      .. class_of(u.consumer) .. ")", 3)
-  end
-  local w = u.producer.weight:size(1)
-  local L
-  if u.kind == "Conv2d" then
-    L = gated(k, { k, w, 3, 3 }, { w, k, 3, 3 }, eps, init, g)
-    L.conv = true
-    for _, m in ipairs(u.between) do if class_of(m) == "BatchNorm2d" then L.bn = true end end
-  else
-    L = gated(k, { k, w }, { w, k }, eps, init, g)
-  end
-  L.at, L.act = at, first_activation(u)
-  return L
-end
-
 -- O.build(net, units, opts) -> over-grown network
 -- opts: split (true), new (new-neuron candidates per unit, 0), layers
 -- (new-layer neurons per unit, 0), eps (initial |ε|, 1e-2), init ("paper"
--- or "official"), generator.
+-- or "official"), generator; or per_unit = {settings of unit 1, ...}, each
+-- with the fields split, new, layers, eps and init (a neighbourhood that
+-- differs per unit: neighbourhood.lua resolves it).
 function O.build(net, units, opts)
   opts = opts or {}
-  local g, init = opts.generator, opts.init or "paper"
-  local eps = opts.eps or 1e-2
+  local g = opts.generator
   local self = setmetatable({ net = net, units = {}, alpha = 1, by_producer = {} }, O)
   for idx, u in ipairs(units) do
-    local c = { unit = u }
-    if opts.split ~= false then c.split = split_directions(u.producer.weight, eps, init, g) end
-    local n = opts.new or 0
+    local s = opts.per_unit and opts.per_unit[idx] or opts
+    local init, eps = s.init or "paper", s.eps or 1e-2
+    local c = { unit = u, eps = eps }
+    if s.split ~= false then c.split = split_directions(u.producer.weight, eps, init, g) end
+    local n = s.new or 0
     if n > 0 then
       local ushape = u.producer.weight:size()
       ushape[1] = n
       c.new = gated(n, ushape, outgoing_shape(u, n), eps, init, g, u.producer.bias == nil)
     end
-    if (opts.layers or 0) > 0 then c.layer = candidate_layer(u, opts.layers, eps, init, g) end
+    if (s.layers or 0) > 0 then c.layer = candidate_layer(u, s.layers, eps, init, g) end
     -- where the unit's consumer sits in the Sequential holding both
-    for i, ch in ipairs(u.parent._children) do
-      if ch[2] == u.consumer then c.consumer_pos = i end
-    end
+    c.consumer_pos = u.parent:index_of(u.consumer)
     self.units[idx] = c
     self.by_producer[u.producer] = c
   end
@@ -348,7 +246,7 @@ function O:unit_forward(c, x, extra)
       fused.pair = false
       for k = taken + 1, #between do
         local m = between[k]
-        if class_of(m) == "MaxPool2d" or m.act then fused.pair = true end
+        if m.per_neuron == "maxpool" or m.per_neuron == "activation" then fused.pair = true end
       end
       if fused.pair then pair = ff.split_act(z, s, fused) else h = ff.split_act(z, s, fused) end
       first = taken + 1
@@ -365,8 +263,8 @@ function O:unit_forward(c, x, extra)
   for k = first, #between do
     layer_here(k)
     local m = between[k]
-    if class_of(m) == "Residual" then
-      h, pair = residual_stage(h, pair, function(t) return self:module(m._children[1][2], t) end)
+    if m.container == "residual" then
+      h, pair = residual_stage(h, pair, function(t) return self:module(m:body(), t) end)
     elseif pair then
       pair = m(pair)
     elseif tap and m.act and not tap.pre then
@@ -388,9 +286,8 @@ end
 
 -- One module of the network, over-grown where it holds units.
 function O:module(m, x)
-  local cls = class_of(m)
-  if cls == "Sequential" then return self:run(m, x) end
-  if cls == "Residual" then return x + self:module(m._children[1][2], x) end
+  if m.container == "sequential" then return self:run(m, x) end
+  if m.container == "residual" then return x + self:module(m:body(), x) end
   local y = m(x)
   if m.weight then note(self, m, y) end
   return y
@@ -399,7 +296,7 @@ end
 -- A Sequential's children in order; a unit's producer runs its candidates
 -- and hands over to its consumer.
 function O:run(seq, x)
-  local kids = seq._children
+  local kids = seq:named_children()
   local extra -- new neurons' contribution waiting for its consumer
   local tapped -- the unit whose consumer comes next, when tapping
   local i = 1

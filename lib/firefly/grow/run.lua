@@ -19,11 +19,11 @@
 -- unless the neighbourhood has its own, the growth step's.
 local ff = require "firefly"
 local units_mod = require "firefly.grow.units"
-local propose = require "firefly.grow.propose"
+local propose = require "firefly.grow.proposal"
 
 local R = {}
 
-local schedule = require "firefly.schedule"
+local schedule = require "firefly.grow.budget"
 
 -- Neurons of the growable units, and their widths as "24-19".
 local function widths(net)

@@ -18,8 +18,7 @@ T.__index = T
 
 local function bn_scale(unit)
   local m = unit.between[1]
-  local cls = m and units_mod.class_of(m)
-  if not (cls == "BatchNorm1d" or cls == "BatchNorm2d") or not m.running_var then return nil end
+  if not (m and m.per_neuron == "norm") or not m.running_var then return nil end
   local scale = (m.running_var + m.eps):pow(-0.5)
   if m.weight then scale = scale * m.weight end
   return scale:detach()

@@ -19,57 +19,54 @@
 -- it is never a producer.
 local U = {}
 
-local PRODUCER = { Linear = true, Conv2d = true }
-local PER_NEURON = {
-  BatchNorm1d = true, BatchNorm2d = true, Dropout = true, MaxPool2d = true, AvgPool2d = true,
-  Flatten = true, GlobalAvgPool = true, Identity = true,
-}
+-- What a module is, as it says itself (nn declares `neurons`,
+-- `per_neuron` and `container` on its classes): grow never looks at class
+-- names, so a new layer type that declares these grows without a change
+-- here.
+local function display_name(m) return getmetatable(m).__name end
+U.display_name = display_name
 
-local function class_of(m) return getmetatable(m).__name end
-U.class_of = class_of
-
-local function is_activation(m)
-  return m.act ~= nil and m.forward ~= nil and #m._params == 0
-end
-
-local function per_neuron(m)
-  return PER_NEURON[class_of(m)] or is_activation(m)
-end
+local function per_neuron(m) return m.per_neuron ~= nil end
+U.per_neuron = per_neuron
 
 local function is_producer(m)
-  return PRODUCER[class_of(m)] and not (class_of(m) == "Conv2d" and m.groups ~= 1)
+  return m.neurons ~= nil and (m.groups or 1) == 1 and m.weight ~= nil
 end
+U.is_producer = is_producer
+
+-- Whether a producer's neurons are channels (a conv layer) or features.
+local function is_conv(m) return m.neurons == "channels" end
+U.is_conv = is_conv
 
 -- Output neurons: rows of a Linear's weight, output channels of a Conv2d's.
 local function width(m) return m.weight:size(1) end
 
 local function fan_in(m)
-  return m.weight:size(2) * (class_of(m) == "Conv2d" and m.groups or 1)
+  return m.weight:size(2) * (m.groups or 1)
 end
 
 -- The first and last layers of a residual block's f when f is a Sequential
 -- that reads and writes `w` neurons through producer layers; else nil.
 function U.residual_ends(m, w)
-  if class_of(m) ~= "Residual" then return nil end
-  local f = m._children[1][2]
-  if class_of(f) ~= "Sequential" or #f._children < 1 then return nil end
-  local first, last = f._children[1][2], f._children[#f._children][2]
+  if m.container ~= "residual" then return nil end
+  local f = m:body()
+  if f.container ~= "sequential" or #f == 0 then return nil end
+  local first, last = f:get(1), f:get(#f)
   if not (is_producer(first) and is_producer(last)) then return nil end
   if first.weight:size(2) ~= w or last.weight:size(1) ~= w then return nil end
   return first, last
 end
 
 -- Units of one Sequential (and, recursively, of its nested containers).
-local function walk(seq, prefix, out)
-  local kids = seq._children
+local function walk(seq, prefix, out, depth)
+  local kids = seq:named_children()
   for i, c in ipairs(kids) do
     local name = prefix == "" and c[1] or prefix .. "." .. c[1]
     local m = c[2]
-    local cls = class_of(m)
-    if cls == "Sequential" then
-      walk(m, name, out)
-    elseif cls == "Residual" then
-      walk(m._children[1][2], name .. ".f", out)
+    if m.container == "sequential" then
+      walk(m, name, out, depth + 1)
+    elseif m.container == "residual" then
+      walk(m:body(), name .. ".f", out, depth + 1)
     elseif is_producer(m) then
       local between, consumer = {}, nil
       for j = i + 1, #kids do
@@ -83,9 +80,10 @@ local function walk(seq, prefix, out)
       end
       if consumer then
         local spatial = fan_in(consumer) // width(m)
-        if spatial * width(m) == fan_in(consumer) and (spatial == 1 or class_of(consumer) == "Linear") then
+        if spatial * width(m) == fan_in(consumer) and (spatial == 1 or not is_conv(consumer)) then
           out[#out + 1] = { name = name, producer = m, between = between, consumer = consumer,
-            spatial = spatial, kind = cls, parent = seq }
+            spatial = spatial, kind = display_name(m), conv = is_conv(m), parent = seq, depth = depth,
+            position = #out + 1 }
         end
       end
     end
@@ -93,18 +91,22 @@ local function walk(seq, prefix, out)
 end
 
 -- units(net [, where]) -> list of units {name, producer, between, consumer,
--- spatial, kind, parent (the Sequential holding them)}, in network order;
--- `where` (a list of names) keeps only those producers.
+-- spatial, kind (the producer's type, for display), conv (its neurons are
+-- channels), parent (the Sequential holding them), depth (how many
+-- containers hold it below the network), position (its place in the
+-- list)}, in network order; `where` (a list of names) keeps only those
+-- producers.
 function U.units(net, where)
   local out = {}
-  if class_of(net) == "Sequential" then walk(net, "", out)
-  elseif class_of(net) == "Residual" then walk(net._children[1][2], "f", out) end
+  if net.container == "sequential" then walk(net, "", out, 0)
+  elseif net.container == "residual" then walk(net:body(), "f", out, 1) end
   if where then
     local keep = {}
     for _, w in ipairs(where) do keep[w] = true end
     local filtered = {}
     for _, u in ipairs(out) do if keep[u.name] then filtered[#filtered + 1] = u end end
     out = filtered
+    for k, u in ipairs(out) do u.position = k end
   end
   return out
 end

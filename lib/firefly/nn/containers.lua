@@ -113,6 +113,14 @@ function Sequential:index_of(m)
 end
 
 function Sequential:get(i) return self._children[i] and self._children[i][2] end
+
+-- {name, module} pairs of the children in order (a new list).
+function Sequential:named_children()
+  local out = {}
+  for i, c in ipairs(self._children) do out[i] = { c[1], c[2] } end
+  return out
+end
+Sequential.container = "sequential"
 Sequential.__len = function(self) return #self._children end
 
 function Sequential:forward(x)
@@ -136,6 +144,11 @@ function C.Residual_new(f)
   self:add_child("f", f)
   return self
 end
+
+Residual.container = "residual"
+
+-- f of x + f(x).
+function Residual:body() return self._children[1][2] end
 
 function Residual:forward(x)
   local y = call_child("Residual", "f", self._children[1][2], x)

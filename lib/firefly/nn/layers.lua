@@ -7,6 +7,15 @@ local class, Module, initialise = module.class, module.Module, module.initialise
 
 local L = {}
 
+-- What each layer is, for code that edits networks (ff.grow): a producer
+-- has output neurons (`neurons = "features"`: rows of a Linear's weight;
+-- `"channels"`: output channels of a Conv2d) and can be run with other
+-- weights (`with_weights`); a per-neuron layer acts on each neuron alone
+-- (`per_neuron` says how: "norm", "activation", "dropout", "maxpool",
+-- "avgpool", "flatten" (channels become features), "identity"). A layer
+-- that mixes neurons (LayerNorm) declares neither. A new layer type that
+-- declares these is growable without any change to ff.grow.
+
 local function shape_str(t) return table.concat(t:size(), "x") end
 
 -- Options table with defaults; unknown keys are errors (typos do not pass).
@@ -51,8 +60,15 @@ function L.Linear_new(in_features, out_features, opts)
   return self
 end
 
+Linear.neurons = "features"
+
 function Linear:forward(x)
   return ff.linear(x, self.weight, self.bias)
+end
+
+-- The same layer's op with weights w (out x in) and bias b (or nil).
+function Linear:with_weights(x, w, b)
+  return ff.linear(x, w, b)
 end
 
 function Linear:extra_repr()
@@ -90,9 +106,17 @@ function L.Conv2d_new(in_channels, out_channels, kernel, opts)
   return self
 end
 
+Conv2d.neurons = "channels"
+
 function Conv2d:forward(x)
   return ff.conv2d(x, self.weight, self.bias,
     { stride = self.stride, padding = self.padding, dilation = self.dilation, groups = self.groups })
+end
+
+-- The same convolution (stride, padding, dilation) with weights w and bias
+-- b (or nil); growth edits only ungrouped convolutions.
+function Conv2d:with_weights(x, w, b)
+  return ff.conv2d(x, w, b, { stride = self.stride, padding = self.padding, dilation = self.dilation })
 end
 
 function Conv2d:extra_repr()
@@ -124,6 +148,8 @@ local function batchnorm_new(cls, what, features, opts)
   end
   return self
 end
+
+BatchNorm.per_neuron = "norm"
 
 function BatchNorm:forward(x)
   return ff.batch_norm(x, {
@@ -178,6 +204,7 @@ L.activation_names = {}
 for name, spec in pairs(activations) do
   local cls = class(name, Module)
   L[name] = cls
+  cls.per_neuron = "activation"
   L.activation_names[spec[1]] = name
   L[name .. "_new"] = function(param)
     local self = Module.init(setmetatable({}, cls))
@@ -196,6 +223,7 @@ end
 local MaxPool2d = class("MaxPool2d", Module)
 local AvgPool2d = class("AvgPool2d", Module)
 L.MaxPool2d, L.AvgPool2d = MaxPool2d, AvgPool2d
+MaxPool2d.per_neuron, AvgPool2d.per_neuron = "maxpool", "avgpool"
 
 local function pool_new(cls, what, kernel, opts)
   local o = options(what, opts, { stride = NONE, padding = 0 })
@@ -221,6 +249,7 @@ AvgPool2d.extra_repr = MaxPool2d.extra_repr
 -- Global average pooling: N x C x H x W -> N x C.
 local GlobalAvgPool = class("GlobalAvgPool", Module)
 L.GlobalAvgPool = GlobalAvgPool
+GlobalAvgPool.per_neuron = "flatten"
 function L.GlobalAvgPool_new() return Module.init(setmetatable({}, GlobalAvgPool)) end
 function GlobalAvgPool:forward(x)
   return ff.flatten(ff.adaptive_avg_pool2d(x, 1))
@@ -228,6 +257,7 @@ end
 
 local Flatten = class("Flatten", Module)
 L.Flatten = Flatten
+Flatten.per_neuron = "flatten"
 function L.Flatten_new(start_dim)
   local self = Module.init(setmetatable({}, Flatten))
   self.start_dim = start_dim or 2
@@ -237,6 +267,7 @@ function Flatten:forward(x) return ff.flatten(x, self.start_dim) end
 
 local Dropout = class("Dropout", Module)
 L.Dropout = Dropout
+Dropout.per_neuron = "dropout"
 function L.Dropout_new(p, opts)
   if type(p) ~= "number" or p < 0 or p > 1 then
     error("Dropout: p must be a number in [0, 1], got " .. tostring(p), 2)
@@ -251,6 +282,7 @@ function Dropout:extra_repr() return tostring(self.p) end
 
 local Identity = class("Identity", Module)
 L.Identity = Identity
+Identity.per_neuron = "identity"
 function L.Identity_new() return Module.init(setmetatable({}, Identity)) end
 function Identity:forward(x) return x end
 

@@ -53,7 +53,6 @@ local units_mod = require "firefly.grow.units"
 
 local M = { name = "gradmax", options = { norm = true, iters = true } }
 
-local class_of = units_mod.class_of
 
 -- (tests: use the autograd operator even where M can be formed)
 M.force_operator = false
@@ -204,10 +203,10 @@ local produce, consume = overgrown.produce, overgrown.consume
 -- The per-neuron layers linearised for a new neuron (see the top).
 local function linear_path(unit, z)
   for _, m in ipairs(unit.between) do
-    local cls = class_of(m)
-    if cls == "MaxPool2d" then
+    local role = m.per_neuron
+    if role == "maxpool" then
       z = ff.avg_pool2d(z, m.kernel, { stride = m.stride, padding = m.padding })
-    elseif cls == "AvgPool2d" or cls == "Flatten" or cls == "GlobalAvgPool" then
+    elseif role == "avgpool" or role == "flatten" then
       z = m(z)
     end
   end
@@ -215,10 +214,10 @@ local function linear_path(unit, z)
 end
 
 local function is_plain(unit, data)
-  if unit.kind ~= "Linear" or class_of(unit.consumer) ~= "Linear" or unit.spatial ~= 1 then return false end
+  if unit.conv or units_mod.is_conv(unit.consumer) or unit.spatial ~= 1 then return false end
   for _, m in ipairs(unit.between) do
-    local cls = class_of(m)
-    if cls == "MaxPool2d" or cls == "AvgPool2d" or cls == "Flatten" or cls == "GlobalAvgPool" then return false end
+    local role = m.per_neuron
+    if role == "maxpool" or role == "avgpool" or role == "flatten" then return false end
   end
   return data[1].x:dim() == 2
 end
@@ -250,7 +249,7 @@ end
 -- outgoing weights are block j of o, so the pairing sums over neurons).
 local function autograd_operator(unit, data)
   local rows = unit.consumer.weight:size(1)
-  local conv_out = class_of(unit.consumer) == "Conv2d"
+  local conv_out = units_mod.is_conv(unit.consumer)
   local per = conv_out and unit.consumer.weight:numel() // (rows * unit.consumer.weight:size(2)) or unit.spatial
   -- o (consumer layout) <-> one row per neuron
   local function to_rows(o, p)
@@ -293,7 +292,7 @@ end
 -- Per unit, per batch: the producer's input z, g = ∂L/∂(consumer output)
 -- and the batch's weight (its share of the examples).
 local function collect(ctx)
-  local each_batch = require("firefly.grow.propose").util.each_batch
+  local each_batch = require("firefly.grow.batches").each_batch
   local tp = taps_mod.new(ctx.net, ctx.units)
   local data, total = {}, 0
   for k = 1, #ctx.units do data[k] = {} end

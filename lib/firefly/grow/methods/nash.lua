@@ -16,6 +16,7 @@
 -- apply, where the phase's time goes.
 local ff = require "firefly"
 local random = require "firefly.grow.methods.random"
+local batches_mod = require "firefly.grow.batches"
 
 local M = {
   name = "nash",
@@ -55,11 +56,17 @@ local function clone(net)
   return copy
 end
 
--- The random neighbourhood child i grows in: the phase's own options, its
+-- The random neighbourhood child i grows in: the phase's own options
+-- (per-unit settings included), less NASH's own and the run's, with its
 -- own seed.
+local NOT_FOR_CHILDREN = { method = true, generator = true, quiet = true, batches = true, eta = true,
+  reset_optim = true }
 local function child_nb(nb, seed)
-  return { method = "random", split = nb.split, new = nb.new, layers = nb.layers, step = nb.step,
-    where = nb.where, loss = nb.loss, generator = ff.Generator(seed), quiet = true }
+  local out = { method = "random", generator = ff.Generator(seed), quiet = true }
+  for k, v in pairs(nb) do
+    if not NOT_FOR_CHILDREN[k] and (not M.options[k] or k == "step") then out[k] = v end
+  end
+  return out
 end
 
 local function train_child(child, nb, seed, loader)
@@ -89,7 +96,7 @@ local function materialise(self, opt)
   for i = 1, n do
     local seed = math.tointeger(ff.randint(0, 2 ^ 24 - 1, { 1 }, g):item())
     local child = clone(self.net)
-    local p = require("firefly.grow.propose").propose(child, child_nb(nb, seed), self.batches)
+    local p = self.propose(child, child_nb(nb, seed), self.batches)
     p:select(self.budget)
     p:apply()
     train_child(child, nb, seed, nb.train or self.batches)
@@ -100,7 +107,7 @@ local function materialise(self, opt)
   end
   bar:finish()
   -- the winner's growth, replayed on the network (same seed, same edits)
-  local p = require("firefly.grow.propose").propose(self.net, child_nb(nb, best.seed), self.batches)
+  local p = self.propose(self.net, child_nb(nb, best.seed), self.batches)
   p:select(self.budget)
   local net, maps, report = p:apply(opt)
   local source = {}
@@ -117,7 +124,7 @@ local function materialise(self, opt)
   if opt then opt:reset_state() end
   local was_training = net.training
   net:eval()
-  report.loss_after = require("firefly.grow.propose").util.mean_loss(net, self.batches, self.lf)
+  report.loss_after = batches_mod.mean_loss(net, self.batches, self.lf)
   net:train(was_training)
   report.measured = report.loss_after - self.loss_before
   report.loss_before = self.loss_before
@@ -135,6 +142,7 @@ function M.build(ctx)
   check_count(nb, "child_epochs", 2)
   local self = random.build(ctx)
   self.materialise = materialise
+  self.propose = ctx.propose -- for the children (no require of the proposal: it requires the methods)
   return self
 end
 

@@ -35,7 +35,6 @@ local units_mod = require "firefly.grow.units"
 
 local M = { name = "net2net", options = { noise = true, deeper = true } }
 
-local class_of = units_mod.class_of
 
 local function check(nb)
   local noise = nb.noise or 1e-2
@@ -57,8 +56,7 @@ end
 local layer_position = require("firefly.grow.overgrown").layer_position
 
 -- Layers that keep a non-negative input non-negative.
-local KEEPS_SIGN = { MaxPool2d = true, AvgPool2d = true, Flatten = true, GlobalAvgPool = true, Dropout = true,
-  Identity = true }
+local KEEPS_SIGN = { maxpool = true, avgpool = true, flatten = true, dropout = true, identity = true }
 
 -- Whether what reaches between[at] is a ReLU output.
 local function relu_at(unit, at)
@@ -66,7 +64,7 @@ local function relu_at(unit, at)
   for i = 1, at - 1 do
     local m = unit.between[i]
     if m.act == "relu" then nonneg = true
-    elseif not KEEPS_SIGN[class_of(m)] then nonneg = false end
+    elseif not KEEPS_SIGN[m.per_neuron] then nonneg = false end
   end
   return nonneg
 end
@@ -108,7 +106,7 @@ function M.build(ctx)
     local w = u.producer.weight
     local m = w:size(1)
     scores[k], keys[k] = {}, {}
-    if nb.split ~= false then
+    if ctx.settings[k].split then
       -- copies: splits along zero directions
       c.split = { v = ff.zeros(w:size()), gate = ff.zeros(m) }
       scores[k].split = ff.zeros(m)
@@ -116,8 +114,8 @@ function M.build(ctx)
     end
     local at = n_deeper > 0 and layer_position(u)
     if at then
-      c.deeper = { at = at, anchor = anchor_of(u, at), conv = u.kind == "Conv2d", relu = relu_at(u, at),
-        kernel = u.kind == "Conv2d" and 9 or 1, positions = 1, e = ff.ones(1) }
+      c.deeper = { at = at, anchor = anchor_of(u, at), conv = u.conv, relu = relu_at(u, at),
+        kernel = u.conv and 9 or 1, positions = 1, e = ff.ones(1) }
       deeper[#deeper + 1] = c.deeper
       scores[k].deeper = ff.zeros(1)
       keys[k].deeper = { ff.rand({ 1 }, g):item() }
@@ -194,8 +192,7 @@ function M.insert_deeper(_, cand)
     layer = nn.Linear(w, w, { init = "zeros" })
     ff.no_grad(function() layer.weight:copy_(ff.eye(w)) end)
   end
-  local pos
-  for i, ch in ipairs(unit.parent._children) do if ch[2] == D.anchor then pos = i end end
+  local pos = unit.parent:index_of(D.anchor)
   if D.relu then unit.parent:insert(pos, nn.ReLU()) end
   unit.parent:insert(pos, layer)
   return { { new = layer.weight }, { new = layer.bias } }

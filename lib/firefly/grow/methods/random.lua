@@ -9,11 +9,6 @@ local overgrown = require "firefly.grow.overgrown"
 
 local M = { name = "random", options = { step = true } }
 
-local function count_of(v)
-  if type(v) == "table" then return v.candidates or 0 end
-  return v or 0
-end
-
 function M.build(ctx)
   local nb = ctx.nb
   local step = nb.step or 1e-2
@@ -21,8 +16,12 @@ function M.build(ctx)
     error("grow.propose: random: step must be a positive number, got " .. tostring(step), 0)
   end
   local g = nb.generator
-  local og = overgrown.build(ctx.net, ctx.units, { split = nb.split ~= false, new = count_of(nb.new),
-    layers = count_of(nb.layers), eps = step, generator = g, init = "paper" })
+  -- the neighbourhood's candidates per unit, each drawn at length `step`
+  local per_unit = {}
+  for k, s in ipairs(ctx.settings) do
+    per_unit[k] = { split = s.split, new = s.new, layers = s.layers, eps = step, init = "paper" }
+  end
+  local og = overgrown.build(ctx.net, ctx.units, { per_unit = per_unit, generator = g })
   -- uniform selection: each candidate's score is a uniform draw, and
   -- selection takes them in that order
   local scores = {}

@@ -26,7 +26,6 @@ local units_mod = require "firefly.grow.units"
 
 local S = {}
 
-local class_of = units_mod.class_of
 
 -- ReLU's σ'' is zero almost everywhere; as the original code does, the
 -- splitting matrix uses softplus(β = 3)'s instead: β s(βx)(1 − s(βx)).
@@ -54,10 +53,8 @@ local function curvature(method, unit, act)
     tostring(name)), 0)
 end
 
-local function is_bn(m)
-  local cls = class_of(m)
-  return cls == "BatchNorm1d" or cls == "BatchNorm2d"
-end
+local function is_bn(m) return m.per_neuron == "norm" end
+local display_name = units_mod.display_name
 
 -- The unit's neurons as the method reads them: an activation directly
 -- after the producer, or a batch norm (with running statistics) and then
@@ -68,14 +65,14 @@ local function unit_curvature(method, u)
   if m and is_bn(m) then
     if not (m.running_mean and m.running_var) then
       error(string.format("grow.propose: %s: unit %s: its %s keeps no running statistics (evaluation mode "
-        .. "needs them)", method, u.name, class_of(m)), 0)
+        .. "needs them)", method, u.name, display_name(m)), 0)
     end
     k, m = 2, u.between[2]
   end
   if not (m and m.act) then
     error(string.format("grow.propose: %s: unit %s (%s): the layers after the producer must start with an "
       .. "activation, or a batch norm then an activation; got %s", method, u.name, u.kind,
-      k == 2 and "BatchNorm then " .. (m and class_of(m) or "nothing") or (m and class_of(m) or "nothing")), 0)
+      k == 2 and "BatchNorm then " .. (m and display_name(m) or "nothing") or (m and display_name(m) or "nothing")), 0)
   end
   return curvature(method, u, m)
 end
@@ -166,7 +163,7 @@ end
 -- patches, from ff.unfold with the producer's stride, padding and dilation
 -- (rows of d = C·kh·kw, ordered as the filter's weights are).
 function S.rows(u, input, a)
-  if u.kind == "Linear" then
+  if not u.conv then
     return input:reshape(-1, input:size(input:dim())), a:reshape(-1, a:size(a:dim()))
   end
   local p, w = u.producer, u.producer.weight
@@ -179,9 +176,7 @@ end
 -- The producer's op on x with weight rows V (no bias): z·v for every row
 -- and position, as the forward computes z·θ.
 function S.produce(u, x, V)
-  if u.kind == "Linear" then return ff.linear(x, V) end
-  local p = u.producer
-  return ff.conv2d(x, V, { stride = p.stride, padding = p.padding, dilation = p.dilation })
+  return u.producer:with_weights(x, V)
 end
 
 -- Unit rows, each signed so that its entry of largest magnitude is

@@ -1,0 +1,202 @@
+-- method = "firefly": Firefly neural architecture descent itself, one
+-- growth step's steps 1 and 2 (the paper's Algorithm 1; the selection and
+-- apply that follow are every method's, in select.lua and apply.lua).
+--
+-- Step 1 optimises the perturbations (ε, δ) of every candidate of the
+-- over-grown network (overgrown.lua) with the network's weights frozen and
+-- batch norm in evaluation mode, projecting after each step onto |ε_i| <= ε
+-- and ||δ_i|| <= 1 (ε per unit: the neighbourhood may set it per unit).
+-- Step 2 scores each candidate by the average gradient of the loss along
+-- its own step through the gates: the midpoint rule (g points on the
+-- diagonal path; the default), the endpoint rule (α = 1, the released
+-- code's), or the exact rule (each candidate's own path, one forward each).
+local ff = require "firefly"
+local overgrown = require "firefly.grow.overgrown"
+local batches_mod = require "firefly.grow.batches"
+
+local each_batch = batches_mod.each_batch
+
+local M = { name = "firefly", options = {} }
+
+-- The score rule when a neighbourhood names none: the paper's average
+-- gradient along each candidate's path, by the midpoint rule on 2 points
+-- (exact for a loss quadratic in the step, as a split's is to second
+-- order; the endpoint rule overstates splits 2x). The "paper" preset
+-- reads these; "official" keeps the released code's endpoint rule.
+M.DEFAULT_RULE, M.DEFAULT_POINTS = "midpoint", 2
+
+-- Gated neurons (new neurons, a candidate layer's) onto |e| <= ε and
+-- ||(u, c, o)|| <= 1 per neuron; o holds neuron j's outgoing weights in its
+-- dim-2 block j.
+local function project_neurons(n, eps)
+  local k = n.e:size(1)
+  n.e:clamp_(-eps, eps)
+  local u, o = n.u:view(k, -1), n.o:view(n.o:size(1), k, -1)
+  local norm = (u:pow(2):sum(2) + n.b:pow(2) + o:pow(2):sum(3):sum(1)):sqrt():clamp(1, nil)
+  u:div_(norm:unsqueeze(2))
+  n.b:div_(norm)
+  o:div_(norm:view(1, k, 1))
+end
+
+-- Projection onto the constraints: rows of v (= εδ) to norm <= ε, gated
+-- neurons as above, with each unit's own ε.
+local function project(og)
+  ff.no_grad(function()
+    for _, c in ipairs(og.units) do
+      local eps = c.eps
+      if c.split then
+        local v = c.split.v
+        local rows = v:view(v:size(1), -1)
+        rows:mul_((rows:norm(2, 2, true):clamp(eps, nil)):pow(-1) * eps)
+      end
+      if c.new then project_neurons(c.new, eps) end
+      if c.layer then project_neurons(c.layer, eps) end
+    end
+  end)
+end
+
+-- The released code's penalty: λ(‖v‖² + 10⁻²‖new neurons' weights‖²).
+local function penalty(og, lambda)
+  local total
+  for _, c in ipairs(og.units) do
+    local terms = {}
+    if c.split then terms[#terms + 1] = c.split.v:pow(2):sum() end
+    for _, kind in ipairs { "new", "layer" } do
+      local n = c[kind]
+      if n then terms[#terms + 1] = (n.u:pow(2):sum() + n.o:pow(2):sum()) * 1e-2 end
+    end
+    for _, t in ipairs(terms) do total = total and total + t or t end
+  end
+  return total * lambda
+end
+
+local function step1(og, nb, batches, lf)
+  local steps = nb.steps or 1
+  if steps <= 0 then return end
+  local params = og:perturbations()
+  local opt = nb.optimizer == "rmsprop"
+      and ff.optim.RMSprop(params, { lr = nb.lr or 1e-3, alpha = 0.9, momentum = 0.1 })
+      or ff.optim.Adam(params, { lr = nb.lr or 1e-3 })
+  for pass = 1, steps do
+    local b = 0
+    each_batch(batches, function(x, y)
+      b = b + 1
+      opt:zero_grad()
+      local loss = lf(og(x), y)
+      if nb.penalty and nb.penalty > 0 then loss = loss + penalty(og, nb.penalty) end
+      local l = loss:item()
+      if l ~= l or l == math.huge or l == -math.huge then
+        error(string.format("grow.propose: step 1 (pass %d, batch %d): the over-grown network's loss is %s "
+          .. "(lower lr or eps); the network is unchanged", pass, b, tostring(l)), 0)
+      end
+      loss:backward()
+      opt:step()
+      if nb.project ~= false then project(og) end
+    end, string.format("grow step 1 (%d/%d)", pass, steps), nb.quiet)
+  end
+end
+
+-- The exact rule: each candidate's own path, the others held at their
+-- trained steps. By the fundamental theorem of calculus the average
+-- gradient along [0, ε̃_i] is [L(ε̃) − L(ε̃ with candidate i off)] / ε̃_i, and
+-- the gate switches it off (α + y_i = 0 at y_i = −1): one forward pass per
+-- candidate and batch, for small networks and for checking the fast rules.
+local function exact_sums(og, batches, lf)
+  local gates = og:gates()
+  local sums = {}
+  for i, gt in ipairs(gates) do sums[i] = ff.zeros(gt:size()) end
+  local count = 0
+  ff.no_grad(function()
+    each_batch(batches, function(x, y)
+      local base = lf(og(x), y):item()
+      for i, gt in ipairs(gates) do
+        for j = 1, gt:size(1) do
+          gt[j] = -1
+          sums[i][j] = sums[i][j] + (base - lf(og(x), y):item())
+          gt[j] = 0
+        end
+      end
+      count = count + 1
+    end)
+  end)
+  return sums, count
+end
+
+-- Gate gradients summed over batches and quadrature points.
+local function gradient_sums(og, nb, batches, lf)
+  local alphas = { 1 }
+  if (nb.rule or M.DEFAULT_RULE) == "midpoint" then
+    alphas = {}
+    local g = nb.points or M.DEFAULT_POINTS
+    for k = 1, g do alphas[k] = (2 * k - 1) / (2 * g) end
+  end
+  local gates = og:gates()
+  local sums = {}
+  for i, gt in ipairs(gates) do sums[i] = ff.zeros(gt:size()); gt.grad = nil end
+  local count = 0
+  for _, a in ipairs(alphas) do
+    og.alpha = a
+    each_batch(batches, function(x, y)
+      lf(og(x), y):backward()
+      ff.no_grad(function()
+        for i, gt in ipairs(gates) do sums[i]:add_(gt.grad); gt.grad = nil end
+      end)
+      count = count + 1
+    end, "grow step 2 (alpha " .. a .. ")", nb.quiet)
+  end
+  og.alpha = 1
+  return sums, count
+end
+
+-- Scores: the summed gate effects averaged and divided by each candidate's
+-- step, s_i = mean ∂L/∂y_i / ε̃_i (the gradient along the step).
+local function step2(og, nb, batches, lf)
+  local sums, count
+  if nb.rule == "exact" then
+    sums, count = exact_sums(og, batches, lf)
+  else
+    sums, count = gradient_sums(og, nb, batches, lf)
+  end
+  -- per-candidate steps ε̃
+  local scores, k = {}, 1
+  for _, c in ipairs(og.units) do
+    local entry = {}
+    if c.split then
+      entry.split = ff.no_grad(function()
+        local v = c.split.v
+        return sums[k] / count / v:view(v:size(1), -1):norm(2, 2):clamp(1e-12, nil)
+      end)
+      k = k + 1
+    end
+    for _, kind in ipairs { "new", "layer" } do
+      if c[kind] then
+        entry[kind] = ff.no_grad(function()
+          return sums[k] / count / c[kind].e:abs():clamp(1e-12, nil)
+        end)
+        k = k + 1
+      end
+    end
+    scores[#scores + 1] = entry
+  end
+  return scores
+end
+
+-- build(ctx): the over-grown network of ctx.settings (one table per unit:
+-- split, new, layers, eps, init), step 1, step 2.
+function M.build(ctx)
+  local nb = ctx.nb
+  local og = overgrown.build(ctx.net, ctx.units, { per_unit = ctx.settings, generator = nb.generator })
+  step1(og, nb, ctx.batches, ctx.lf)
+  local scores = step2(og, nb, ctx.batches, ctx.lf)
+  for k, entry in ipairs(scores) do
+    for kind, sc in pairs(entry) do
+      if not batches_mod.finite(sc) then
+        error(string.format("grow.propose: step 2 gave non-finite %s scores on unit %s (lower lr or eps); "
+          .. "the network is unchanged", kind, og.units[k].unit.name), 0)
+      end
+    end
+  end
+  return { og = og, scores = scores }
+end
+
+return M
