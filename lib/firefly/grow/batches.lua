@@ -63,8 +63,22 @@ function B.first(batches)
   error("grow.propose: the scoring batches are empty", 0)
 end
 
+local function cross_entropy(out, y) return ff.cross_entropy(out, y) end
+
+-- The step's loss: cross-entropy, or the neighbourhood's `loss`, whose
+-- failures and non-scalar results are errors that say so.
 function B.loss_of(nb)
-  return nb.loss or function(out, y) return ff.cross_entropy(out, y) end
+  local f = nb.loss
+  if not f then return cross_entropy end
+  return function(out, y)
+    local ok, l = pcall(f, out, y)
+    if not ok then error("grow.propose: the neighbourhood's loss failed: " .. tostring(l), 0) end
+    if not ff.is_tensor(l) or l:numel() ~= 1 then
+      error("grow.propose: the neighbourhood's loss must return a one-element tensor, got "
+        .. (ff.is_tensor(l) and "a tensor of " .. l:numel() .. " elements" or type(l)), 0)
+    end
+    return l
+  end
 end
 
 -- The loss over the batches, weighted by batch size, in evaluation of net
