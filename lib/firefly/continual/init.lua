@@ -1,5 +1,5 @@
 -- firefly.continual: task-incremental continual learning by growth
--- (firefly-method.md section 6; the reference is spec/continual.md).
+-- (the reference is spec/continual.md).
 --
 --   local stream = ff.continual.bench.split_fashion{train_per_task = 2000}
 --   local r = ff.continual.run(ff.continual.learner("firefly", {input_dim = 784}), stream)

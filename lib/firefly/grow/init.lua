@@ -23,7 +23,7 @@ grow.methods = require "firefly.grow.methods"
 grow.run = run.run
 grow.recipe = recipe
 
--- Neighbourhood presets (firefly-method.md sections 3 and 4): the paper's
+-- Neighbourhood presets: the paper's
 -- method (the defaults), and the released code's behaviour: 70 new-neuron
 -- candidates per unit initialised as it does, RMSprop (lr 1e-3, alpha 0.9,
 -- momentum 0.1) for one pass over the whole training set, an L2 penalty

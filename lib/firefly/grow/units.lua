@@ -3,7 +3,7 @@
 -- A growable unit is a producer layer (Linear, or Conv2d without groups)
 -- whose output neurons are read by one consumer layer (Linear or Conv2d),
 -- with only per-neuron layers in between: batch norm, activations, dropout,
--- pooling, Flatten, GlobalAvgPool, Identity (firefly-method.md section 8),
+-- pooling, Flatten, GlobalAvgPool, Identity (spec/grow.md, "Growable units"),
 -- and residual blocks x + f(x) whose f reads and writes the unit's width
 -- (f's first layer is a Linear or Conv2d reading the neurons, its last one
 -- writes them): a neuron added to the unit adds an input column to f's
@@ -23,7 +23,7 @@ local U = {}
 -- `per_neuron` and `container` on its classes): grow never looks at class
 -- names, so a new layer type that declares these grows without a change
 -- here.
-local function display_name(m) return getmetatable(m).__name end
+local function display_name(m) return m:type_name() end
 U.display_name = display_name
 
 local function per_neuron(m) return m.per_neuron ~= nil end

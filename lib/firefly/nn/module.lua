@@ -62,6 +62,9 @@ function Module:add_child(name, m)
   return m
 end
 
+-- The module's type as printed ("Linear", "Sequential", ...).
+function Module:type_name() return getmetatable(self).__name end
+
 function Module:children()
   local list = {}
   for i, c in ipairs(self._children) do list[i] = c[2] end
