@@ -13,6 +13,7 @@
 -- The byte layer (atomic write, size-checked reads) is C: engine/core/io_file.c.
 local core = require "firefly.core"
 local cjson = require("cjson").new() -- our own instance: settings stay local
+local options = require "firefly.options"
 
 cjson.decode_invalid_numbers(false)  -- strict JSON: no NaN, Infinity, hex
 cjson.decode_max_depth(1000)
@@ -175,10 +176,8 @@ function M.register_class(name, mt, hooks)
     error("register_class: argument #3 must be a table {serialize=, deserialize=}", 2)
   end
   hooks = hooks or {}
+  options.check("register_class", hooks, { "serialize", "deserialize" }, "option", 2)
   for k, v in pairs(hooks) do
-    if k ~= "serialize" and k ~= "deserialize" then
-      error("register_class: unknown option '" .. tostring(k) .. "' (expected serialize, deserialize)", 2)
-    end
     if type(v) ~= "function" then error("register_class: " .. k .. " must be a function", 2) end
   end
   if (hooks.serialize == nil) ~= (hooks.deserialize == nil) then
@@ -565,7 +564,7 @@ end
 local function check_no_options(fn, opts)
   if opts == nil then return end
   if type(opts) ~= "table" then error(fn .. ": options must be a table", 3) end
-  for k in pairs(opts) do error(fn .. ": unknown option '" .. tostring(k) .. "'", 3) end
+  options.check(fn, opts, {}, "option", 3)
 end
 
 -- io.load_tensors(path) -> {name = tensor, ...}, metadata: every tensor of

@@ -66,11 +66,13 @@ end
 
 -- check(who, opts, known [, what [, level]]): raise on the first key of
 -- `opts` that `known` (a set or a list) lacks. `what` names the kind of
--- key in the message ("option", "recipe field", "override", ...).
+-- key in the message ("option", "recipe field", "override", ...); level
+-- is error()'s, counted from the caller of check (0: no position).
 function O.check(who, opts, known, what, level)
   if opts == nil then return opts end
   if type(opts) ~= "table" then
-    error(string.format("%s: expected a table of %ss, got %s", who, what or "option", type(opts)), (level or 2) + 1)
+    error(string.format("%s: expected a table of %ss, got %s", who, what or "option", type(opts)),
+      level == 0 and 0 or (level or 2) + 1)
   end
   local set = known
   if known[1] ~= nil then
@@ -85,7 +87,7 @@ function O.check(who, opts, known, what, level)
     table.sort(bad, function(a, b) return tostring(a) < tostring(b) end)
     local k = bad[1]
     error(string.format("%s: unknown %s '%s'%s", who, what or "option", tostring(k), O.hint(tostring(k), set)),
-      (level or 2) + 1)
+      level == 0 and 0 or (level or 2) + 1)
   end
   return opts
 end

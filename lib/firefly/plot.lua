@@ -15,6 +15,7 @@
 local ff = require "firefly"
 local fio = require "firefly.io"
 local cjson = require "cjson"
+local options = require "firefly.options"
 
 local plot = {}
 
@@ -67,14 +68,8 @@ end
 
 local function check_options(fn, opts, allowed)
   if type(opts) ~= "table" then fail("%s: options must be a table, got %s", fn, type(opts)) end
-  for k in pairs(opts) do
-    if not allowed[k] then
-      local names = {}
-      for n in pairs(allowed) do names[#names + 1] = n end
-      table.sort(names)
-      fail("%s: unknown option '%s' (expected one of %s)", fn, tostring(k), table.concat(names, ", "))
-    end
-  end
+  local ok, err = pcall(options.check, fn, opts, allowed, "option", 0)
+  if not ok then fail("%s", err) end
 end
 
 local function opt_string(fn, opts, key)

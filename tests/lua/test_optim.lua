@@ -713,7 +713,7 @@ function TestErrors:test_bad_options()
   lu.assertStrContains(error_of(O.SGD, p, {}), "SGD: option 'lr' is required")
   lu.assertStrContains(error_of(O.SGD, p, { lr = -1 }), "SGD: option 'lr' must be a number >= 0 (got -1)")
   lu.assertStrContains(error_of(O.SGD, p, { lr = 0.1, momentun = 0.9 }),
-    "SGD: unknown option 'momentun' (options: lr, momentum, dampening, nesterov, weight_decay)")
+    "SGD: unknown option 'momentun' (did you mean 'momentum'?)")
   lu.assertStrContains(error_of(O.SGD, p, { lr = 0.1, momentum = 1.5 }), "SGD: option 'momentum' must be a number in [0, 1)")
   lu.assertStrContains(error_of(O.SGD, p, { lr = 0.1, nesterov = true }),
     "SGD: nesterov = true needs momentum > 0 and dampening = 0")

@@ -2,14 +2,17 @@
 -- (with the VGG presets, the paper's VGG-19 among them) and
 -- nn.mobilenet_v1. All of them are plain Sequentials, so the growth code
 -- walks them like any hand-written network.
+local options = require "firefly.options"
+
 local B = {}
 
+-- The named options of a spec (its list part holds the sizes).
 local function check_options(what, opts, allowed)
-  for k in pairs(opts) do
-    if type(k) ~= "number" and not allowed[k] then
-      error(what .. ": unknown option '" .. tostring(k) .. "'", 3)
-    end
+  local named = {}
+  for k, v in pairs(opts) do
+    if type(k) ~= "number" then named[k] = v end
   end
+  options.check(what, named, allowed, "option", 3)
 end
 
 -- nn.mlp{784, 64, 64, 10, act = "relu", bn = false, dropout = 0}

@@ -4,6 +4,7 @@
 local ff = require "firefly"
 local module = require "firefly.nn.module"
 local class, Module, initialise = module.class, module.Module, module.initialise
+local check_keys = require("firefly.options").check
 
 local L = {}
 
@@ -21,9 +22,7 @@ local function shape_str(t) return table.concat(t:size(), "x") end
 -- Options table with defaults; unknown keys are errors (typos do not pass).
 local function options(what, opts, defaults)
   opts = opts or {}
-  for k in pairs(opts) do
-    if defaults[k] == nil then error(what .. ": unknown option '" .. tostring(k) .. "'", 3) end
-  end
+  check_keys(what, opts, defaults, "option", 3)
   local o = {}
   for k, v in pairs(defaults) do
     if opts[k] == nil then o[k] = v else o[k] = opts[k] end

@@ -15,6 +15,7 @@
 --   update   function(opts, param, grad, state) doing one step in place
 local ff = require "firefly"
 local remap = require "firefly.optim.remap"
+local options = require "firefly.options"
 
 local Optimizer = {}
 Optimizer.__index = Optimizer
@@ -83,12 +84,6 @@ end
 
 -- ---- options -------------------------------------------------------------
 
-local function option_names(kind)
-  local names = {}
-  for i, o in ipairs(kind.options) do names[i] = o.name end
-  return table.concat(names, ", ")
-end
-
 -- Checks every option value found in `values` (a table keyed by option name)
 -- and the kind's combination rules. Raises "<who>: option 'x' must be ...".
 local function check_options(kind, who, values, level)
@@ -122,12 +117,8 @@ function M.new(kind, params, opts)
   opts = opts or {}
   if type(opts) ~= "table" then error(kind.name .. ": options must be a table", 2) end
   local known = {}
-  for _, o in ipairs(kind.options) do known[o.name] = true end
-  for k in pairs(opts) do
-    if not known[k] then
-      error(string.format("%s: unknown option '%s' (options: %s)", kind.name, tostring(k), option_names(kind)), 2)
-    end
-  end
+  for _, o in ipairs(kind.options) do known[#known + 1] = o.name end
+  options.check(kind.name, opts, known, "option", 2)
   local list, names = normalise_params(kind.name, params)
   local self = setmetatable({ _kind = kind, _params = list, _names = names, _state = {} }, Optimizer)
   for _, o in ipairs(kind.options) do

@@ -4,6 +4,8 @@
 -- unit of t is the caller's: train.fit steps once per epoch; a loop may step
 -- once per batch instead (then give step_size, milestones, total in batches).
 -- Values are torch's StepLR, MultiStepLR and CosineAnnealingLR (closed form).
+local options = require "firefly.options"
+
 local M = {}
 
 local Scheduler = {}
@@ -71,13 +73,6 @@ kinds.constant = {
   lr = function(self) return self.base_lr end,
 }
 
-local function option_list(kind)
-  local names = {}
-  for k in pairs(kind.options) do names[#names + 1] = k end
-  table.sort(names)
-  return #names > 0 and table.concat(names, ", ") or "none"
-end
-
 -- Checks the option values held in `values`; who names the caller in errors.
 local function check_options(kind, who, values, level)
   for name, o in pairs(kind.options) do
@@ -97,11 +92,7 @@ local function new(name, opt, opts)
   end
   opts = opts or {}
   if type(opts) ~= "table" then error(who .. ": options must be a table", 3) end
-  for k in pairs(opts) do
-    if not kind.options[k] then
-      error(string.format("%s: unknown option '%s' (options: %s)", who, tostring(k), option_list(kind)), 3)
-    end
-  end
+  options.check(who, opts, kind.options, "option", 3)
   local self = setmetatable({ kind = name, opt = opt, base_lr = opt.lr, last_epoch = 0 }, Scheduler)
   for k, o in pairs(kind.options) do
     local v = opts[k]
