@@ -83,6 +83,10 @@ int lf_optdim(lua_State *L, int arg, int ndim, const char *what, int def);
 /* A shape given as numbers from arg on, or as one table at arg. Returns the
  * rank; stops at the first non-number (its position in *next). */
 int lf_checkshape(lua_State *L, int arg, int64_t *shape, int *next, const char *what);
+/* Error naming `what` and the position for any non-nil argument from arg
+ * on: an argument a function does not read must not be ignored silently
+ * (ff.zeros("a") would be a scalar). */
+void lf_check_no_more(lua_State *L, int arg, const char *what);
 /* An index argument (a tensor or a table of integers, 1-based) as a new
  * tensor of 0-based values. */
 ff_tensor *lf_checkindex(lua_State *L, int arg, const char *what);
