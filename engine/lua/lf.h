@@ -97,6 +97,16 @@ void lf_indices_to_lua(lua_State *L, ff_tensor *t);
 /* The options table at arg (0 when none or nil), an error for any key not
  * in the NULL-terminated `known`. */
 int lf_opt_table(lua_State *L, int arg, const char *fn, const char *const *known);
+/* Raise "fn: unknown option 'key' (did you mean 'x'?)", or the known keys
+ * when none is near: the one message for a misspelt key in C and Lua. */
+void lf_unknown_option(lua_State *L, const char *fn, const char *key, const char *const *known);
+/* opts[key] checked as an integer (|v| < 2^31), a number, a boolean or an
+ * open tensor (borrowed: the table keeps it alive during the call); `def`
+ * (NULL for tensors) when opts is 0 or the key is absent. */
+lua_Integer lf_opt_integer(lua_State *L, int opts, const char *fn, const char *key, lua_Integer def);
+double lf_opt_number(lua_State *L, int opts, const char *fn, const char *key, double def);
+bool lf_opt_boolean(lua_State *L, int opts, const char *fn, const char *key, bool def);
+ff_tensor *lf_opt_tensor(lua_State *L, int opts, const char *fn, const char *key);
 /* An integer size at idx within int32, or an error naming `what`. */
 int64_t lf_check_int(lua_State *L, int idx, const char *fn, const char *what);
 /* The value at idx as a pair: a number n is (n, n), a table {a, b}. */
