@@ -109,6 +109,7 @@ function TestPreserve:test_function_preserved_exactly()
       lu.assertTrue(r.params_after > r.params_before, label)
       local change = max_change(before, outputs(net, batches))
       lu.assertTrue(change <= 1e-5, label .. ": max |change| " .. change)
+      lu.assertTrue(r.preserved <= 1e-5, label .. ": report.preserved " .. tostring(r.preserved))
       if case.nb.deeper then
         -- the identity layers went in and are growable units themselves
         local added = count(net, "Linear") + count(net, "Conv2d") - layers
@@ -310,6 +311,7 @@ function TestGradMax:test_brute_force_maximiser()
   lu.assertEquals(r.selected, 3)
   -- function preserved; the outgoing weights went in as chosen
   lu.assertTrue(max_change(before, outputs(net, batches)) <= 1e-6)
+  lu.assertTrue(r.preserved <= 1e-6, "report.preserved " .. tostring(r.preserved))
   lu.assertTrue(net:get(3).weight:narrow(2, 7, 3):equal(chosen))
   lu.assertEquals(net:get(1).weight:narrow(1, 7, 3):abs():max():item(), 0)
   -- measured on the grown net, through the real network
