@@ -170,7 +170,7 @@ lua_Integer lf_opt_integer(lua_State *L, int opts, const char *fn, const char *k
         v = lua_tointegerx(L, -1, &ok);
         if (!ok)
             luaL_error(L, "%s: option %s must be an integer, got %s", fn, key,
-                       luaL_typename(L, -1));
+                       lua_type(L, -1) == LUA_TNUMBER ? "a fraction" : luaL_typename(L, -1));
         if (v > INT32_MAX || v < INT32_MIN)
             luaL_error(L, "%s: option %s %I is out of range", fn, key, v);
     }
