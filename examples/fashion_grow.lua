@@ -15,11 +15,14 @@
 -- The growth method is one line: METHOD below (or a 4th argument), one of
 -- firefly, random, nash, split_exact, split_fast, net2net, gradmax
 -- (spec/grow.md). NASH ranks its children on 5000 training examples held
--- out as validation data.
+-- out as validation data. Both networks use ReLU, whose derivative at 0 is
+-- 0 here: published GradMax (zero incoming weights) could not train its
+-- neurons, so gradmax runs transposed (zero = "outgoing").
 local ff = require "firefly"
 local nn, data = ff.nn, ff.data
 
 local METHOD = arg and arg[4] or "firefly"
+local ZERO = METHOD == "gradmax" and "outgoing" or nil
 
 local kind = arg and arg[3] or "both"
 if kind == "-" then kind = "both" end
@@ -42,12 +45,12 @@ local function run(which)
     opt = ff.optim.SGD(net:named_parameters(), { lr = 0.05, momentum = 0.9 })
     epochs = 2
     nb = ff.grow.neighbourhood { method = METHOD, new = 32, layers = { candidates = 8, max_new_layers = 1 },
-      lr = 1e-2, generator = ff.Generator(seed + 1) }
+      lr = 1e-2, generator = ff.Generator(seed + 1), zero = ZERO }
   else
     net = nn.vgg { cfg = { 4, "M", 8, "M" }, in_channels = 1, classes = 10, input_size = 28 }
     opt = ff.optim.Adam(net:named_parameters(), { lr = 2e-3 })
     epochs = 1
-    nb = ff.grow.neighbourhood { method = METHOD, new = 8, lr = 1e-2, generator = ff.Generator(seed + 1) }
+    nb = ff.grow.neighbourhood { method = METHOD, new = 8, lr = 1e-2, generator = ff.Generator(seed + 1), zero = ZERO }
   end
   local loader = data.DataLoader(train_set, { batch_size = 128, shuffle = true, generator = ff.Generator(seed) })
   print(net)

@@ -68,8 +68,10 @@ local shape = train.x:size()
 ff.io.mkdir(o.out)
 
 local function neighbourhood(method, seed)
+  -- (ReLU nets: published GradMax's zero incoming weights would never
+  -- train under a ReLU of derivative 0 at 0, so it runs transposed)
   local nb = ff.grow.neighbourhood { method = method, new = 8, lr = 1e-2, generator = ff.Generator(seed + 1),
-    quiet = true }
+    quiet = true, zero = method == "gradmax" and "outgoing" or nil }
   if method == "nash" then
     nb.children, nb.child_epochs = S.children, S.child_epochs
     if S.child_examples then

@@ -210,12 +210,9 @@ static int a_backward(lua_State *L)
     ff_tensor *g = lf_totensor(L, 2);
     if (!g && !lua_isnoneornil(L, 2) && opts != 2)
         return luaL_typeerror(L, 2, "tensor, options table or nil");
-    bool retain = false;
-    if (opts) {
-        lua_getfield(L, opts, "retain_graph");
-        retain = lua_toboolean(L, -1);
-        lua_pop(L, 1);
-    }
+    static const char *const known[] = {"retain_graph", NULL};
+    opts = opts ? lf_opt_table(L, opts, "backward", known) : 0;
+    bool retain = lf_opt_boolean(L, opts, "backward", "retain_graph", false);
     drain_dead_refs(L);
     lua_State *outer = backward_L; /* a hook may run a backward of its own */
     backward_L = L;

@@ -52,11 +52,14 @@ static void nested_fill(lua_State *L, const int64_t *shape, int ndim, int dim, f
 
 static int m_tensor(lua_State *L)
 {
+    lf_check_no_more(L, 2, "tensor");
     if (lua_type(L, 1) == LUA_TNUMBER) {
         lf_pushtensor(L, ff_tensor_scalar((float)lua_tonumber(L, 1)));
         return 1;
     }
-    luaL_checktype(L, 1, LUA_TTABLE);
+    if (!lua_istable(L, 1))
+        return luaL_error(L, "tensor: argument #1 must be a number or a nested table of numbers, got %s",
+                          luaL_typename(L, 1));
     int64_t shape[FF_MAX_DIMS];
     int ndim = nested_shape(L, 1, shape);
     /* Fill through a tensor already owned by Lua, so a ragged-table error
@@ -76,6 +79,7 @@ static int m_full_like(lua_State *L, const char *what, int arg, float value)
     int64_t shape[FF_MAX_DIMS];
     int next;
     int n = lf_checkshape(L, arg, shape, &next, what);
+    lf_check_no_more(L, next, what);
     ff_tensor *t;
     LF_RETRY(L, t, ff_tensor_full(shape, n, value));
     lf_pushtensor(L, t);
@@ -89,8 +93,14 @@ static int m_empty(lua_State *L) { return m_full_like(L, "empty", 1, 0.0f); }
 /* ff.full(shape, value) */
 static int m_full(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    return m_full_like(L, "full", 1, (float)luaL_checknumber(L, 2));
+    if (!lua_istable(L, 1))
+        return luaL_error(L, "full: argument #1 must be a shape table, got %s", luaL_typename(L, 1));
+    if (lua_type(L, 2) != LUA_TNUMBER)
+        return luaL_error(L, "full: argument #2 (the value) must be a number, got %s", luaL_typename(L, 2));
+    lf_check_no_more(L, 3, "full");
+    float value = (float)lua_tonumber(L, 2);
+    lua_settop(L, 1);
+    return m_full_like(L, "full", 1, value);
 }
 
 /* ff.arange(n) = 0..n-1; ff.arange(start, stop [, step]) stop excluded. */
@@ -104,6 +114,7 @@ static int m_arange(lua_State *L)
         stop = luaL_checknumber(L, 2);
         step = luaL_optnumber(L, 3, 1.0);
     }
+    lf_check_no_more(L, 4, "arange");
     lf_pushtensor(L, ff_tensor_arange(start, stop, step));
     return 1;
 }
@@ -112,6 +123,7 @@ static int m_linspace(lua_State *L)
 {
     double a = luaL_checknumber(L, 1), b = luaL_checknumber(L, 2);
     lua_Integer n = luaL_checkinteger(L, 3);
+    lf_check_no_more(L, 4, "linspace");
     lf_pushtensor(L, ff_tensor_linspace(a, b, n));
     return 1;
 }
@@ -119,6 +131,7 @@ static int m_linspace(lua_State *L)
 static int m_eye(lua_State *L)
 {
     lua_Integer n = luaL_checkinteger(L, 1), m = luaL_optinteger(L, 2, n);
+    lf_check_no_more(L, 3, "eye");
     if (n < 0 || m < 0)
         return luaL_error(L, "eye: sizes must be >= 0, got %d and %d", (int)n, (int)m);
     lf_pushtensor(L, ff_tensor_eye(n, m));
@@ -134,6 +147,14 @@ static ff_rng *random_target(lua_State *L, int arg, const char *what, ff_tensor 
     int64_t shape[FF_MAX_DIMS];
     int next;
     int n = lf_checkshape(L, arg, shape, &next, what);
+    if (!lua_isnoneornil(L, next) && !luaL_testudata(L, next, LF_GENERATOR)) {
+        if (next == arg)
+            luaL_error(L, "%s: argument #%d must be a size or a shape table, got %s", what, next,
+                       luaL_typename(L, next));
+        luaL_error(L, "%s: argument #%d (after the shape) must be an ff.Generator, got %s", what, next,
+                   luaL_typename(L, next));
+    }
+    lf_check_no_more(L, next + 1, what);
     ff_rng *g = lf_optgenerator(L, next);
     LF_RETRY(L, *t, ff_tensor_empty(shape, n));
     lf_pushtensor(L, *t);

@@ -73,42 +73,35 @@ typedef struct {
 
 static const char *const reduction_names[] = {"none", "mean", "sum", NULL};
 
-/* The options table at arg (nil or absent: the defaults). Only the keys
- * the function knows are accepted, so a typo is an error, not a no-op. */
+/* The options table at arg (nil or absent: the defaults), checked by
+ * options.c: a typo is an error naming the nearest known key, not a no-op. */
 static loss_opts checkopts(lua_State *L, int arg, const char *what, bool smoothing)
 {
+    static const char *const with_smoothing[] = {"reduction", "label_smoothing", NULL};
+    static const char *const plain[] = {"reduction", NULL};
     loss_opts o = {1, 0.0};
-    if (lua_isnoneornil(L, arg))
+    int opts = lf_opt_table(L, arg, what, smoothing ? with_smoothing : plain);
+    if (!opts)
         return o;
-    if (!lua_istable(L, arg))
-        luaL_error(L, "%s: options must be a table, got %s", what, luaL_typename(L, arg));
-    lua_pushnil(L);
-    while (lua_next(L, arg)) {
-        const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-        if (key && strcmp(key, "reduction") == 0) {
-            const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-            int k = 0;
-            while (v && reduction_names[k] && strcmp(v, reduction_names[k]) != 0)
-                k++;
-            if (!v || !reduction_names[k])
-                luaL_error(L, "%s: reduction must be \"mean\", \"sum\" or \"none\", got %s%s%s",
-                           what, v ? "\"" : "", v ? v : luaL_typename(L, -1), v ? "\"" : "");
-            o.reduction = k;
-        } else if (key && smoothing && strcmp(key, "label_smoothing") == 0) {
-            if (lua_type(L, -1) != LUA_TNUMBER)
-                luaL_error(L, "%s: label_smoothing must be a number, got %s", what,
-                           luaL_typename(L, -1));
-            o.label_smoothing = lua_tonumber(L, -1);
-            if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1))
-                luaL_error(L, "%s: label_smoothing must be in [0, 1], got %f", what,
-                           o.label_smoothing);
-        } else {
-            luaL_error(L, "%s: unknown option \"%s\" (known: reduction%s)", what,
-                       key ? key : luaL_tolstring(L, -2, NULL),
-                       smoothing ? ", label_smoothing" : "");
-        }
-        lua_pop(L, 1);
+    if (lua_getfield(L, opts, "reduction") != LUA_TNIL) {
+        const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        int k = 0;
+        while (v && reduction_names[k] && strcmp(v, reduction_names[k]) != 0)
+            k++;
+        if (!v || !reduction_names[k])
+            luaL_error(L, "%s: reduction must be \"mean\", \"sum\" or \"none\", got %s%s%s",
+                       what, v ? "\"" : "", v ? v : luaL_typename(L, -1), v ? "\"" : "");
+        o.reduction = k;
     }
+    lua_pop(L, 1);
+    if (smoothing && lua_getfield(L, opts, "label_smoothing") != LUA_TNIL) {
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "%s: label_smoothing must be a number, got %s", what, luaL_typename(L, -1));
+        o.label_smoothing = lua_tonumber(L, -1);
+        if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1))
+            luaL_error(L, "%s: label_smoothing must be in [0, 1], got %f", what, o.label_smoothing);
+    }
+    lua_pop(L, 1);
     return o;
 }
 
@@ -206,6 +199,16 @@ static int unknown_act(lua_State *L, int idx)
                       lua_tostring(L, -1), luaL_typename(L, idx));
 }
 
+/* opts[key] is present (opts 0: no table). */
+static bool has_key(lua_State *L, int opts, const char *key)
+{
+    if (!opts)
+        return false;
+    bool has = lua_getfield(L, opts, key) != LUA_TNIL;
+    lua_pop(L, 1);
+    return has;
+}
+
 /* z:split_act(s [, {act = "relu", param =, threshold = 20, scale =, shift =,
  * pair = false}]): the candidate of every neuron split into z + s and
  * z - s (op_grow.c). param is the activation's parameter (leaky_relu's
@@ -217,48 +220,23 @@ static int f_split_act(lua_State *L)
     int act = FF_ACT_RELU;
     bool pair = false, has_param = false, has_threshold = false;
     double param = 0, threshold = 20;
-    if (!lua_isnoneornil(L, 3)) {
-        if (!lua_istable(L, 3))
-            return luaL_error(L, "split_act: argument #3 must be an options table, got %s",
-                              luaL_typename(L, 3));
-        lua_pushnil(L);
-        while (lua_next(L, 3)) {
-            const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-            int t = lua_type(L, -1);
-            if (!key) {
-                return luaL_error(L, "split_act: option names must be strings, got a %s key",
-                                  luaL_typename(L, -2));
-            } else if (strcmp(key, "act") == 0) {
-                act = t == LUA_TSTRING ? ff_act_lookup(lua_tostring(L, -1)) : -1;
-                if (act < 0)
-                    return unknown_act(L, lua_gettop(L));
-            } else if (strcmp(key, "param") == 0 || strcmp(key, "threshold") == 0) {
-                if (t != LUA_TNUMBER)
-                    return luaL_error(L, "split_act: option %s must be a number, got %s", key,
-                                      luaL_typename(L, -1));
-                if (key[0] == 'p')
-                    param = lua_tonumber(L, -1), has_param = true;
-                else
-                    threshold = lua_tonumber(L, -1), has_threshold = true;
-            } else if (strcmp(key, "scale") == 0 || strcmp(key, "shift") == 0) {
-                /* borrowed: the options table keeps them alive during the call */
-                ff_tensor *v = lf_totensor(L, -1);
-                if (!v)
-                    return luaL_error(L, "split_act: option %s must be a tensor, got %s", key,
-                                      luaL_typename(L, -1));
-                in[key[1] == 'c' ? 2 : 3] = v;
-            } else if (strcmp(key, "pair") == 0) {
-                if (t != LUA_TBOOLEAN)
-                    return luaL_error(L, "split_act: option pair must be a boolean, got %s",
-                                      luaL_typename(L, -1));
-                pair = lua_toboolean(L, -1);
-            } else {
-                return luaL_error(L, "split_act: unknown option \"%s\" (known: act, param, "
-                                  "threshold, scale, shift, pair)", key);
-            }
-            lua_pop(L, 1);
-        }
+    static const char *const known[] = {"act", "param", "threshold", "scale", "shift", "pair", NULL};
+    int opts = lf_opt_table(L, 3, "split_act", known);
+    if (has_key(L, opts, "act")) {
+        lua_getfield(L, opts, "act");
+        act = lua_type(L, -1) == LUA_TSTRING ? ff_act_lookup(lua_tostring(L, -1)) : -1;
+        if (act < 0)
+            return unknown_act(L, lua_gettop(L));
+        lua_pop(L, 1);
     }
+    has_param = has_key(L, opts, "param");
+    has_threshold = has_key(L, opts, "threshold");
+    param = lf_opt_number(L, opts, "split_act", "param", 0);
+    threshold = lf_opt_number(L, opts, "split_act", "threshold", 20);
+    /* borrowed: the options table keeps them alive during the call */
+    in[2] = lf_opt_tensor(L, opts, "split_act", "scale");
+    in[3] = lf_opt_tensor(L, opts, "split_act", "shift");
+    pair = lf_opt_boolean(L, opts, "split_act", "pair", false);
     double def = act_default_param(act);
     if (has_param && isnan(def))
         return luaL_error(L, "split_act: activation %s takes no param", ff_act_name((ff_act)act));

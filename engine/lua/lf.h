@@ -83,6 +83,10 @@ int lf_optdim(lua_State *L, int arg, int ndim, const char *what, int def);
 /* A shape given as numbers from arg on, or as one table at arg. Returns the
  * rank; stops at the first non-number (its position in *next). */
 int lf_checkshape(lua_State *L, int arg, int64_t *shape, int *next, const char *what);
+/* Error naming `what` and the position for any non-nil argument from arg
+ * on: an argument a function does not read must not be ignored silently
+ * (ff.zeros("a") would be a scalar). */
+void lf_check_no_more(lua_State *L, int arg, const char *what);
 /* An index argument (a tensor or a table of integers, 1-based) as a new
  * tensor of 0-based values. */
 ff_tensor *lf_checkindex(lua_State *L, int arg, const char *what);
@@ -93,6 +97,16 @@ void lf_indices_to_lua(lua_State *L, ff_tensor *t);
 /* The options table at arg (0 when none or nil), an error for any key not
  * in the NULL-terminated `known`. */
 int lf_opt_table(lua_State *L, int arg, const char *fn, const char *const *known);
+/* Raise "fn: unknown option 'key' (did you mean 'x'?)", or the known keys
+ * when none is near: the one message for a misspelt key in C and Lua. */
+void lf_unknown_option(lua_State *L, const char *fn, const char *key, const char *const *known);
+/* opts[key] checked as an integer (|v| < 2^31), a number, a boolean or an
+ * open tensor (borrowed: the table keeps it alive during the call); `def`
+ * (NULL for tensors) when opts is 0 or the key is absent. */
+lua_Integer lf_opt_integer(lua_State *L, int opts, const char *fn, const char *key, lua_Integer def);
+double lf_opt_number(lua_State *L, int opts, const char *fn, const char *key, double def);
+bool lf_opt_boolean(lua_State *L, int opts, const char *fn, const char *key, bool def);
+ff_tensor *lf_opt_tensor(lua_State *L, int opts, const char *fn, const char *key);
 /* An integer size at idx within int32, or an error naming `what`. */
 int64_t lf_check_int(lua_State *L, int idx, const char *fn, const char *what);
 /* The value at idx as a pair: a number n is (n, n), a table {a, b}. */

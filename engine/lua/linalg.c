@@ -30,20 +30,9 @@ static int l_eigh(lua_State *L)
     int opts = lf_opt_table(L, 2, fn, known);
     int64_t d = A->ndim >= 1 ? A->shape[A->ndim - 1] : 0, k = d;
     bool largest = false;
-    if (opts && lua_getfield(L, opts, "k") != LUA_TNIL) {
-        int ok;
-        lua_Integer v = lua_tointegerx(L, -1, &ok);
-        if (!ok)
-            return luaL_error(L, "%s: option k must be an integer, got %s", fn,
-                              lua_type(L, -1) == LUA_TNUMBER ? "a fraction" : luaL_typename(L, -1));
-        k = (int64_t)v; /* the core checks the range */
-    }
-    if (opts && lua_getfield(L, opts, "largest") != LUA_TNIL) {
-        if (!lua_isboolean(L, -1))
-            return luaL_error(L, "%s: option largest must be a boolean, got %s", fn,
-                              luaL_typename(L, -1));
-        largest = lua_toboolean(L, -1);
-    }
+    /* (the core checks k's range against A) */
+    k = (int64_t)lf_opt_integer(L, opts, fn, "k", (lua_Integer)(d > INT32_MAX ? INT32_MAX : d));
+    largest = lf_opt_boolean(L, opts, fn, "largest", false);
     ff_tensor *values, *vectors;
     ff_status st = ff_eigh(A, k, largest, &values, &vectors);
     if (st == FF_ERR_MEM) {

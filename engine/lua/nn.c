@@ -27,7 +27,9 @@
  *                                              opts: weight, bias, eps = 1e-5
  *   ff.dropout(x, p [, training = true [, generator]])
  *
- * Every function checks all its arguments before the op runs: luaL_error
+ * Options tables go through options.c (unknown keys are errors naming the
+ * nearest known one). Every function checks all its arguments before the
+ * op runs: luaL_error
  * longjmps, and nothing here holds an engine reference until lf_apply.
  */
 #include <stdint.h>
@@ -35,70 +37,6 @@
 #include <string.h>
 #include "lf.h"
 
-
-static lua_Integer opt_integer(lua_State *L, int opts, const char *fn, const char *key,
-                               lua_Integer def)
-{
-    if (!opts)
-        return def;
-    lua_Integer v = def;
-    if (lua_getfield(L, opts, key) != LUA_TNIL) {
-        int ok;
-        v = lua_tointegerx(L, -1, &ok);
-        if (!ok)
-            luaL_error(L, "%s: option %s must be an integer, got %s", fn, key,
-                       luaL_typename(L, -1));
-        if (v > INT32_MAX || v < INT32_MIN)
-            luaL_error(L, "%s: option %s %I is out of range", fn, key, v);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-static double opt_number(lua_State *L, int opts, const char *fn, const char *key, double def)
-{
-    if (!opts)
-        return def;
-    double v = def;
-    if (lua_getfield(L, opts, key) != LUA_TNIL) {
-        if (lua_type(L, -1) != LUA_TNUMBER)
-            luaL_error(L, "%s: option %s must be a number, got %s", fn, key, luaL_typename(L, -1));
-        v = lua_tonumber(L, -1);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-static bool opt_boolean(lua_State *L, int opts, const char *fn, const char *key, bool def)
-{
-    if (!opts)
-        return def;
-    bool v = def;
-    if (lua_getfield(L, opts, key) != LUA_TNIL) {
-        if (!lua_isboolean(L, -1))
-            luaL_error(L, "%s: option %s must be a boolean, got %s", fn, key, luaL_typename(L, -1));
-        v = lua_toboolean(L, -1);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-/* opts[key] as a tensor, or NULL when absent. The tensor stays referenced
- * by the options table (an argument) for the whole call. */
-static ff_tensor *opt_tensor(lua_State *L, int opts, const char *fn, const char *key)
-{
-    if (!opts)
-        return NULL;
-    ff_tensor *t = NULL;
-    if (lua_getfield(L, opts, key) != LUA_TNIL) {
-        t = lf_totensor(L, -1);
-        if (!t)
-            luaL_error(L, "%s: option %s must be an open tensor, got %s", fn, key,
-                       luaL_typename(L, -1));
-    }
-    lua_pop(L, 1);
-    return t;
-}
 
 /* An optional tensor argument: nil or a tensor. */
 static ff_tensor *opt_tensor_arg(lua_State *L, int arg)
@@ -146,7 +84,7 @@ static int m_conv2d(lua_State *L)
     p.i[0] = stride[0], p.i[1] = stride[1];
     p.i[2] = pad[0], p.i[3] = pad[1];
     p.i[4] = dil[0], p.i[5] = dil[1];
-    p.i[6] = opt_integer(L, opts, fn, "groups", 1);
+    p.i[6] = lf_opt_integer(L, opts, fn, "groups", 1);
     ff_tensor *in[3] = {x, w, b};
     return apply_push(L, FF_OP_CONV2D, in, 3, &p);
 }
@@ -216,12 +154,12 @@ static int m_batch_norm(lua_State *L)
     ff_tensor *x = lf_checktensor(L, 1);
     int opts = lf_opt_table(L, 2, fn, known);
     ff_params p = {0};
-    ff_tensor *w = opt_tensor(L, opts, fn, "weight"), *b = opt_tensor(L, opts, fn, "bias");
-    p.aux[0] = opt_tensor(L, opts, fn, "running_mean");
-    p.aux[1] = opt_tensor(L, opts, fn, "running_var");
-    p.i[0] = opt_boolean(L, opts, fn, "training", true);
-    p.f[0] = opt_number(L, opts, fn, "momentum", 0.1);
-    p.f[1] = opt_number(L, opts, fn, "eps", 1e-5);
+    ff_tensor *w = lf_opt_tensor(L, opts, fn, "weight"), *b = lf_opt_tensor(L, opts, fn, "bias");
+    p.aux[0] = lf_opt_tensor(L, opts, fn, "running_mean");
+    p.aux[1] = lf_opt_tensor(L, opts, fn, "running_var");
+    p.i[0] = lf_opt_boolean(L, opts, fn, "training", true);
+    p.f[0] = lf_opt_number(L, opts, fn, "momentum", 0.1);
+    p.f[1] = lf_opt_number(L, opts, fn, "eps", 1e-5);
     if (p.i[0] && p.aux[0])
         lf_check_inplace(L, p.aux[0], "batch_norm (updating running_mean)");
     if (p.i[0] && p.aux[1])
@@ -258,8 +196,8 @@ static int m_layer_norm(lua_State *L)
     int opts = lf_opt_table(L, 3, fn, known);
     ff_params p = {0};
     p.i[0] = k;
-    p.f[0] = opt_number(L, opts, fn, "eps", 1e-5);
-    ff_tensor *in[3] = {x, opt_tensor(L, opts, fn, "weight"), opt_tensor(L, opts, fn, "bias")};
+    p.f[0] = lf_opt_number(L, opts, fn, "eps", 1e-5);
+    ff_tensor *in[3] = {x, lf_opt_tensor(L, opts, fn, "weight"), lf_opt_tensor(L, opts, fn, "bias")};
     return apply_push(L, FF_OP_LAYER_NORM, in, 3, &p);
 }
 

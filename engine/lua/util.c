@@ -146,6 +146,17 @@ int lf_checkshape(lua_State *L, int arg, int64_t *shape, int *next, const char *
     return n;
 }
 
+void lf_check_no_more(lua_State *L, int arg, const char *what)
+{
+    for (int i = arg; i <= lua_gettop(L); i++) {
+        if (lua_isnil(L, i))
+            continue;
+        if (i == 1)
+            luaL_error(L, "%s: argument #1 must be a size or a shape table, got %s", what, luaL_typename(L, i));
+        luaL_error(L, "%s: unexpected argument #%d (%s)", what, i, luaL_typename(L, i));
+    }
+}
+
 ff_tensor *lf_checkindex(lua_State *L, int arg, const char *what)
 {
     ff_tensor *idx;

@@ -69,7 +69,10 @@ end
 
 -- Run fn(g) with a Generator: the given one, or the default stream (through
 -- a copy that is written back, so the default stream advances).
-local function with_generator(g, fn)
+local function with_generator(who, g, fn)
+  if g ~= nil and (getmetatable(g) or {}).__name ~= "firefly.Generator" then
+    error(string.format("%s: the generator must be an ff.Generator, got %s", who, type(g)), 3)
+  end
   if g ~= nil then return fn(g) end
   local copy = ff.get_rng_state()
   local a, b = fn(copy)
@@ -95,7 +98,7 @@ end
 -- for i = n down to 2: j = gen:random(i); swap p[i] and p[j].
 function data.randperm(n, g)
   n = check_int("randperm", "n", n, 0, 1 << 24)
-  return with_generator(g, function(gen) return ff.tensor(permutation(n, gen)) end)
+  return with_generator("randperm", g, function(gen) return ff.tensor(permutation(n, gen)) end)
 end
 
 -- ---------------------------------------------------------------------------
@@ -219,7 +222,7 @@ function Dataset:split(fraction, g)
   if fraction > 1 then error(string.format("split: fraction = %g must be in [0, 1]", fraction), 2) end
   local n = self:size()
   local k = floor(fraction * n + 0.5)
-  local perm = with_generator(g, function(gen) return permutation(n, gen) end)
+  local perm = with_generator("split", g, function(gen) return permutation(n, gen) end)
   local a, b = {}, {}
   for i = 1, k do a[i] = perm[i] end
   for i = k + 1, n do b[i - k] = perm[i] end

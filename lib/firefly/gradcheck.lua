@@ -24,7 +24,19 @@ local function flat_values(t)
   return t:reshape(-1):totable()
 end
 
+local options = require "firefly.options"
+
 local function gradcheck(fn, inputs, opts)
+  if type(fn) ~= "function" then error("gradcheck: argument #1 must be a function, got " .. type(fn), 2) end
+  if type(inputs) ~= "table" then
+    error("gradcheck: argument #2 must be a list of tensors, got " .. type(inputs), 2)
+  end
+  for i, x in ipairs(inputs) do
+    if getmetatable(x) ~= getmetatable(core.zeros(0)) then
+      error(string.format("gradcheck: input %d must be a tensor, got %s", i, type(x)), 2)
+    end
+  end
+  options.check("gradcheck", opts, { eps = true, atol = true, rtol = true, seed = true }, "option", 2)
   opts = opts or {}
   local eps, atol, rtol = opts.eps or 1e-3, opts.atol or 1e-2, opts.rtol or 1e-2
   local y = fn(table.unpack(inputs))

@@ -14,23 +14,60 @@ end
 
 ff.gradcheck = require "firefly.gradcheck"
 
--- Creation functions take an optional last argument {requires_grad = true}:
--- ff.randn(3, 4, {requires_grad = true}). A shape given as a table is a
--- list, so an options table is told apart by its key.
-local function with_options(create)
+-- Creation functions take an optional last argument {requires_grad = true}
+-- (random ones also {generator = g}): ff.randn(3, 4, {requires_grad = true}).
+-- A shape or the values given as a table are a list, so an options table
+-- is told apart by a key that is not a list index; its keys are checked
+-- like every other options table (a misspelt one is an error, not ignored).
+local options = require "firefly.options"
+
+local function is_options(t)
+  if type(t) ~= "table" or getmetatable(t) ~= nil then return false end
+  for k in pairs(t) do
+    if math.type(k) ~= "integer" or k < 1 then return true end
+  end
+  return false
+end
+
+-- create(...), its errors raised at the caller's line (not this file's).
+local function call(create, ...)
+  local ok, t = pcall(create, ...)
+  if not ok then
+    if type(t) == "string" then t = t:gsub("^[^\n]-init%.lua:%d+: ", "") end
+    error(t, 3)
+  end
+  return t
+end
+
+local function with_options(name, create, random)
+  local known = random and { requires_grad = true, generator = true } or { requires_grad = true }
   return function(...)
     local n = select("#", ...)
     local last = n > 0 and select(n, ...) or nil
-    if type(last) == "table" and not ff.is_tensor(last) and rawget(last, "requires_grad") ~= nil then
-      local t = create(table.unpack({ ... }, 1, n - 1))
-      return t:requires_grad(last.requires_grad and true or false)
+    if not is_options(last) then
+      local t = call(create, ...) -- (not a tail call: errors point at the caller)
+      return t
     end
-    return create(...)
+    options.check(name, last, known, "option", 2)
+    local rg, g = last.requires_grad, last.generator
+    if rg ~= nil and type(rg) ~= "boolean" then
+      error(string.format("%s: option requires_grad must be a boolean, got %s", name, type(rg)), 2)
+    end
+    if g ~= nil and (getmetatable(g) or {}).__name ~= "firefly.Generator" then
+      error(string.format("%s: option generator must be an ff.Generator, got %s", name, type(g)), 2)
+    end
+    local args = { ... }
+    args[n] = g -- after the shape, where a generator goes (or nothing)
+    local t = call(create, table.unpack(args, 1, n))
+    if rg ~= nil then t:requires_grad(rg) end
+    return t
   end
 end
-for _, name in ipairs { "tensor", "zeros", "ones", "full", "empty", "arange", "linspace", "eye",
-  "rand", "randn", "randint", "bernoulli" } do
-  ff[name] = with_options(core[name])
+for _, name in ipairs { "tensor", "zeros", "ones", "full", "empty", "arange", "linspace", "eye" } do
+  ff[name] = with_options(name, core[name], false)
+end
+for _, name in ipairs { "rand", "randn", "randint", "bernoulli" } do
+  ff[name] = with_options(name, core[name], true)
 end
 
 local tensor_mt = getmetatable(core.zeros(0))

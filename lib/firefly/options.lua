@@ -44,13 +44,18 @@ end
 
 -- The known name nearest to `name`, or nil when none is close enough to be
 -- a plausible typo (at most a third of the name's letters, at least 2).
+-- engine/lua/options.c applies the same rule to the binding's options.
 function O.nearest(name, known)
   if type(name) ~= "string" then return nil end
   local best, best_d
   local lname = name:lower()
   for _, k in ipairs(names_of(known)) do
     local d = distance(lname, k:lower())
-    if k:lower():sub(1, #lname) == lname and #lname >= 3 then d = math.min(d, 1) end
+    -- one starts with the other ('epsilon' for 'eps', 'retain' for
+    -- 'retain_graph'): a plausible typo whatever the lengths
+    local lk = k:lower()
+    local shorter = math.min(#lname, #lk)
+    if shorter >= 3 and lk:sub(1, shorter) == lname:sub(1, shorter) then d = math.min(d, 1) end
     if not best_d or d < best_d then best, best_d = k, d end
   end
   if best_d and best_d <= math.max(2, #name // 3) then return best end

@@ -78,7 +78,18 @@ local function shown_values(t, pos)
   return vals
 end
 
+local tensor_mt = getmetatable(core.zeros(0))
+
+-- An error naming the method when x is not a tensor (a method called with
+-- '.' instead of ':', or on the wrong value).
+local function check_tensor(x, who, arg)
+  if getmetatable(x) ~= tensor_mt then
+    error(string.format("%s: argument #%d must be a tensor, got %s", who, arg, type(x)), 3)
+  end
+end
+
 function Tensor.__tostring_impl(t)
+  check_tensor(t, "tostring", 1)
   local shape, nd = t:size(), t:dim()
   local footer = "[Tensor " .. (nd == 0 and "scalar" or table.concat(shape, "x")) .. "]"
   if nd == 0 then
@@ -125,6 +136,8 @@ getmetatable(core.zeros(0)).__tostring = Tensor.__tostring_impl
 
 -- |a - b| <= atol + rtol * |b| everywhere (and the same shape).
 function Tensor.allclose(a, b, rtol, atol)
+  check_tensor(a, "allclose", 1)
+  check_tensor(b, "allclose", 2)
   rtol, atol = rtol or 1e-5, atol or 1e-8
   if table.concat(a:size(), "x") ~= table.concat(b:size(), "x") then return false end
   local diff = (a - b):abs()

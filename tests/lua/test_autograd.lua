@@ -105,6 +105,25 @@ function TestModes:test_retain_graph()
   lu.assertStrContains(error_of(y.backward, y), "retain_graph")
 end
 
+-- backward's options go through the binding's one checker: a typo is an
+-- error naming the nearest key (it used to free the graph silently), the
+-- value is type-checked, and nothing ran.
+function TestModes:test_backward_options_checked()
+  local x = ff.tensor({ 2 }, { requires_grad = true })
+  local y = (x * x):sum()
+  lu.assertStrContains(error_of(y.backward, y, { retain_grpah = true }),
+    "backward: unknown option 'retain_grpah' (did you mean 'retain_graph'?)")
+  lu.assertStrContains(error_of(y.backward, y, ff.tensor(1), { retain = true }),
+    "backward: unknown option 'retain' (did you mean 'retain_graph'?)")
+  lu.assertStrContains(error_of(y.backward, y, { retain_graph = 1 }),
+    "backward: option retain_graph must be a boolean, got number")
+  lu.assertStrContains(error_of(y.backward, y, { [1] = true }), "backward: option names must be strings")
+  lu.assertNil(x.grad)
+  y:backward({ retain_graph = true })
+  y:backward(ff.tensor(1), { retain_graph = false })
+  lu.assertEquals(x.grad:totable(), { 8 })
+end
+
 function TestModes:test_retain_grad_of_intermediate()
   local x = ff.tensor({ 1, 2 }, { requires_grad = true })
   local h = x * 3

@@ -295,15 +295,19 @@ function TestCrossEntropy:test_bad_inputs_and_options()
   lu.assertStrContains(error_of(ff.cross_entropy, x, y, { reduction = 1 }),
     'reduction must be "mean", "sum" or "none", got number')
   lu.assertStrContains(error_of(ff.cross_entropy, x, y, { smoothing = 0.1 }),
-    'cross_entropy: unknown option "smoothing" (known: reduction, label_smoothing)')
+    "cross_entropy: unknown option 'smoothing' (known: reduction, label_smoothing)")
   lu.assertStrContains(error_of(ff.cross_entropy, x, y, { label_smoothing = 1.5 }),
     "cross_entropy: label_smoothing must be in [0, 1]")
   lu.assertStrContains(error_of(ff.cross_entropy, x, y, { label_smoothing = "a" }),
     "cross_entropy: label_smoothing must be a number")
   lu.assertStrContains(error_of(ff.cross_entropy, x, y, "mean"),
-    "cross_entropy: options must be a table, got string")
+    "cross_entropy: argument #3 must be an options table, got string")
   lu.assertStrContains(error_of(ff.nll_loss, x, y, { label_smoothing = 0.1 }),
-    'nll_loss: unknown option "label_smoothing" (known: reduction)')
+    "nll_loss: unknown option 'label_smoothing' (known: reduction)")
+  lu.assertStrContains(error_of(ff.mse_loss, x, x, { reducton = "sum" }),
+    "mse_loss: unknown option 'reducton' (did you mean 'reduction'?)")
+  lu.assertStrContains(error_of(ff.cross_entropy, x, y, { label_smothing = 0.1 }),
+    "cross_entropy: unknown option 'label_smothing' (did you mean 'label_smoothing'?)")
 end
 
 -- ---- mse_loss, bce_with_logits ----

@@ -1,9 +1,12 @@
 -- test_grow_baselines: the Net2Net and GradMax baselines. Both preserve
--- the function exactly at growth (an MLP, a conv net with batch norm, ReLU,
--- max pooling and Flatten, a net with a residual block between), training
--- then moves what they added; GradMax's incoming weights are the top
--- singular vectors of E[g zᵀ] and its scores the gradient norms measured
--- on the grown net; budgets are exact, seeds reproduce, Adam follows.
+-- the function exactly at growth (an MLP, a conv net with batch norm, ReLU
+-- or tanh, max pooling and Flatten, a net with a residual block between),
+-- training then moves what they added; GradMax's outgoing weights (as
+-- published; the incoming ones with zero = "outgoing") are the top
+-- singular vectors of E[g zᵀ], no other outgoing weights give the new
+-- incoming weights a larger gradient (brute force), and its scores are the
+-- gradient norms measured on the grown net; budgets are exact, seeds
+-- reproduce, Adam follows.
 package.path = "tests/lua/?.lua;" .. package.path
 local testlib = require "testlib"
 local lu = testlib.lu
@@ -30,11 +33,19 @@ function NETS.residual()
     nn.Residual(nn.Sequential { nn.Linear(6, 3), nn.ReLU(), nn.Linear(3, 6) }), nn.Linear(6, 3) }, { 4 }
 end
 
+-- Every activation of net made `act` (published GradMax needs a slope at
+-- 0, which this engine's ReLU lacks).
+local function set_act(net, act)
+  net:apply(function(m) if m.act and #m:parameters() == 0 then m.act, m.param = act, nil end end)
+  return net
+end
+
 -- A network (batch norm statistics set by a few training-mode passes)
 -- and two scoring batches.
-local function setup(kind, seed)
+local function setup(kind, seed, act)
   ff.manual_seed(seed or 11)
   local net, shape = NETS[kind]()
+  if act then set_act(net, act) end
   local g = ff.Generator(seed or 11)
   local batches = {}
   for i = 1, 2 do
@@ -71,7 +82,8 @@ end
 local CASES = {
   { name = "net2net wider", nb = { method = "net2net", noise = 0.1 } },
   { name = "net2net deeper", nb = { method = "net2net", deeper = 2 } },
-  { name = "gradmax", nb = { method = "gradmax", new = 3 } },
+  { name = "gradmax", nb = { method = "gradmax", new = 3 }, act = "tanh" },
+  { name = "gradmax zero outgoing", nb = { method = "gradmax", new = 3, zero = "outgoing" } },
 }
 
 local function nb_of(case, seed)
@@ -85,7 +97,7 @@ TestPreserve = {}
 function TestPreserve:test_function_preserved_exactly()
   for _, kind in ipairs { "mlp", "conv", "residual" } do
     for _, case in ipairs(CASES) do
-      local net, batches = setup(kind)
+      local net, batches = setup(kind, nil, case.act)
       local before = outputs(net, batches)
       local layers = count(net, "Linear") + count(net, "Conv2d")
       local units = #ff.grow.units(net)
@@ -97,6 +109,7 @@ function TestPreserve:test_function_preserved_exactly()
       lu.assertTrue(r.params_after > r.params_before, label)
       local change = max_change(before, outputs(net, batches))
       lu.assertTrue(change <= 1e-5, label .. ": max |change| " .. change)
+      lu.assertTrue(r.preserved <= 1e-5, label .. ": report.preserved " .. tostring(r.preserved))
       if case.nb.deeper then
         -- the identity layers went in and are growable units themselves
         local added = count(net, "Linear") + count(net, "Conv2d") - layers
@@ -225,14 +238,112 @@ local function top_eigen(A, k)
   return vs, ls
 end
 
-function TestGradMax:test_incoming_weights_are_top_singular_vectors()
+-- Published GradMax: the new neurons' outgoing weights are c times the top
+-- left singular vectors of M (top eigenvectors of M Mᵀ), their incoming
+-- weights and biases zero, their scores σ_j·φ'(0) (tanh: 1).
+function TestGradMax:test_outgoing_weights_are_top_left_singular_vectors()
+  for _, force in ipairs { false, true } do
+    gradmax.force_operator = force -- also the autograd operator on the MLP
+    local net, batches = setup("mlp", nil, "tanh")
+    local M = first_unit_matrix(net, batches)
+    local vs, ls = top_eigen(M:matmul(M:t()), 3)
+    local p = ff.grow.propose(net, { method = "gradmax", new = 3, iters = 8, generator = ff.Generator(4) }, batches)
+    gradmax.force_operator = false
+    local c = p.og.units[1].new
+    local cw = net:get(3).weight
+    local norm = cw:norm(2, 1):mean():item() -- each old neuron's outgoing column
+    lu.assertAlmostEquals(p.norms[1], norm, 1e-6)
+    lu.assertEquals(c.u:abs():max():item(), 0)
+    lu.assertEquals(c.b:abs():max():item(), 0)
+    lu.assertEquals(c.o:size(), { 5, 3 })
+    for j = 1, 3 do
+      local o = c.o:select(2, j)
+      lu.assertAlmostEquals(o:norm():item(), norm, 1e-4 * norm)
+      local cos = math.abs((o * vs[j]):sum():item()) / o:norm():item()
+      lu.assertTrue(cos > 1 - 1e-4, string.format("neuron %d: |cos| %.6f (operator %s)", j, cos, tostring(force)))
+      local sigma = math.sqrt(ls[j])
+      lu.assertTrue(math.abs(p.scores[1].new[j] - sigma) <= 1e-4 * sigma, string.format("sigma %d: %g vs %g", j,
+        p.scores[1].new[j], sigma))
+    end
+  end
+end
+
+-- ‖∂L/∂u‖ of N new neurons added to the first unit of an MLP (Linear,
+-- act, Linear, ...) by hand, with zero incoming weights and biases and
+-- outgoing weights the columns of O: one backward of the real network.
+local function incoming_grad_norms(net, batches, O)
+  local n = O:size(2)
+  local w1, b1 = net:get(1).weight:detach(), net:get(1).bias:detach()
+  local W = ff.cat({ w1, ff.zeros(n, w1:size(2)) }, 1):requires_grad(true)
+  local B = ff.cat { b1, ff.zeros(n) }
+  local W2 = ff.cat({ net:get(3).weight:detach(), O }, 2)
+  local total = 0
+  for _, b in ipairs(batches) do total = total + b[1]:size(1) end
+  for _, b in ipairs(batches) do
+    local out = ff.linear(net:get(2)(ff.linear(b[1], W, B)), W2, net:get(3).bias:detach())
+    for i = 4, #net do out = net:get(i)(out) end
+    (ff.cross_entropy(out, b[2]) * (b[1]:size(1) / total)):backward()
+  end
+  return W.grad:narrow(1, w1:size(1) + 1, n):norm(2, 2)
+end
+
+function TestGradMax:test_brute_force_maximiser()
+  -- tanh: φ(0) = 0, φ'(0) = 1, so the gradient of a zero incoming row is
+  -- exactly Mᵀo and brute force over o on the real network must not beat
+  -- the chosen outgoing weights
+  local net, batches = setup("mlp", 3, "tanh")
+  local before = outputs(net, batches)
+  local g = ff.Generator(9)
+  local p = ff.grow.propose(net, { method = "gradmax", new = 3, where = { "1" }, generator = ff.Generator(2) },
+    batches)
+  local c = p.norms[1]
+  local chosen = p.og.units[1].new.o:clone()
+  local R = ff.randn({ 5, 4000 }, g)
+  R = R / R:norm(2, 1, true) * c
+  local random = incoming_grad_norms(net, batches, R)
+  -- orthogonal to the first chosen direction: the second neuron's rival
+  local o1 = chosen:select(2, 1) / c
+  local R2 = R - o1:view(5, 1) * (o1:view(1, 5):matmul(R))
+  R2 = R2 / R2:norm(2, 1, true) * c
+  local random2 = incoming_grad_norms(net, batches, R2)
+  p:select(3)
+  local _, _, r = p:apply()
+  lu.assertEquals(r.selected, 3)
+  -- function preserved; the outgoing weights went in as chosen
+  lu.assertTrue(max_change(before, outputs(net, batches)) <= 1e-6)
+  lu.assertTrue(r.preserved <= 1e-6, "report.preserved " .. tostring(r.preserved))
+  lu.assertTrue(net:get(3).weight:narrow(2, 7, 3):equal(chosen))
+  lu.assertEquals(net:get(1).weight:narrow(1, 7, 3):abs():max():item(), 0)
+  -- measured on the grown net, through the real network
+  local w = net:get(1).weight
+  w.grad = nil
+  local total = 0
+  for _, b in ipairs(batches) do total = total + b[1]:size(1) end
+  for _, b in ipairs(batches) do (ff.cross_entropy(net(b[1]), b[2]) * (b[1]:size(1) / total)):backward() end
+  local measured = w.grad:narrow(1, 7, 3):norm(2, 2):totable()
+  for j = 1, 3 do
+    local want = p.scores[1].new[j] * c
+    lu.assertTrue(math.abs(measured[j] - want) <= 1e-4 * want, string.format("neuron %d: %g vs %g", j, measured[j], want))
+  end
+  local best, best2 = random:max():item(), random2:max():item()
+  lu.assertTrue(best <= measured[1] * (1 + 1e-4), string.format("random %g beats chosen %g", best, measured[1]))
+  lu.assertTrue(best2 <= measured[2] * (1 + 1e-4), string.format("random %g beats chosen %g", best2, measured[2]))
+  -- (the search came close: the maximum is not a fluke of the check)
+  lu.assertTrue(best >= 0.97 * measured[1], string.format("brute force reached %g of %g", best, measured[1]))
+  lu.assertTrue(best2 >= 0.97 * measured[2], string.format("brute force reached %g of %g", best2, measured[2]))
+end
+
+-- zero = "outgoing", the transpose: incoming weights the top right
+-- singular vectors of M, outgoing weights zero.
+function TestGradMax:test_zero_outgoing_incoming_weights_are_top_singular_vectors()
   for _, force in ipairs { false, true } do
     gradmax.force_operator = force -- also the autograd operator on the MLP
     local net, batches = setup("mlp")
     net:get(2).act = "tanh" -- (any activation: it is linearised)
     local M = first_unit_matrix(net, batches)
     local vs, ls = top_eigen(M:t():matmul(M), 3)
-    local p = ff.grow.propose(net, { method = "gradmax", new = 3, iters = 8, generator = ff.Generator(4) }, batches)
+    local p = ff.grow.propose(net, { method = "gradmax", zero = "outgoing", new = 3, iters = 8,
+      generator = ff.Generator(4) }, batches)
     gradmax.force_operator = false
     local c = p.og.units[1].new
     local w = net:get(1).weight
@@ -252,17 +363,22 @@ function TestGradMax:test_incoming_weights_are_top_singular_vectors()
   end
 end
 
--- ‖∂L/∂o_j‖ of each new neuron on the grown net, per unit k: the
--- consumer's columns (or input channels) of the new neurons.
-local function outgoing_grad_norms(net, batches, unit, first, count)
+-- The new neurons' gradient norms on the grown net, per unit: of their
+-- outgoing weights (the consumer's columns or input channels) or of their
+-- incoming ones (the producer's rows or filters).
+local function new_grad_norms(net, batches, unit, first, count, side)
   local total = 0
   for _, b in ipairs(batches) do total = total + b[1]:size(1) end
-  local w = unit.consumer.weight
+  local w = side == "in" and unit.producer.weight or unit.consumer.weight
   w.grad = nil
   for _, b in ipairs(batches) do (ff.cross_entropy(net(b[1]), b[2]) * (b[1]:size(1) / total)):backward() end
   local out, sp = {}, unit.spatial
   for j = 1, count do
-    out[j] = w.grad:narrow(2, (first + j - 2) * sp + 1, sp):norm():item()
+    if side == "in" then
+      out[j] = w.grad[first + j - 1]:norm():item()
+    else
+      out[j] = w.grad:narrow(2, (first + j - 2) * sp + 1, sp):norm():item()
+    end
   end
   return out
 end
@@ -271,82 +387,135 @@ function TestGradMax:test_scores_are_the_measured_gradient_norms()
   -- linear per-neuron paths (Identity, average pooling; a new neuron's
   -- batch norm is the identity up to its eps), so the linearisation is
   -- exact: a Linear unit, a conv into a conv, a conv through pooling and
-  -- Flatten into a Linear
+  -- Flatten into a Linear; both variants
   local nets = {
-    { nn.Sequential { nn.Linear(8, 6), nn.Identity(), nn.Linear(6, 3) }, { 8 } },
-    { nn.Sequential { nn.Conv2d(2, 3, 3, { padding = 1 }), nn.BatchNorm2d(3), nn.Identity(),
-      nn.Conv2d(3, 4, 3, { padding = 1 }), nn.Identity(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 16, 3) },
-      { 2, 8, 8 } },
+    function() return nn.Sequential { nn.Linear(8, 6), nn.Identity(), nn.Linear(6, 3) }, { 8 } end,
+    function()
+      return nn.Sequential { nn.Conv2d(2, 3, 3, { padding = 1 }), nn.BatchNorm2d(3), nn.Identity(),
+        nn.Conv2d(3, 4, 3, { padding = 1 }), nn.Identity(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 16, 3) },
+        { 2, 8, 8 }
+    end,
+    -- tanh (slope 1 at 0) between conv layers: exact only as published
+    -- (the transpose's incoming weights are not 0, tanh is not linear there)
+    function()
+      return nn.Sequential { nn.Conv2d(2, 3, 3, { padding = 1 }), nn.Tanh(), nn.Conv2d(3, 4, 3, { stride = 2 }),
+        nn.Tanh(), nn.Flatten(), nn.Linear(4 * 9, 3) }, { 2, 8, 8 }
+    end,
   }
-  for t, spec in ipairs(nets) do
-    ff.manual_seed(17)
-    local net, shape = spec[1], spec[2]
-    local g = ff.Generator(17)
-    local batches = {}
-    for i = 1, 2 do
-      local s = { 10 + i }
-      for _, d in ipairs(shape) do s[#s + 1] = d end
-      batches[i] = { ff.randn(s, g), ff.randint(1, 3, 10 + i, g) }
-    end
-    net:eval()
-    local p = ff.grow.propose(net, { method = "gradmax", new = 3, norm = 0.5, generator = ff.Generator(1) }, batches)
-    local scores, widths = {}, {}
-    for k, c in ipairs(p.og.units) do
-      scores[k] = p.scores[k].new:totable()
-      widths[k] = c.unit.producer.weight:size(1)
-    end
-    -- scores sorted, largest first
-    for k = 1, #scores do
-      for j = 2, #scores[k] do lu.assertTrue(scores[k][j] <= scores[k][j - 1] + 1e-7) end
-    end
-    p:select(100)
-    p:apply()
-    for k, unit in ipairs(ff.grow.units(net)) do
-      local measured = outgoing_grad_norms(net, batches, unit, widths[k] + 1, 3)
-      for j = 1, 3 do
-        local want = scores[k][j] * 0.5
-        -- (past the rank of B: σ = 0 up to float32 rounding of σ_1)
-        lu.assertTrue(math.abs(measured[j] - want) <= 1e-3 * want + 1e-5 * scores[k][1],
-          string.format("net %d unit %d neuron %d: measured %.6g, score x norm %.6g", t, k, j, measured[j], want))
+  for _, zero in ipairs { "incoming", "outgoing" } do
+    for t, make in ipairs(nets) do
+      if zero == "outgoing" and t == 3 then break end
+      ff.manual_seed(17)
+      local net, shape = make()
+      local g = ff.Generator(17)
+      local batches = {}
+      for i = 1, 2 do
+        local s = { 10 + i }
+        for _, d in ipairs(shape) do s[#s + 1] = d end
+        batches[i] = { ff.randn(s, g), ff.randint(1, 3, 10 + i, g) }
+      end
+      net:eval()
+      local before = outputs(net, batches)
+      local p = ff.grow.propose(net, { method = "gradmax", zero = zero, new = 3, norm = 0.5,
+        generator = ff.Generator(1) }, batches)
+      local scores, widths = {}, {}
+      for k, c in ipairs(p.og.units) do
+        scores[k] = p.scores[k].new:totable()
+        widths[k] = c.unit.producer.weight:size(1)
+      end
+      -- scores sorted, largest first
+      for k = 1, #scores do
+        for j = 2, #scores[k] do lu.assertTrue(scores[k][j] <= scores[k][j - 1] + 1e-7) end
+      end
+      p:select(100)
+      p:apply()
+      lu.assertTrue(max_change(before, outputs(net, batches)) <= 1e-6, zero .. " net " .. t)
+      for k, unit in ipairs(ff.grow.units(net)) do
+        local measured = new_grad_norms(net, batches, unit, widths[k] + 1, 3, zero == "incoming" and "in" or "out")
+        for j = 1, 3 do
+          local want = scores[k][j] * 0.5
+          -- (past the rank of B: σ = 0 up to float32 rounding of σ_1)
+          lu.assertTrue(math.abs(measured[j] - want) <= 1e-3 * want + 1e-5 * scores[k][1],
+            string.format("%s: net %d unit %d neuron %d: measured %.6g, score x norm %.6g", zero, t, k, j,
+              measured[j], want))
+        end
       end
     end
   end
 end
 
 function TestGradMax:test_new_neurons_train()
-  local net, batches = setup("conv")
-  local opt = ff.optim.SGD(net:named_parameters(), { lr = 0.1 })
-  local p = ff.grow.propose(net, { method = "gradmax", new = 2, generator = ff.Generator(2) }, batches)
-  p:select(4)
-  p:apply(opt)
-  local unit = ff.grow.units(net)[2]
-  local cw = unit.consumer.weight
-  local m = unit.producer.weight:size(1)
-  local kept = 0
-  for _, c in ipairs(p.selected) do if c.unit == 2 then kept = kept + 1 end end
-  lu.assertTrue(kept > 0)
-  local cols = cw:narrow(2, (m - kept) * unit.spatial + 1, kept * unit.spatial)
-  lu.assertEquals(cols:abs():max():item(), 0)
-  net:train()
-  opt:zero_grad()
-  ff.cross_entropy(net(batches[1][1]), batches[1][2]):backward()
-  opt:step()
-  cols = unit.consumer.weight:narrow(2, (m - kept) * unit.spatial + 1, kept * unit.spatial)
-  lu.assertTrue(cols:abs():max():item() > 0)
+  for _, zero in ipairs { "incoming", "outgoing" } do
+    local net, batches = setup("conv", nil, zero == "incoming" and "tanh" or nil)
+    local opt = ff.optim.SGD(net:named_parameters(), { lr = 0.1 })
+    local p = ff.grow.propose(net, { method = "gradmax", zero = zero, new = 2, generator = ff.Generator(2) }, batches)
+    p:select(4)
+    p:apply(opt)
+    local unit = ff.grow.units(net)[2]
+    local m = unit.producer.weight:size(1)
+    local kept = 0
+    for _, c in ipairs(p.selected) do if c.unit == 2 then kept = kept + 1 end end
+    lu.assertTrue(kept > 0)
+    -- the side set to zero: outgoing columns, or incoming filters
+    local function zero_side()
+      if zero == "outgoing" then
+        return unit.consumer.weight:narrow(2, (m - kept) * unit.spatial + 1, kept * unit.spatial)
+      end
+      return unit.producer.weight:narrow(1, m - kept + 1, kept)
+    end
+    lu.assertEquals(zero_side():abs():max():item(), 0, zero)
+    net:train()
+    opt:zero_grad()
+    ff.cross_entropy(net(batches[1][1]), batches[1][2]):backward()
+    opt:step()
+    lu.assertTrue(zero_side():abs():max():item() > 0, zero)
+  end
+end
+
+function TestGradMax:test_activation_checked()
+  -- ReLU: derivative 0 at 0 here, the neurons would never train; sigmoid:
+  -- 0.5 at 0, the function would change. Refused before anything changes.
+  for _, case in ipairs { { "relu", "derivative 0 at 0" }, { "sigmoid", "gives 0.5 at 0" } } do
+    local net, batches = setup("mlp", nil, case[1])
+    local before = outputs(net, batches)
+    local msg = testlib.error_of(ff.grow.propose, net, { method = "gradmax" }, batches)
+    lu.assertStrContains(msg, "grow.propose: gradmax: unit 1's activation")
+    lu.assertStrContains(msg, case[2])
+    lu.assertStrContains(msg, 'zero = "outgoing"')
+    lu.assertEquals(max_change(before, outputs(net, batches)), 0)
+    -- the transpose takes them
+    lu.assertTrue(#ff.grow.propose(net, { method = "gradmax", zero = "outgoing", new = 2 }, batches):select(2)
+      .selected == 2)
+  end
+  -- a slope other than 1 is measured (it scales the scores)
+  local _, slope = gradmax.at_zero(ff.grow.units((setup("mlp", nil, "gelu")))[1])
+  lu.assertAlmostEquals(slope, 0.5, 1e-6)
 end
 
 function TestGradMax:test_options_checked()
-  local net, batches = setup("mlp")
+  local net, batches = setup("mlp", nil, "tanh")
   lu.assertStrContains(testlib.error_of(ff.grow.propose, net, { method = "gradmax", norm = 0 }, batches),
     "gradmax: norm must be a positive number")
   lu.assertStrContains(testlib.error_of(ff.grow.propose, net, { method = "gradmax", iters = -1 }, batches),
     "gradmax: iters must be a non-negative integer")
+  lu.assertStrContains(testlib.error_of(ff.grow.propose, net, { method = "gradmax", zero = "in" }, batches),
+    'gradmax: zero must be "incoming" (as published) or "outgoing", got in')
   lu.assertStrContains(testlib.error_of(ff.grow.propose, net, { method = "gradmax", noise = 1 }, batches),
     "unknown neighbourhood option 'noise' for method gradmax")
-  -- candidates capped at the fan-in
+  -- candidates capped at the dimension searched: the consumer's weights
+  -- per neuron (as published), the fan-in (zero outgoing)
   local p = ff.grow.propose(net, { method = "gradmax", new = 50 }, batches)
+  lu.assertEquals(p.scores[1].new:numel(), 5)
+  lu.assertEquals(p.scores[2].new:numel(), 3)
+  p = ff.grow.propose(net, { method = "gradmax", zero = "outgoing", new = 50 }, batches)
   lu.assertEquals(p.scores[1].new:numel(), 8)
   lu.assertEquals(p.scores[2].new:numel(), 6)
+  -- per-unit settings: new neurons on one unit only; 16 by default
+  p = ff.grow.propose(net, { method = "gradmax", default = { new = 0 }, ["1"] = { new = 2 } }, batches)
+  lu.assertEquals(p.scores[1].new:numel(), 2)
+  lu.assertNil(p.scores[2].new)
+  p = ff.grow.propose(net, { method = "gradmax", zero = "outgoing" }, batches)
+  lu.assertEquals(p.scores[1].new:numel(), 8)
 end
 
 function TestGradMax:test_jacobi()
@@ -365,13 +534,14 @@ TestBudgets = {}
 local METHODS = {
   { name = "net2net", nb = { method = "net2net" } },
   { name = "net2net deeper", nb = { method = "net2net", deeper = 1 } },
-  { name = "gradmax", nb = { method = "gradmax", new = 4 } },
+  { name = "gradmax", nb = { method = "gradmax", new = 4 }, act = "tanh" },
+  { name = "gradmax zero outgoing", nb = { method = "gradmax", new = 4, zero = "outgoing" } },
 }
 
 function TestBudgets:test_neuron_budget_is_exact()
   for _, kind in ipairs { "mlp", "conv", "residual" } do
     for _, case in ipairs(METHODS) do
-      local net, batches = setup(kind)
+      local net, batches = setup(kind, nil, case.act)
       local p = ff.grow.propose(net, nb_of(case, 3), batches)
       p:select(7)
       local widths = {}
@@ -404,7 +574,7 @@ function TestBudgets:test_params_budget_is_exact()
   for _, kind in ipairs { "mlp", "conv", "residual" } do
     for _, case in ipairs(METHODS) do
       for _, budget in ipairs { 60, 250 } do
-        local net, batches = setup(kind)
+        local net, batches = setup(kind, nil, case.act)
         local p = ff.grow.propose(net, nb_of(case, 3), batches)
         p:select { params = budget }
         local _, _, r = p:apply()
@@ -442,7 +612,7 @@ function TestBudgets:test_reproducible_for_a_seed()
   for _, case in ipairs(CASES) do
     local out = {}
     for run = 1, 3 do
-      local net, batches = setup("conv")
+      local net, batches = setup("conv", nil, case.act)
       local p = ff.grow.propose(net, nb_of(case, run == 3 and 8 or 7), batches)
       p:select(30)
       p:apply()
@@ -455,7 +625,7 @@ end
 
 function TestBudgets:test_adam_state_follows()
   for _, case in ipairs(CASES) do
-    local net, batches = setup("conv")
+    local net, batches = setup("conv", nil, case.act)
     net:train()
     local opt = ff.optim.Adam(net:named_parameters(), { lr = 1e-3 })
     local function step()
@@ -485,7 +655,7 @@ function TestBudgets:test_in_the_loop()
   ff.manual_seed(3)
   local ds = ff.data.two_moons { n = 128, noise = 0.1, seed = 3 }
   for _, m in ipairs { "net2net", "gradmax" } do
-    local net = nn.mlp { 2, 4, 4, 2 }
+    local net = nn.mlp { 2, 4, 4, 2, act = m == "gradmax" and "tanh" or "relu" }
     local opt = ff.optim.Adam(net:named_parameters(), { lr = 1e-2 })
     local loader = ff.data.DataLoader(ds, { batch_size = 32, shuffle = true, generator = ff.Generator(1) })
     local rows = ff.grow.run { net = net, data = loader, optim = opt, phases = 3, epochs = 1, quiet = true, eta = 3,

@@ -271,14 +271,41 @@ function TestSplitBudgets:test_reproducible_for_a_seed()
 end
 
 function TestSplitBudgets:test_grow_run()
+  -- one step by hand: the optimiser follows the split and trains it
   local net, batches = mlp_setup()
   local opt = ff.optim.SGD(net:named_parameters(), { lr = 0.01 })
   local p = ff.grow.propose(net, { method = "split_fast", fraction = 0.5, iters = 5 }, batches)
   p:select(2)
-  p:apply(opt)
+  local _, _, r = p:apply(opt)
+  lu.assertEquals(r.selected, 2)
+  lu.assertEquals(r.neurons_after - r.neurons_before, 2)
+  lu.assertTrue(math.abs(r.measured) < 0.05, "a split barely moves the loss: " .. r.measured)
+  local held = {}
+  for _, t in ipairs(opt:params()) do held[t] = true end
+  for _, t in ipairs(net:parameters()) do lu.assertTrue(held[t], "the optimiser lost a grown parameter") end
+  lu.assertEquals(#opt:params(), #net:parameters())
+  local x, y = batches[1][1], batches[1][2]
+  local before = ff.no_grad(function() return ff.cross_entropy(net(x), y):item() end)
+  local w = net:get(1).weight:clone()
   opt:zero_grad()
-  ff.cross_entropy(net(batches[1][1]), batches[1][2]):backward()
+  ff.cross_entropy(net(x), y):backward()
   opt:step()
+  lu.assertFalse(net:get(1).weight:equal(w), "the step moved nothing")
+  local after = ff.no_grad(function() return ff.cross_entropy(net(x), y):item() end)
+  lu.assertTrue(after < before, string.format("loss %g -> %g after a step", before, after))
+
+  -- the whole loop: grow.run with the method grows every phase but the last
+  net = mlp_setup()
+  opt = ff.optim.SGD(net:named_parameters(), { lr = 0.01 })
+  local ds = ff.data.Dataset(ff.cat { batches[1][1], batches[2][1] }, ff.cat { batches[1][2], batches[2][2] })
+  local loader = ff.data.DataLoader(ds, { batch_size = 16, shuffle = true, generator = ff.Generator(1) })
+  local rows = ff.grow.run { net = net, data = loader, optim = opt, phases = 3, epochs = 1, quiet = true, eta = 2,
+    score_batches = 2, neighbourhood = { method = "split_fast", fraction = 0.5, iters = 5 } }
+  lu.assertEquals(#rows, 3)
+  lu.assertEquals(rows[1].method, "split_fast")
+  lu.assertEquals(rows[2].neurons - rows[1].neurons, 2)
+  lu.assertEquals(rows[3].neurons - rows[2].neurons, 2)
+  lu.assertEquals(rows[3].neurons, 6 + 4 + 4)
 end
 
 TestSplitErrors = {}

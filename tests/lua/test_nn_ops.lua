@@ -232,7 +232,7 @@ function TestConv2d:test_errors()
   lu.assertStrContains(error_of(ff.conv2d, x, ff.randn(4, 3, 3, 3), ff.randn(5)),
     "conv2d: bias has shape 5, expected 4")
   lu.assertStrContains(error_of(ff.conv2d, x, ff.randn(4, 3, 3, 3), { strides = 2 }),
-    'conv2d: unknown option "strides"')
+    "conv2d: unknown option 'strides' (did you mean 'stride'?)")
   lu.assertStrContains(error_of(ff.conv2d, x, ff.randn(4, 3, 3, 3), { stride = 0 }),
     "conv2d: stride must be >= 1, got 0x0")
   lu.assertStrContains(error_of(ff.conv2d, x, ff.randn(4, 3, 3, 3), { padding = -1 }), "padding must be >= 0")
@@ -367,7 +367,7 @@ function TestPool:test_errors()
   lu.assertStrContains(error_of(ff.max_pool2d, x, 5), "max_pool2d: output size is 0x0 (<= 0)")
   lu.assertStrContains(error_of(ff.avg_pool2d, x, 0), "avg_pool2d: kernel must be >= 1")
   lu.assertStrContains(error_of(ff.avg_pool2d, x, 2, { stride = 0 }), "avg_pool2d: stride must be >= 1")
-  lu.assertStrContains(error_of(ff.max_pool2d, x, 2, { dilation = 2 }), 'max_pool2d: unknown option "dilation"')
+  lu.assertStrContains(error_of(ff.max_pool2d, x, 2, { dilation = 2 }), "max_pool2d: unknown option 'dilation' (known: stride, padding)")
   lu.assertStrContains(error_of(ff.max_pool2d, ff.randn(4, 4), 2), "max_pool2d: input has shape 4x4, expected 4 dims")
   lu.assertStrContains(error_of(ff.max_pool2d, x), "max_pool2d: kernel must be an integer")
   lu.assertStrContains(error_of(ff.adaptive_avg_pool2d, x, 0), "adaptive_avg_pool2d: output size must be >= 1")
@@ -457,7 +457,7 @@ function TestBatchNorm:test_errors()
     "give both running_mean and running_var")
   lu.assertStrContains(error_of(ff.batch_norm, ff.randn(1, 3)), "expected more than 1 value per channel when training")
   lu.assertStrContains(error_of(ff.batch_norm, x, { momentum = 2 }), "momentum must be in [0, 1]")
-  lu.assertStrContains(error_of(ff.batch_norm, x, { epsilon = 1 }), 'batch_norm: unknown option "epsilon"')
+  lu.assertStrContains(error_of(ff.batch_norm, x, { epsilon = 1 }), "batch_norm: unknown option 'epsilon' (did you mean 'eps'?)")
   lu.assertStrContains(error_of(ff.batch_norm, x, { weight = 1 }), "batch_norm: option weight must be an open tensor")
   lu.assertStrContains(error_of(ff.batch_norm, x, { training = 1 }), "option training must be a boolean")
   lu.assertStrContains(error_of(ff.batch_norm, ff.randn(4)), "batch_norm: input has shape 4, expected at least 2 dims")
@@ -496,7 +496,7 @@ function TestLayerNorm:test_errors()
   lu.assertStrContains(error_of(ff.layer_norm, x, 4, { weight = ff.ones(3) }),
     "layer_norm: weight has shape 3, expected 4 (the last 1 dims of input 2x3x4)")
   lu.assertStrContains(error_of(ff.layer_norm, x, 4, { elementwise_affine = false }),
-    'layer_norm: unknown option "elementwise_affine"')
+    "layer_norm: unknown option 'elementwise_affine' (known: weight, bias, eps)")
   lu.assertStrContains(error_of(ff.layer_norm, x), "layer_norm: argument #2 must be the normalised shape")
 end
 

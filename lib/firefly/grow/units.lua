@@ -90,19 +90,47 @@ local function walk(seq, prefix, out, depth)
   end
 end
 
--- units(net [, where]) -> list of units {name, producer, between, consumer,
--- spatial, kind (the producer's type, for display), conv (its neurons are
--- channels), parent (the Sequential holding them), depth (how many
--- containers hold it below the network), position (its place in the
+-- units(net [, where [, who]]) -> list of units {name, producer, between,
+-- consumer, spatial, kind (the producer's type, for display), conv (its
+-- neurons are channels), parent (the Sequential holding them), depth (how
+-- many containers hold it below the network), position (its place in the
 -- list)}, in network order; `where` (a list of names) keeps only those
--- producers.
-function U.units(net, where)
+-- producers. A net that is not a module, or a name in `where` that is no
+-- unit, is an error naming it (and listing the units): a typo must not
+-- read as "the network has no growable units". `who` names the caller.
+function U.units(net, where, who)
+  who = who or "grow.units"
+  local mt = type(net) == "table" and getmetatable(net)
+  if not (mt and mt.__name and type(net.forward) == "function") then
+    error(string.format("%s: argument #1 must be a network (an nn module), got %s", who,
+      mt and mt.__name or type(net)), 3)
+  end
   local out = {}
   if net.container == "sequential" then walk(net, "", out, 0)
   elseif net.container == "residual" then walk(net:body(), "f", out, 1) end
-  if where then
-    local keep = {}
-    for _, w in ipairs(where) do keep[w] = true end
+  if where ~= nil then
+    if type(where) ~= "table" or getmetatable(where) ~= nil then
+      error(string.format("%s: where must be a list of unit names, got %s", who, type(where)), 3)
+    end
+    local names, known = {}, {}
+    for _, u in ipairs(out) do names[#names + 1] = u.name; known[u.name] = true end
+    local listed = #names > 0 and table.concat(names, ", ") or "none"
+    local keep, n = {}, 0
+    for k, w in pairs(where) do
+      if math.type(k) ~= "integer" then
+        error(string.format("%s: where must be a list of unit names, got a key '%s'", who, tostring(k)), 3)
+      end
+      local name = math.type(w) == "integer" and tostring(w) or w
+      if type(name) ~= "string" then
+        error(string.format("%s: where[%d] must be a unit name, got %s", who, k, type(w)), 3)
+      end
+      if not known[name] then
+        error(string.format("%s: where names unit '%s', which the network does not have (units: %s)", who, name,
+          listed), 3)
+      end
+      keep[name], n = true, n + 1
+    end
+    if n == 0 then error(string.format("%s: where lists no units (units: %s)", who, listed), 3) end
     local filtered = {}
     for _, u in ipairs(out) do if keep[u.name] then filtered[#filtered + 1] = u end end
     out = filtered

@@ -1,15 +1,34 @@
 -- method = "gradmax": GradMax (Evci, van Merriënboer, Unterthiner,
 -- Vladymyrov, Pedregosa 2022, "GradMax: growing neural networks using
--- gradient information", ICLR 2022). New neurons only, with zero outgoing
--- weights (the function is preserved exactly), whose incoming weights
--- maximise the norm of the gradient of their outgoing weights.
+-- gradient information", ICLR 2022). New neurons only, as published: zero
+-- incoming weights and bias (the function is preserved exactly), outgoing
+-- weights chosen to maximise the norm of the gradient of the incoming ones.
 --
 -- The math. A new neuron with incoming weights u and outgoing weights o
 -- adds o·φ(u·z) to the consumer's output (z: the producer's input). At
--- o = 0, ∂L/∂o = E[g φ(u·z)] with g = ∂L/∂(consumer output); with φ
--- linearised at 0 (φ(0) = 0, φ'(0) = 1, as GradMax assumes) it is
--- E[g zᵀ] u = M u. Under ‖u‖ = c the best k neurons are c times the top k
--- right singular vectors of M, and neuron j's gradient norm is σ_j·c.
+-- u = 0, ∂L/∂u = φ'(0) E[z gᵀ] o = φ'(0) Mᵀ o with g = ∂L/∂(consumer
+-- output) and M = E[g zᵀ] (consumer rows x fan-in). Under ‖o‖ = c the best
+-- k neurons are c times the top k *left* singular vectors of M, and neuron
+-- j's incoming gradient norm is |φ'(0)|·σ_j·c. The reference code finds
+-- them the same way (an auxiliary zero layer from the producer's input to
+-- the consumer's output, whose gradient is Mᵀ), with the activation
+-- linearised, and trains with a ReLU whose derivative at 0 is 1.
+--
+-- The activation. A zero pre-activation must give a zero output (φ(0) =
+-- 0), else the network's function changes: refused. Its derivative there
+-- is measured (autograd at 0 through the unit's activations) and scales
+-- the scores, so they are the gradient norms the grown network really
+-- has. This engine's ReLU has derivative 0 at 0 (as torch), so new neurons
+-- with zero incoming weights would get no gradient and never train: also
+-- refused, naming the ways out (an activation with a slope at 0, or the
+-- transpose below).
+--
+-- zero = "outgoing" is that transpose (GradMax's other possible reading,
+-- kept because it trains under any activation): zero outgoing weights and
+-- incoming weights c times the top k *right* singular vectors of M, which
+-- maximise the norm of ∂L/∂o = E[g φ(u·z)] ≈ M u (φ linearised at 0, as
+-- the paper assumes). Its scores are σ_j, its default c the mean norm of
+-- the producer's incoming rows.
 --
 -- Conv units, pooling and Flatten: the same with the linear operator
 -- B: u ↦ ∂L/∂o of the linearised path: the producer's op with weight u
@@ -22,36 +41,38 @@
 -- global pooling as they are, then the consumer's op with o. B u is the
 -- gradient of ⟨g, consumer(path(u), o)⟩ in o, Bᵀ r its gradient in u at
 -- o = r (the pairing is bilinear, so neither depends on where it is
--- taken: u and o start at zero). Their top singular vectors come from
--- block subspace iteration on BᵀB with p = min(max(2k, k + 8), d) vectors
--- (d: the producer's fan-in), `iters` rounds (default 2: with that much
+-- taken: u and o start at zero); the published method wants the top
+-- singular vectors of Bᵀ, the transpose those of B. They come from
+-- block subspace iteration with p = min(max(2k, k + 8), d) vectors (d:
+-- the dimension searched: the consumer's weights per neuron, or the
+-- producer's fan-in), `iters` rounds (default 2: with that much
 -- oversampling the small VGG's scores are within 0.05% of 10 rounds'),
--- then Rayleigh–Ritz on the p x p Gram of B V (a Jacobi eigensolver in
--- Lua), σ_j read as ‖B u_j‖; when p = d the start is the whole space and
--- the result is exact. A Linear unit with Linear consumer forms M itself
--- (E[g zᵀ]: consumer rows x fan-in), so every product is one matmul.
+-- then Rayleigh–Ritz on the p x p Gram (a Jacobi eigensolver in Lua), σ_j
+-- read as the length of the image; when p = d the start is the whole space
+-- and the result is exact. A Linear unit with Linear consumer forms M
+-- itself, so every product is one matmul.
 --
 -- Data: the scoring batches, each weighted by its number of examples (as
 -- the loss the proposal reports); g and z are read off one forward and
 -- backward per batch (taps.lua).
 --
--- Candidates per unit: `new` (default 16), capped at the fan-in d (there
--- are only d orthogonal directions); past the rank of B the singular
--- values are 0 and the directions any orthonormal completion. Norm: the
--- `norm` option, else the mean norm of the producer's existing incoming
--- rows (weight rows, or whole filters), so new neurons look like old ones.
--- Score: σ_j, the gradient norm gained per unit of incoming norm; the
--- order is by σ_j·c (the gradient norm the neuron brings), largest first,
--- which is the order of σ_j when every unit has the same norm. Nothing is
--- predicted: with o = 0 the loss does not change at growth, the gain
--- shows in the training steps after it. Steps are e = 1 with o = 0, so
--- apply adds the neurons with zero outgoing weights.
+-- Candidates per unit: `new` (default 16), capped at d (there are only d
+-- orthogonal directions); past the rank of M the singular values are 0
+-- and the directions any orthonormal completion. Norm: the `norm` option,
+-- else the mean norm of the existing neurons' weights on the side that is
+-- set (outgoing: the consumer's columns, or input channels; incoming: the
+-- producer's rows), so new neurons look like old ones (the reference's
+-- "mean_norm"). Score: the gradient norm gained per unit of norm; the
+-- order is by score·c (the gradient norm the neuron brings), largest
+-- first. Nothing is predicted: the loss does not change at growth, the
+-- gain shows in the training steps after it. Steps are e = 1, so apply
+-- adds the neurons with exactly the weights built here.
 local ff = require "firefly"
 local overgrown = require "firefly.grow.overgrown"
 local taps_mod = require "firefly.grow.taps"
 local units_mod = require "firefly.grow.units"
 
-local M = { name = "gradmax", options = { norm = true, iters = true } }
+local M = { name = "gradmax", options = { norm = true, iters = true, zero = true } }
 
 
 -- (tests: use the autograd operator even where M can be formed)
@@ -72,13 +93,24 @@ local function check(nb)
   if not iters then
     error("grow.propose: gradmax: iters must be a non-negative integer, got " .. tostring(nb.iters), 0)
   end
-  local new = nb.new
-  if type(new) == "table" then new = new.candidates end
-  local n = count(new or 16)
-  if not n then
-    error("grow.propose: gradmax: new must be a non-negative integer, got " .. tostring(new), 0)
+  local zero = nb.zero or "incoming"
+  if zero ~= "incoming" and zero ~= "outgoing" then
+    error("grow.propose: gradmax: zero must be \"incoming\" (as published) or \"outgoing\", got "
+      .. tostring(nb.zero), 0)
   end
-  return norm, iters, n
+  return norm, iters, zero
+end
+
+-- Candidates per unit: the neighbourhood's `new` for each unit (per-unit
+-- settings included), or 16 everywhere when it gives `new` nowhere.
+local function counts(ctx)
+  local nb, given = ctx.nb, ctx.nb.new ~= nil or type(ctx.nb.default) == "function"
+  for _, v in pairs(nb) do
+    if type(v) == "table" and v.new ~= nil then given = true end
+  end
+  local out = {}
+  for k = 1, #ctx.units do out[k] = given and ctx.settings[k].new or 16 end
+  return out
 end
 
 ---------------------------------------------------------------- small linear algebra
@@ -242,6 +274,7 @@ local function explicit_operator(unit, data)
     d = Mt:size(2), n_out = Mt:size(1), matrix = Mt,
     fwd = function(V) return V:matmul(Mt:t()) end,
     bwd = function(W) return W:matmul(Mt) end,
+    to_consumer = function(W) return W:t():contiguous() end,
   }
 end
 
@@ -279,12 +312,54 @@ local function autograd_operator(unit, data)
       pairing(u, from_rows(W, p))
       return u.grad:reshape(p, -1)
     end,
+    to_consumer = function(W) return from_rows(W, W:size(1)) end,
   }
 end
 
 function M.operator(unit, data)
   if not M.force_operator and is_plain(unit, data) then return explicit_operator(unit, data) end
   return autograd_operator(unit, data)
+end
+
+-- Bᵀ as an operator: its right singular vectors are B's left ones.
+local function transposed(op)
+  return { d = op.n_out, n_out = op.d, fwd = op.bwd, bwd = op.fwd }
+end
+M.transposed = transposed
+
+---------------------------------------------------------------- the activation at 0
+
+-- φ(0) and φ'(0) of the unit's activations (composed, in order; batch
+-- norm, pooling and the rest map a new neuron's zeros to zeros).
+local function at_zero(unit)
+  local x = ff.zeros(1):requires_grad(true)
+  local y, names = x, {}
+  for _, m in ipairs(unit.between) do
+    if m.per_neuron == "activation" then
+      y = m(y)
+      names[#names + 1] = units_mod.display_name(m)
+    end
+  end
+  if #names == 0 then return 0, 1, "identity" end
+  y:sum():backward()
+  return y:item(), x.grad:item(), table.concat(names, " then ")
+end
+M.at_zero = at_zero
+
+local function check_activation(unit)
+  local value, slope, name = at_zero(unit)
+  if value ~= 0 then
+    error(string.format("grow.propose: gradmax: unit %s's activation %s gives %g at 0, so a new neuron with "
+      .. "zero incoming weights would change the network's output; use zero = \"outgoing\"", unit.name, name,
+      value), 0)
+  end
+  if slope == 0 then
+    error(string.format("grow.propose: gradmax: unit %s's activation %s has derivative 0 at 0 (as torch's), "
+      .. "so new neurons with zero incoming weights would get no gradient and never train (the reference "
+      .. "code trains with a ReLU of derivative 1 at 0); use an activation with a slope at 0 (tanh, "
+      .. "leaky_relu, elu, gelu) or zero = \"outgoing\" (zero outgoing weights instead)", unit.name, name), 0)
+  end
+  return slope
 end
 
 ---------------------------------------------------------------- build
@@ -313,24 +388,44 @@ end
 
 function M.build(ctx)
   local nb = ctx.nb
-  local norm_opt, iters, new = check(nb)
+  local norm_opt, iters, zero = check(nb)
+  local new = counts(ctx)
+  local any = false
+  for _, n in ipairs(new) do any = any or n > 0 end
   local g = nb.generator
   local og = overgrown.build(ctx.net, ctx.units, { split = false, new = 0 })
-  local data = new > 0 and collect(ctx)
+  local slopes = {}
+  if zero == "incoming" then
+    for k, c in ipairs(og.units) do slopes[k] = check_activation(c.unit) end
+  end
+  local data = any and collect(ctx)
   local scores, norms = {}, {}
   for k, c in ipairs(og.units) do
     local unit = c.unit
-    local w = unit.producer.weight
+    local w, cw = unit.producer.weight, unit.consumer.weight
     local m = w:size(1)
-    local d = w:numel() // m
-    local kk = math.min(new, d)
-    norms[k] = norm_opt or w:view(m, -1):norm(2, 2):mean():item()
+    if zero == "incoming" then
+      -- each existing neuron's outgoing weights: its columns (or input
+      -- channel) of the consumer
+      norms[k] = norm_opt or cw:view(cw:size(1), m, -1):pow(2):sum(3):sum(1):sqrt():mean():item()
+    else
+      norms[k] = norm_opt or w:view(m, -1):norm(2, 2):mean():item()
+    end
     scores[k] = {}
+    local op = new[k] > 0 and M.operator(unit, data[k])
+    local kk = op and math.min(new[k], zero == "incoming" and op.n_out or op.d) or 0
     if kk > 0 then
-      local top, sigma = top_singular(M.operator(unit, data[k]), kk, iters, g)
-      c.new = { u = (top * norms[k]):reshape(in_shape(unit, kk)), b = ff.zeros(kk), o = ff.zeros(out_shape(unit, kk)),
-        e = ff.ones(kk), gate = ff.zeros(kk) }
-      scores[k].new = ff.tensor(sigma)
+      if zero == "incoming" then
+        local top, sigma = top_singular(transposed(op), kk, iters, g)
+        c.new = { u = ff.zeros(in_shape(unit, kk)), b = ff.zeros(kk), o = op.to_consumer(top * norms[k]),
+          e = ff.ones(kk), gate = ff.zeros(kk) }
+        scores[k].new = ff.tensor(sigma) * math.abs(slopes[k])
+      else
+        local top, sigma = top_singular(op, kk, iters, g)
+        c.new = { u = (top * norms[k]):reshape(in_shape(unit, kk)), b = ff.zeros(kk), o = ff.zeros(out_shape(unit, kk)),
+          e = ff.ones(kk), gate = ff.zeros(kk) }
+        scores[k].new = ff.tensor(sigma)
+      end
     end
   end
   return {
