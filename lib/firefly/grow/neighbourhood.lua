@@ -282,17 +282,4 @@ function N.describe(units, settings)
   return table.concat(lines, "\n")
 end
 
--- Unknown names in `where`, named with the units there are.
-function N.check_where(nb, all_units)
-  if type(nb) ~= "table" or not nb.where then return end
-  local names = {}
-  for _, u in ipairs(all_units) do names[u.name] = true end
-  for _, w in ipairs(nb.where) do
-    if not names[w] then
-      error(string.format("grow.propose: where names unit '%s', which the network does not have (units: %s)", w,
-        unit_names(all_units)), 0)
-    end
-  end
-end
-
 return N

@@ -59,9 +59,7 @@ function P.propose(net, nb, batches)
   local t0 = ff.clock()
   local opts = type(nb) == "table" and nb or {}
   local lf = batches_mod.loss_of(opts)
-  local all = units_mod.units(net)
-  neighbourhood.check_where(nb, all)
-  local us = opts.where and units_mod.units(net, opts.where) or all
+  local us = units_mod.units(net, opts.where, "grow.propose")
   if #us == 0 then error("grow.propose: the network has no growable units", 0) end
   local settings = neighbourhood.resolve(nb, us, method)
   neighbourhood.check_memory(us, settings, batches)

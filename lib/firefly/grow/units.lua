@@ -100,10 +100,8 @@ end
 -- read as "the network has no growable units". `who` names the caller.
 function U.units(net, where, who)
   who = who or "grow.units"
-  local mt = type(net) == "table" and getmetatable(net)
-  if not (mt and mt.__name and type(net.forward) == "function") then
-    error(string.format("%s: argument #1 must be a network (an nn module), got %s", who,
-      mt and mt.__name or type(net)), 3)
+  if not (type(net) == "table" and type(net.forward) == "function" and type(net.type_name) == "function") then
+    error(string.format("%s: argument #1 must be a network (an nn module), got %s", who, type(net)), 3)
   end
   local out = {}
   if net.container == "sequential" then walk(net, "", out, 0)
