@@ -3,19 +3,25 @@
 # Knobs:
 #   DEBUG=1      -O0 -g3, assertions on
 #   SANITIZE=1   ASan + UBSan (build, tests and the interpreter)
-#   PREFIX=...   where `make install` puts bin/, lib/ and share/
+#   PREFIX=...   where `make install` puts bin/, lib/, include/ and share/
+#                (BINDIR, LIBDIR, INCDIR, LUADIR, CMODDIR, MANDIR: each part)
 #
-# Targets: all deps test bench run install clean lint fuzz valgrind
+# Targets: all deps test bench run install install-lua clean lint fuzz valgrind
 #   (fuzz and valgrind: see tests/fuzz/README.md)
 
 DEBUG    ?= 0
 SANITIZE ?= 0
 PREFIX   ?= /usr/local
 
-# Debian packages the build, the tests and `make run` need.
+# Debian packages the build, the tests and `make run` need. The ONNX
+# export packs protobuf-c structs generated from libonnx-dev's onnx.proto;
+# python3-torch and python3-onnx only check the exports in the tests (the
+# product never runs Python); luarocks and pkg-config test the installs.
 DEB_PKGS := lua5.4 liblua5.4-dev libopenblas-dev lua-unit libreadline-dev \
             zlib1g-dev lua-cjson dataset-fashion-mnist gnuplot-nox \
-            clang-14 libclang-rt-14-dev
+            clang-14 libclang-rt-14-dev \
+            protobuf-c-compiler libprotobuf-c-dev libonnx-dev \
+            python3-torch python3-onnx luarocks pkg-config
 
 CC      ?= cc
 LUA_INC := /usr/include/lua5.4
@@ -36,21 +42,35 @@ ifeq ($(SANITIZE),1)
   LDSAN := -fsanitize=address,undefined
 endif
 
-CFLAGS_ALL := -std=gnu11 -fPIC $(OPT) $(WARN) -Iengine/include -I$(BLAS_INC) $(CFLAGS)
+B := build
+# Generated at build time: the protobuf-c code of ONNX's schema.
+GEN := $(B)/gen
+ONNX_PROTO ?= /usr/include/onnx/onnx.proto
+
+CFLAGS_ALL := -std=gnu11 -fPIC $(OPT) $(WARN) -Iengine/include -I$(BLAS_INC) -I$(GEN) $(CFLAGS)
 LDLIBS_ALL := $(BLAS_LIB) -lz -lm $(LDSAN) $(LDFLAGS)
 
-B := build
+VERSION := $(shell sed -n 's/^\#define FF_VERSION "\(.*\)"/\1/p' engine/include/ff.h)
+SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
+BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include/firefly
+LUADIR  ?= $(PREFIX)/share/lua/5.4
+CMODDIR ?= $(PREFIX)/lib/lua/5.4
+MANDIR  ?= $(PREFIX)/share/man
+
 CORE_SRC := $(wildcard engine/core/*.c)
 BIND_SRC := $(wildcard engine/lua/*.c)
 INTERP_SRC := $(wildcard interp/*.c)
 CTEST_SRC := $(wildcard tests/c/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(B)/%.o)
-BIND_OBJ := $(BIND_SRC:%.c=$(B)/%.o)
+BIND_OBJ := $(BIND_SRC:%.c=$(B)/%.o) $(GEN)/onnx.pb-c.o
+BIND_LIBS := -lprotobuf-c
 INTERP_OBJ := $(INTERP_SRC:%.c=$(B)/%.o)
 CTEST_OBJ := $(CTEST_SRC:%.c=$(B)/%.o)
 HEADERS := $(wildcard engine/include/*.h engine/core/*.h engine/lua/*.h interp/*.h tests/c/*.h)
 
-.PHONY: all deps test bench run install clean lint fuzz fuzz-build valgrind
+.PHONY: all deps test bench run install install-lua clean lint fuzz fuzz-build valgrind
 
 all: firefly $(B)/firefly/core.so
 
@@ -71,17 +91,31 @@ $(B)/%.o: %.c $(HEADERS) | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -I$(LUA_INC) -c $< -o $@
 
+$(GEN)/onnx.pb-c.c $(GEN)/onnx.pb-c.h: $(ONNX_PROTO) | deps
+	@mkdir -p $(GEN)
+	protoc-c --c_out=$(GEN) -I$(dir $(ONNX_PROTO)) $(notdir $(ONNX_PROTO))
+
+# Generated code: our warning set is not its author's.
+$(GEN)/onnx.pb-c.o: $(GEN)/onnx.pb-c.c $(GEN)/onnx.pb-c.h
+	$(CC) -std=gnu11 -fPIC $(OPT) -I$(GEN) -c $< -o $@
+
+$(B)/engine/lua/onnx.o: $(GEN)/onnx.pb-c.h
+
 $(B)/libffcore.a: $(CORE_OBJ)
 	ar rcs $@ $^
+
+# The engine for C programs (make install): the core only, no Lua.
+$(B)/libfirefly.so.$(VERSION): $(CORE_OBJ)
+	$(CC) -shared -Wl,-soname,libfirefly.so.$(SOMAJOR) -o $@ $(CORE_OBJ) $(LDLIBS_ALL)
 
 # The module for stock lua5.4: require "firefly.core" finds build/firefly/core.so.
 $(B)/firefly/core.so: $(BIND_OBJ) $(B)/libffcore.a
 	@mkdir -p $(dir $@)
-	$(CC) -shared -o $@ $(BIND_OBJ) $(B)/libffcore.a $(LDLIBS_ALL)
+	$(CC) -shared -o $@ $(BIND_OBJ) $(B)/libffcore.a $(BIND_LIBS) $(LDLIBS_ALL)
 
 # The interpreter links the engine in and preloads it.
 firefly: $(INTERP_OBJ) $(BIND_OBJ) $(B)/libffcore.a
-	$(CC) -o $@ $(INTERP_OBJ) $(BIND_OBJ) $(B)/libffcore.a -llua5.4 -lreadline $(LDLIBS_ALL) -Wl,-E
+	$(CC) -o $@ $(INTERP_OBJ) $(BIND_OBJ) $(B)/libffcore.a -llua5.4 -lreadline $(BIND_LIBS) $(LDLIBS_ALL) -Wl,-E
 
 $(B)/test_c: $(CTEST_OBJ) $(B)/libffcore.a
 	$(CC) -o $@ $(CTEST_OBJ) $(B)/libffcore.a $(LDLIBS_ALL)
@@ -102,11 +136,25 @@ bench: all
 run: all
 	./firefly examples/fashion_grow.lua
 
-install: all
-	install -d $(PREFIX)/bin $(PREFIX)/lib/lua/5.4/firefly $(PREFIX)/share/lua/5.4
-	install -m 755 firefly $(PREFIX)/bin/firefly
-	install -m 755 $(B)/firefly/core.so $(PREFIX)/lib/lua/5.4/firefly/core.so
-	cp -r lib/firefly $(PREFIX)/share/lua/5.4/
+# The interpreter and the Lua module (also what `luarocks make` runs, with
+# the rock's directories), then the C engine: headers, static and shared
+# library, firefly.pc, and the man page.
+install-lua: all
+	install -d $(BINDIR) $(CMODDIR)/firefly $(LUADIR)
+	install -m 755 firefly $(BINDIR)/firefly
+	install -m 755 $(B)/firefly/core.so $(CMODDIR)/firefly/core.so
+	cp -r lib/firefly $(LUADIR)/
+
+install: install-lua $(B)/libffcore.a $(B)/libfirefly.so.$(VERSION)
+	install -d $(INCDIR) $(LIBDIR)/pkgconfig $(MANDIR)/man1
+	install -m 644 engine/include/*.h $(INCDIR)/
+	install -m 644 $(B)/libffcore.a $(LIBDIR)/libfirefly.a
+	install -m 755 $(B)/libfirefly.so.$(VERSION) $(LIBDIR)/
+	ln -sf libfirefly.so.$(VERSION) $(LIBDIR)/libfirefly.so.$(SOMAJOR)
+	ln -sf libfirefly.so.$(SOMAJOR) $(LIBDIR)/libfirefly.so
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCDIR@|$(INCDIR)|; s|@VERSION@|$(VERSION)|' \
+	  engine/firefly.pc.in > $(LIBDIR)/pkgconfig/firefly.pc
+	install -m 644 interp/firefly.1 $(MANDIR)/man1/firefly.1
 
 # ---- fuzzing: libFuzzer targets tests/fuzz/fuzz_*.c under ASan + UBSan ----
 # The engine is compiled again with clang into build/fuzz (its own tree:

@@ -30,6 +30,7 @@ static void print_usage(FILE *f)
 {
     fputs("usage: " FF_PROGNAME " [options] [script [args...]]\n"
           "       " FF_PROGNAME " grow RECIPE.lua [--seed N] [--out DIR] [key=value ...]\n"
+          "       " FF_PROGNAME " export CHECKPOINT --to torch|onnx DIR [--input-shape 1,28,28]\n"
           "Options:\n"
           "  -e stat   execute string 'stat'\n"
           "  -l mod    require module 'mod' into global 'mod'\n"
@@ -200,6 +201,9 @@ static int run_script(lua_State *L, char **argv)
      * named "grow" is what the user means). */
     if (name && strcmp(name, "grow") == 0 && access(name, F_OK) != 0)
         status = luaL_loadstring(L, "return require('firefly.grow.recipe').main(...)");
+    /* `firefly export CHECKPOINT --to FORMAT DIR` (lib/firefly/export). */
+    else if (name && strcmp(name, "export") == 0 && access(name, F_OK) != 0)
+        status = luaL_loadstring(L, "return require('firefly.export').main(...)");
     else
         status = luaL_loadfile(L, name);
     if (status == LUA_OK) {

@@ -46,6 +46,12 @@ for suite in tests/lua/test_*.lua; do
   run_suite "$(basename "$suite" .lua)" ./firefly "$suite"
 done
 
+# Exports opened by PyTorch and ONNX: Debian's python3 (python3-torch and
+# python3-onnx come from make deps), not whatever python3 is first on PATH.
+for suite in tests/python/test_*.py; do
+  run_suite "$(basename "$suite" .py)_py" "${FIREFLY_PYTHON:-/usr/bin/python3}" "$suite"
+done
+
 # The fuzz targets over their corpus (the crash regressions) plus a few
 # seconds of fuzzing each; fails, not skips, without clang/libFuzzer.
 run_suite fuzz bash tests/fuzz/run.sh ci

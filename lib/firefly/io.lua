@@ -31,7 +31,9 @@ local function is_tensor(x) return getmetatable(x) == tensor_mt end
 ---------------------------------------------------------------- JSON output
 
 -- Deterministic JSON: object keys sorted, arrays marked with a metatable
--- (an empty Lua table would otherwise be ambiguous), integers only.
+-- (an empty Lua table would otherwise be ambiguous). Checkpoints write
+-- integers only (floats travel as strings, exactly); finite floats are
+-- written as the shortest decimal that reads back the same (export).
 local ARRAY = {}
 local function arr(t) return setmetatable(t or {}, ARRAY) end
 
@@ -52,6 +54,8 @@ local function json_encode(v, out)
     out[#out + 1] = tostring(v)
   elseif math.type(v) == "integer" then
     out[#out + 1] = string.format("%d", v)
+  elseif math.type(v) == "float" and v == v and v ~= math.huge and v ~= -math.huge then
+    out[#out + 1] = M.float_str(v)
   elseif tv == "table" and getmetatable(v) == ARRAY then
     out[#out + 1] = "["
     for i, x in ipairs(v) do
@@ -79,6 +83,10 @@ end
 
 local function to_json(v) return table.concat(json_encode(v, {})) end
 
+-- For firefly.export: the same deterministic JSON (io.json_array marks a
+-- list).
+M.json_encode, M.json_array = to_json, arr
+
 ---------------------------------------------------------------- scalars
 
 local function hex(s)
@@ -104,6 +112,7 @@ local function float_str(x)
   if not s:find("[%.eE]") then s = s .. ".0" end
   return s
 end
+M.float_str = float_str
 
 local function float_of(s)
   if s == "nan" then return 0 / 0 end
@@ -748,6 +757,14 @@ function M.load(path, opts)
   end
   local ds = { hdr = hdr, path = {}, loaded = {}, ids = {}, depth = 0 }
   return decode(ds, tree)
+end
+
+---------------------------------------------------------------- export
+
+-- io.export(net, dir, {format = "torch" | "onnx", input_shape = {...}}):
+-- the network for other frameworks (lib/firefly/export/, spec/io.md).
+function M.export(net, dir, opts)
+  return require("firefly.export").export(net, dir, opts)
 end
 
 ---------------------------------------------------------------- files
