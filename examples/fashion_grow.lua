@@ -54,10 +54,12 @@ local function run(which)
   end
   local loader = data.DataLoader(train_set, { batch_size = 128, shuffle = true, generator = ff.Generator(seed) })
   print(net)
+  local out = "out/fashion_grow_" .. which .. (METHOD == "firefly" and "" or "_" .. METHOD)
+  -- The checkpoint holds the grown network: `firefly export` reads it.
   local rows = ff.grow.run {
     net = net, data = loader, test = test_set, optim = opt, phases = phases, epochs = epochs,
     neighbourhood = nb, eta = { ratio = 0.35 }, score_batches = 8, val = val_set,
-    log = "out/fashion_grow_" .. which .. (METHOD == "firefly" and "" or "_" .. METHOD),
+    log = out, checkpoint = out .. "/checkpoint.safetensors",
   }
   print(net)
   for _, r in ipairs(rows) do r.net = which end
