@@ -139,7 +139,7 @@ run: all
 
 # The interpreter and the Lua module (also what `luarocks make` runs, with
 # the rock's directories), then the C engine: headers, static and shared
-# library, firefly.pc, and the man page.
+# library, firefly.pc, the man page, and the PyTorch loader of exports.
 install-lua: all
 	install -d $(BINDIR) $(CMODDIR)/firefly $(LUADIR)
 	install -m 755 firefly $(BINDIR)/firefly
@@ -156,6 +156,8 @@ install: install-lua $(B)/libffcore.a $(B)/libfirefly.so.$(VERSION)
 	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCDIR@|$(INCDIR)|; s|@VERSION@|$(VERSION)|' \
 	  engine/firefly.pc.in > $(LIBDIR)/pkgconfig/firefly.pc
 	install -m 644 interp/firefly.1 $(MANDIR)/man1/firefly.1
+	install -d $(PREFIX)/share/firefly
+	install -m 644 tools/firefly_torch.py $(PREFIX)/share/firefly/firefly_torch.py
 
 # ---- fuzzing: libFuzzer targets tests/fuzz/fuzz_*.c under ASan + UBSan ----
 # The engine is compiled again with clang into build/fuzz (its own tree:

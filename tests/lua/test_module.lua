@@ -76,6 +76,7 @@ function TestModule:test_make_install_prefix()
   ok, out = run("groff -man -Tutf8 -ww -z " .. prefix .. "/share/man/man1/firefly.1")
   lu.assertTrue(ok, out)
   lu.assertEquals(out, "")
+  lu.assertNotNil(io.open(prefix .. "/share/firefly/firefly_torch.py"))
   os.execute("rm -rf '" .. prefix .. "'")
 end
 
