@@ -226,7 +226,8 @@ class TestCoverage(unittest.TestCase):
             firefly_torch.build({"type": "Foo", "path": "3"})
 
     def test_loader_refuses_other_format(self):
-        d = tempfile.mkdtemp(prefix="ff_export_bad_")
+        d = os.path.join(FIXTURES, "bad_format")
+        os.makedirs(d)
         with open(os.path.join(d, "architecture.json"), "w") as f:
             json.dump({"format": "other"}, f)
         with self.assertRaisesRegex(ValueError, "format 'other'"):
