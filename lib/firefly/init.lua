@@ -81,10 +81,20 @@ end
 local submodules = { nn = true, optim = true, data = true, train = true, io = true,
   grow = true, schedule = true, logging = true, plot = true, continual = true,
   profile = true }
+-- ff.io.export(net, dir, opts) is firefly.export's: it builds on
+-- firefly.io (files, JSON), so firefly.io cannot require it back.
+local function with_export(io_mod)
+  if io_mod.export == nil then
+    io_mod.export = function(...) return require("firefly.export").export(...) end
+  end
+  return io_mod
+end
+
 setmetatable(ff, {
   __index = function(t, key)
     if submodules[key] then
       local m = require("firefly." .. key)
+      if key == "io" then with_export(m) end
       rawset(t, key, m)
       return m
     end

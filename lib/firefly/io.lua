@@ -759,14 +759,6 @@ function M.load(path, opts)
   return decode(ds, tree)
 end
 
----------------------------------------------------------------- export
-
--- io.export(net, dir, {format = "torch" | "onnx", input_shape = {...}}):
--- the network for other frameworks (lib/firefly/export/, spec/io.md).
-function M.export(net, dir, opts)
-  return require("firefly.export").export(net, dir, opts)
-end
-
 ---------------------------------------------------------------- files
 
 -- Small file helpers shared by the Lua library (logging, plot), so that

@@ -9,6 +9,11 @@
 -- from the tensors, not from fields, so a grown network describes itself
 -- as it is now.
 --
+-- It reads each module's bookkeeping lists (_params, _buffers, _children),
+-- as a checkpoint does: it needs a module's own tensors and its children's
+-- names, which the public API (named_parameters, named_modules) gives only
+-- flattened over the whole subtree.
+--
 -- Only the classes listed in `rules` are known: an unknown module (a user's
 -- own class) is refused with its path, since a wrong guess would give a
 -- network that runs but computes something else.
