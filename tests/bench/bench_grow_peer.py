@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """bench_grow_peer.py: one Firefly growth step, the engine (ff.grow.propose)
 against a PyTorch program doing the same work, written here from the paper
-(Wu et al., NeurIPS 2020; firefly-method.md).
+(Wu et al., NeurIPS 2020).
 
 The step, on the MLP 784-256-256-10 (ReLU) and 8 Fashion-MNIST batches of
 128, with the paper preset (16 new-neuron candidates per hidden layer plus
