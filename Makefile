@@ -87,9 +87,21 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
+# The direct convolution loops are compiled once per instruction set and
+# chosen at run time by what the CPU supports (conv_direct.c); -O3 for
+# gcc's full unrolling of their register tiles.
+KERNEL_OPT := $(if $(filter 1,$(DEBUG)),,-O3)
+%/engine/core/conv_direct_avx512.o: ISA_FLAGS := -mavx512f -mavx2 -mfma $(KERNEL_OPT)
+%/engine/core/conv_direct_avx2.o: ISA_FLAGS := -mavx2 -mfma $(KERNEL_OPT)
+%/engine/core/conv_direct_portable.o: ISA_FLAGS := $(KERNEL_OPT)
+# The fused optimiser's loops branch on the options; -O3 unswitches them
+# into vector loops (no -m flags: no fused multiply-adds, the same bits;
+# sqrtf without errno, so that it vectorises).
+%/engine/core/optim.o: ISA_FLAGS := $(KERNEL_OPT) -fno-math-errno
+
 $(B)/%.o: %.c $(HEADERS) | deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -I$(LUA_INC) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(ISA_FLAGS) -I$(LUA_INC) -c $< -o $@
 
 # One protoc-c run makes both files (a grouped target: GNU make 4.3).
 $(GEN)/onnx.pb-c.c $(GEN)/onnx.pb-c.h &: $(ONNX_PROTO) | deps
@@ -173,7 +185,7 @@ FUZZ_OBJ     := $(CORE_SRC:%.c=$(FB)/obj/%.o)
 
 $(FB)/obj/%.o: %.c $(HEADERS) | deps
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(ISA_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 
 $(FB)/bin/%: tests/fuzz/%.c $(wildcard tests/fuzz/*.h) $(FUZZ_OBJ)
 	@mkdir -p $(dir $@)

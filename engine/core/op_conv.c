@@ -37,6 +37,7 @@
 #include <string.h>
 #include "ff_autograd.h"
 #include "ff_ops.h"
+#include "conv_direct.h"
 #include "kernels.h"
 #include "parallel.h"
 
@@ -461,6 +462,97 @@ static void forward_gemm(const conv_geom *g, const float *x, const float *w, con
     }
 }
 
+/* ---- the direct kernel (conv_direct.h) ---- */
+
+static ff_conv_algo conv_algo = FF_CONV_AUTO;
+
+void ff_conv_set_algo(ff_conv_algo a) { conv_algo = a; }
+ff_conv_algo ff_conv_get_algo(void) { return conv_algo; }
+
+static const ff_cd_kernel *algo_kernel(void)
+{
+    switch (conv_algo) {
+    case FF_CONV_IM2COL: return NULL;
+    case FF_CONV_DIRECT_AVX2: return ff_cd_select(FF_CD_AVX2);
+    case FF_CONV_DIRECT_PORTABLE: return ff_cd_select(FF_CD_PORTABLE);
+    case FF_CONV_AUTO: {
+        /* the portable kernel was measured slower than im2col + sgemm */
+        const ff_cd_kernel *k = ff_cd_select(FF_CD_AUTO);
+        return k == &ff_cd_portable ? NULL : k;
+    }
+    default: return ff_cd_select(FF_CD_AUTO);
+    }
+}
+
+const char *ff_conv_kernel_name(void)
+{
+    const ff_cd_kernel *k = algo_kernel();
+    return k ? k->name : "im2col";
+}
+
+/* The direct kernel for g, or NULL for im2col + sgemm. Under FF_CONV_AUTO a
+ * 1x1 kernel stays with sgemm, which reads the input in place. */
+static const ff_cd_kernel *direct_kernel(const conv_geom *g)
+{
+    if (g->sh != 1 || g->sw != 1 || g->dh != 1 || g->dw != 1 || g->groups != 1)
+        return NULL;
+    if (conv_algo == FF_CONV_AUTO && g->kh * g->kw == 1)
+        return NULL;
+    return algo_kernel();
+}
+
+/* A convolution's direct plan: the kernel (NULL: im2col + sgemm), its
+ * geometry and packed weights and bias (set by direct_pack). */
+typedef struct {
+    const ff_cd_kernel *k;
+    ff_cd_geom cg;
+    float *wpack, *bpack;
+} direct_plan;
+
+static void direct_plan_of(const conv_geom *g, direct_plan *d)
+{
+    memset(d, 0, sizeof *d);
+    d->k = direct_kernel(g);
+    if (!d->k)
+        return;
+    d->cg = (ff_cd_geom){.C = g->C, .H = g->H, .W = g->W, .O = g->O, .kh = g->kh, .kw = g->kw,
+                         .ph = g->ph, .pw = g->pw, .OH = g->OH, .OW = g->OW};
+    ff_cd_plan(&d->cg, d->k);
+}
+
+/* Floats of scratch the plan needs once (packed weights and bias) */
+static size_t direct_shared(const direct_plan *d)
+{
+    return d->k ? ff_cd_wpack_floats(&d->cg, d->k) + ff_cd_bpack_floats(&d->cg, d->k) : 0;
+}
+
+static void direct_pack(direct_plan *d, float *at, const float *w, const float *b, int64_t bs)
+{
+    d->wpack = at;
+    d->bpack = at + ff_cd_wpack_floats(&d->cg, d->k);
+    ff_cd_pack(&d->cg, d->k, w, b, bs, d->wpack, d->bpack);
+}
+
+/* Per-thread scratch of a forward pass: the padded input or one col. */
+static size_t forward_scratch_of(const conv_geom *g, const direct_plan *d)
+{
+    return d->k ? ff_cd_xpad_floats(&d->cg) : forward_scratch(g);
+}
+
+/* Samples [n0, n1) of the forward pass by the plan's kernel or by gemm. */
+static void forward_any(const conv_geom *g, const direct_plan *d, const float *x, const float *w,
+                        const float *b, int64_t bs, float *y, float *scratch, int64_t n0,
+                        int64_t n1)
+{
+    if (!d->k) {
+        forward_gemm(g, x, w, b, bs, y, scratch, n0, n1);
+        return;
+    }
+    for (int64_t n = n0; n < n1; n++)
+        d->k->sample(&d->cg, x + n * g->C * g->H * g->W, d->wpack, d->bpack, y + n * g->O * g->P,
+                     scratch);
+}
+
 /* ---- samples over threads ----
  * With OpenBLAS on T > 1 threads, the small per-sample products split
  * poorly and im2col runs on one thread (measured: a 32->32 3x3 forward at
@@ -488,6 +580,7 @@ static void run_split(int nt, int64_t N, ff_range_fn fn, void *arg)
 
 typedef struct {
     const conv_geom *g;
+    const direct_plan *d;
     const float *x, *w, *b;
     int64_t bs;
     float *y, *buf;
@@ -497,14 +590,15 @@ typedef struct {
 static void fwd_range(void *arg, int t, int64_t n0, int64_t n1)
 {
     fwd_job *j = arg;
-    forward_gemm(j->g, j->x, j->w, j->b, j->bs, j->y, j->buf ? j->buf + (size_t)t * j->per : NULL, n0, n1);
+    forward_any(j->g, j->d, j->x, j->w, j->b, j->bs, j->y,
+                j->buf ? j->buf + (size_t)t * j->per : NULL, n0, n1);
 }
 
-/* forward_gemm over the batch on nt threads; buf holds nt scratches. */
-static void forward_split(const conv_geom *g, int nt, const float *x, const float *w,
-                          const float *b, int64_t bs, float *y, float *buf)
+/* The forward pass over the batch on nt threads; buf holds nt scratches. */
+static void forward_split(const conv_geom *g, const direct_plan *d, int nt, const float *x,
+                          const float *w, const float *b, int64_t bs, float *y, float *buf)
 {
-    fwd_job j = {g, x, w, b, bs, y, buf, forward_scratch(g)};
+    fwd_job j = {g, d, x, w, b, bs, y, buf, forward_scratch_of(g, d)};
     run_split(nt, g->N, fwd_range, &j);
 }
 
@@ -522,7 +616,10 @@ ff_tensor *ff_fwd_conv2d(ff_ctx *ctx, ff_tensor *const *in)
     ff_tensor *y = xc && wc ? ff_tensor_empty(yshape, 4) : NULL;
     bool gemm = y && ff_tensor_numel(y) > 0 && !is_depthwise(&g);
     int nt = gemm ? conv_threads(g.N) : 1;
-    size_t bytes = gemm ? forward_scratch(&g) * (size_t)nt * sizeof(float) : 0;
+    direct_plan d;
+    direct_plan_of(&g, &d);
+    size_t shared = gemm ? direct_shared(&d) : 0;
+    size_t bytes = gemm ? (forward_scratch_of(&g, &d) * (size_t)nt + shared) * sizeof(float) : 0;
     float *buf = bytes ? ff_alloc(bytes) : NULL; /* one scratch per call */
     if (bytes && !buf) {
         ff_tensor_release(y);
@@ -531,8 +628,11 @@ ff_tensor *ff_fwd_conv2d(ff_ctx *ctx, ff_tensor *const *in)
     if (y && ff_tensor_numel(y) > 0) {
         const float *bd = b ? ff_tensor_data(b) : NULL;
         int64_t bs = b ? b->stride[0] : 0;
+        if (gemm && d.k)
+            direct_pack(&d, buf + (bytes / sizeof(float) - shared), ff_tensor_data(wc), bd, bs);
         if (gemm)
-            forward_split(&g, nt, ff_tensor_data(xc), ff_tensor_data(wc), bd, bs, ff_tensor_data(y), buf);
+            forward_split(&g, &d, nt, ff_tensor_data(xc), ff_tensor_data(wc), bd, bs,
+                          ff_tensor_data(y), buf);
         else
             forward_depthwise(&g, ff_tensor_data(xc), ff_tensor_data(wc), bd, bs, ff_tensor_data(y));
     }
@@ -634,22 +734,23 @@ static void flip_weight(const conv_geom *g, const float *w, float *wt)
 
 /* ---- backward through the products ---- */
 
-/* The scratch of backward_gemm, in floats: one sample's col for dw and
- * dcol for dx by col2im (K x P each); or, for dx as a convolution, w̃ and
- * forward_gemm's scratch for it. */
+/* The scratch of backward_gemm, in floats: one sample's col for dw by
+ * sgemm and dcol for dx by col2im (K x P each), or the padded x and gy of
+ * the direct dw; for dx as a convolution, w̃ (and its packed form) and the
+ * forward pass's scratch for it. */
 typedef struct {
-    size_t col, dcol, wt, fwd;
+    size_t col, dcol, wt, fwd, dwd;
 } bwd_scratch;
 
-static size_t bwd_scratch_plan(const conv_geom *g, const conv_geom *t, bool dx, bool dw,
-                               bool by_conv, bwd_scratch *s)
+static void bwd_scratch_plan(const conv_geom *g, const direct_plan *dd, const conv_geom *t,
+                             const direct_plan *dt, bool dx, bool dw, bool by_conv, bwd_scratch *s)
 {
     size_t kp = is_pointwise(g) ? 0 : (size_t)(g->K * g->P);
-    s->col = dw ? kp : 0;
+    s->col = dw && !dd->k ? kp : 0;
+    s->dwd = dw && dd->k ? dd->k->dw_scratch(&dd->cg) : 0;
     s->dcol = dx && !by_conv ? kp : 0;
-    s->wt = by_conv ? (size_t)(g->O * g->K) : 0;
-    s->fwd = by_conv ? forward_scratch(t) : 0;
-    return s->col + s->dcol + s->wt + s->fwd;
+    s->wt = by_conv ? (size_t)(g->O * g->K) + direct_shared(dt) : 0;
+    s->fwd = by_conv ? forward_scratch_of(t, dt) : 0;
 }
 
 /* dw (may be NULL) and dx by col2im (may be NULL), one sample at a time:
@@ -687,6 +788,8 @@ static void backward_samples(const conv_geom *g, const float *gy, const float *x
 
 typedef struct {
     const conv_geom *g, *t;
+    const direct_plan *dt; /* dx as a convolution: its kernel */
+    const direct_plan *dd; /* dw by the direct kernel (dd->k) or sgemm */
     const float *gy, *x, *w, *wt;
     float *dx, *dw, *buf;
     bwd_scratch s;
@@ -700,12 +803,20 @@ typedef struct {
 static void bwd_range(void *arg, int t, int64_t n0, int64_t n1)
 {
     bwd_job *j = arg;
+    const conv_geom *g = j->g;
     float *col = j->buf + (size_t)t * j->per, *dcol = col + j->s.col, *fwd = dcol + j->s.dcol;
-    float *dw = j->dw && t > 0 ? fwd + j->s.fwd : j->dw;
-    if (j->dw || !j->by_conv)
-        backward_samples(j->g, j->gy, j->x, j->w, j->by_conv ? NULL : j->dx, dw, col, dcol, n0, n1);
+    float *dwd = fwd + j->s.fwd;
+    float *dw = j->dw && t > 0 ? dwd + j->s.dwd : j->dw;
+    bool gemm_dw = j->dw && !j->dd->k;
+    if (gemm_dw || (j->dx && !j->by_conv))
+        backward_samples(g, j->gy, j->x, j->w, j->by_conv ? NULL : j->dx, gemm_dw ? dw : NULL,
+                         col, dcol, n0, n1);
+    if (j->dw && j->dd->k) {
+        const direct_plan *dd = j->dd;
+        dd->k->dw_range(&dd->cg, j->x, j->gy, n0, n1, dw, dwd);
+    }
     if (j->by_conv)
-        forward_gemm(j->t, j->gy, j->wt, NULL, 0, j->dx, fwd, n0, n1);
+        forward_any(j->t, j->dt, j->gy, j->wt, NULL, 0, j->dx, fwd, n0, n1);
 }
 
 /* dx and dw (either may be NULL) of a convolution done with products, the
@@ -714,14 +825,21 @@ static ff_status backward_gemm(const conv_geom *g, const float *gy, const float 
                                const float *w, float *dx, float *dw)
 {
     conv_geom t;
+    direct_plan dt = {0}, dd;
     bool by_conv = dx && dx_as_conv(g);
-    if (by_conv)
+    if (by_conv) {
         dx_geometry(g, &t);
-    bwd_job j = {.g = g, .t = &t, .gy = gy, .x = x, .w = w, .dx = dx, .dw = dw, .by_conv = by_conv};
-    bwd_scratch_plan(g, &t, dx, dw, by_conv, &j.s);
+        direct_plan_of(&t, &dt);
+    }
+    direct_plan_of(g, &dd);
+    if (g->kh != 3 || g->kw != 3) /* the direct dw kernel is for 3x3 only */
+        dd.k = NULL;
+    bwd_job j = {.g = g, .t = &t, .dt = &dt, .dd = &dd, .gy = gy, .x = x, .w = w, .dx = dx,
+                 .dw = dw, .by_conv = by_conv};
+    bwd_scratch_plan(g, &dd, &t, &dt, dx, dw, by_conv, &j.s);
     int nt = conv_threads(g->N);
     j.dwn = dw ? (size_t)(g->O * g->K) : 0;
-    j.per = j.s.col + j.s.dcol + j.s.fwd + j.dwn;
+    j.per = j.s.col + j.s.dcol + j.s.fwd + j.s.dwd + j.dwn;
     size_t bytes = (j.s.wt + j.per * (size_t)nt) * sizeof(float);
     float *buf = ff_alloc(bytes);
     if (!buf)
@@ -730,11 +848,14 @@ static ff_status backward_gemm(const conv_geom *g, const float *gy, const float 
     if (by_conv) {
         flip_weight(g, w, wt);
         j.wt = wt;
+        if (dt.k)
+            direct_pack(&dt, wt + g->O * g->K, wt, NULL, 0);
     }
     j.buf = buf;
     run_split(nt, g->N, bwd_range, &j);
     for (int k = 1; dw && k < nt; k++) /* the other threads' partial dw */
-        add_to((int64_t)j.dwn, buf + (size_t)k * j.per + j.s.col + j.s.dcol + j.s.fwd, dw);
+        add_to((int64_t)j.dwn, buf + (size_t)k * j.per + j.s.col + j.s.dcol + j.s.fwd + j.s.dwd,
+               dw);
     ff_free(buf, bytes);
     return FF_OK;
 }

@@ -93,6 +93,56 @@ void ff_blas_init(void);
 void ff_blas_set_threads(int n);
 int ff_blas_threads(void);
 
+/* Which code computes conv2d (op_conv.c). FF_CONV_AUTO (the default): the
+ * direct kernel (conv_direct.h) for stride 1, dilation 1, one group and a
+ * kernel larger than 1x1, on a CPU with AVX2 or AVX-512; im2col + sgemm for
+ * the rest. FF_CONV_IM2COL: always im2col + sgemm (the reference path).
+ * FF_CONV_DIRECT*: the direct kernel wherever it applies, with the widest
+ * instruction set the CPU has, or at most AVX2, or plain C vectors (for
+ * tests; a set the CPU lacks falls back to the next narrower). The direct
+ * kernel sums in another order than sgemm: results agree to rounding, and
+ * stay the same bits on any thread count. The weight gradient always uses
+ * im2col + sgemm. ff_conv_kernel_name: "im2col" or the direct kernel that
+ * a 3x3 stride-1 convolution would run now ("avx512", "avx2", "portable"). */
+typedef enum {
+    FF_CONV_AUTO, FF_CONV_IM2COL, FF_CONV_DIRECT, FF_CONV_DIRECT_AVX2, FF_CONV_DIRECT_PORTABLE
+} ff_conv_algo;
+void ff_conv_set_algo(ff_conv_algo a);
+ff_conv_algo ff_conv_get_algo(void);
+const char *ff_conv_kernel_name(void);
+
+/* ---- fused optimiser steps (optim.c) ----
+ * One update of every parameter, in place, by the rules of
+ * lib/firefly/optim (torch's SGD, Adam, AdamW, RMSprop), with the same
+ * float operations in the same order: the same bits as the Lua rules.
+ * Entry i: the parameter (contiguous), its gradient (its shape), the state
+ * buffers the kind reads (contiguous, the parameter's shape; NULL where
+ * unused) and its step count including this step (>= 1). Buffers:
+ *   SGD      buf[0] momentum (when momentum != 0); fresh: set it to the
+ *            gradient (plus decay) instead of updating it (a first step)
+ *   Adam(W)  buf[0] exp_avg, buf[1] exp_avg_sq
+ *   RMSprop  buf[0] square_avg, buf[1] momentum (momentum > 0),
+ *            buf[2] grad_avg (centered)
+ * With check_finite, every gradient is checked first: *bad is the index
+ * of the first with a NaN or an infinity and nothing is updated; else
+ * *bad = -1. Errors (shapes, layout): FF_ERR_SHAPE / FF_ERR_ARG, nothing
+ * updated. */
+typedef enum { FF_OPTIM_SGD, FF_OPTIM_ADAM, FF_OPTIM_ADAMW, FF_OPTIM_RMSPROP } ff_optim_kind;
+typedef struct {
+    ff_optim_kind kind;
+    double lr, momentum, dampening, weight_decay, eps, beta1, beta2, alpha;
+    bool nesterov, centered;
+} ff_optim_hyper;
+typedef struct {
+    ff_tensor *param;
+    const ff_tensor *grad;
+    ff_tensor *buf[3];
+    int64_t step;
+    bool fresh;
+} ff_optim_entry;
+ff_status ff_optim_step(const ff_optim_hyper *h, const ff_optim_entry *e, int n, bool check_finite,
+                        int *bad);
+
 /* ---- joining and indexing ---- */
 /* Concatenate along dim; all other sizes must agree. n >= 1. */
 ff_tensor *ff_cat(ff_tensor *const *ts, int n, int dim);

@@ -215,7 +215,33 @@ static int m_dropout(lua_State *L)
     return apply_push(L, FF_OP_DROPOUT, &x, 1, &p);
 }
 
+/* ff.set_conv_algo(name): which code computes conv2d (ff_conv_algo in
+ * ff_ops.h): "auto" (the default), "im2col" (the reference: im2col + sgemm
+ * everywhere), "direct" (the direct kernel wherever it applies), and for
+ * tests "direct_avx2" and "direct_portable". Returns the previous name. */
+static const char *const conv_algo_names[] = {"auto", "im2col", "direct", "direct_avx2",
+                                              "direct_portable", NULL};
+
+static int m_set_conv_algo(lua_State *L)
+{
+    int a = luaL_checkoption(L, 1, NULL, conv_algo_names);
+    lua_pushstring(L, conv_algo_names[ff_conv_get_algo()]);
+    ff_conv_set_algo((ff_conv_algo)a);
+    return 1;
+}
+
+/* ff.conv_algo() -> the setting, and the kernel a 3x3 stride-1 convolution
+ * runs under it ("im2col", "avx512", "avx2" or "portable"). */
+static int m_conv_algo(lua_State *L)
+{
+    lua_pushstring(L, conv_algo_names[ff_conv_get_algo()]);
+    lua_pushstring(L, ff_conv_kernel_name());
+    return 2;
+}
+
 static const luaL_Reg nn_fns[] = {
+    {"set_conv_algo", m_set_conv_algo},
+    {"conv_algo", m_conv_algo},
     {"linear", m_linear},
     {"conv2d", m_conv2d},
     {"max_pool2d", m_max_pool2d},

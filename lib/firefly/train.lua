@@ -128,11 +128,17 @@ local function run_epoch(opts, loader, lf, label)
     end
     opt:zero_grad()
     loss:backward()
-    -- checked before the step, so the weights stay the last good ones
-    local bad = bad_gradient(opt)
-    if bad then nonfinite_error(bar, label, step + 1, "gradient of " .. bad) end
-    if opts.clip then ff.optim.clip_grad_norm(opt:params(), opts.clip) end
-    opt:step()
+    -- checked before the step, so the weights stay the last good ones;
+    -- without clipping, in the same C call as the step (step_if_finite)
+    if opts.clip or not opt.step_if_finite then
+      local bad = bad_gradient(opt)
+      if bad then nonfinite_error(bar, label, step + 1, "gradient of " .. bad) end
+      if opts.clip then ff.optim.clip_grad_norm(opt:params(), opts.clip) end
+      opt:step()
+    else
+      local bad = opt:step_if_finite()
+      if bad then nonfinite_error(bar, label, step + 1, "gradient of " .. bad) end
+    end
     local b = x:size(1)
     total = total + l * b
     local c = ff.no_grad(correct, out, y)

@@ -35,6 +35,9 @@ echo
 if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
   [ -x ./firefly ] || make -s firefly
   /usr/bin/python3 tests/bench/bench_ops.py --json "$out/ops.json"
+  # one growth step against the same step written in PyTorch
+  echo
+  /usr/bin/python3 tests/bench/bench_grow_peer.py --json "$out/grow_peer.json"
 else
-  echo "bench_ops: skipped (no torch for /usr/bin/python3; apt-get install python3-torch)"
+  echo "bench_ops, bench_grow_peer: skipped (no torch for /usr/bin/python3; apt-get install python3-torch)"
 fi

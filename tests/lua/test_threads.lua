@@ -109,6 +109,41 @@ function TestThreads:test_conv2d()
   lu.assertTrue(one[3]:allclose(two[3], 1e-5, 1e-4), "conv2d dw on 1 and 2 threads")
 end
 
+-- The same for every conv2d algorithm (ff.set_conv_algo): the direct
+-- kernels split the batch as im2col does, each output summed by one thread.
+function TestThreads:test_conv2d_every_algo()
+  local g = ff.Generator(7)
+  local x = ff.randn({ 8, 6, 30, 30 }, g):requires_grad(true)
+  local w = ff.randn({ 10, 6, 3, 3 }, g):requires_grad(true)
+  local b = ff.randn({ 10 }, g):requires_grad(true)
+  local gy = ff.randn({ 8, 10, 30, 30 }, g)
+  local ref
+  for _, algo in ipairs { "im2col", "direct", "direct_avx2", "direct_portable" } do
+    local before = ff.set_conv_algo(algo)
+    local ok, one, two = pcall(on_1_and_2, function()
+      return forward_backward(function() return ff.conv2d(x, w, b, { padding = 1 }) end, { x, w, b }, gy)
+    end)
+    ff.set_conv_algo(before)
+    assert(ok, one)
+    assert_same_bits({ one[1], one[2], one[4] }, { two[1], two[2], two[4] }, algo .. ": conv2d y, dx, db")
+    lu.assertTrue(one[3]:allclose(two[3], 1e-5, 1e-4), algo .. ": conv2d dw on 1 and 2 threads")
+    ref = ref or one
+    for i = 1, 4 do
+      lu.assertTrue(one[i]:allclose(ref[i], 1e-4, 1e-4), algo .. ": result " .. i .. " against im2col")
+    end
+  end
+  lu.assertEquals(ff.conv_algo(), "auto")
+end
+
+function TestThreads:test_conv_algo_errors()
+  lu.assertErrorMsgContains("invalid option 'winograd'", ff.set_conv_algo, "winograd")
+  lu.assertErrorMsgContains("set_conv_algo' (string expected", ff.set_conv_algo)
+  local before = ff.set_conv_algo("im2col")
+  lu.assertEquals(before, "auto")
+  lu.assertEquals(select(2, ff.conv_algo()), "im2col")
+  lu.assertEquals(ff.set_conv_algo("auto"), "im2col")
+end
+
 TestProfile = {}
 
 function TestProfile:test_counts_forward_and_backward_calls()

@@ -34,8 +34,19 @@ local function update(decoupled)
   end
 end
 
+-- The fused rule's buffers (optimizer.lua, Optimizer:_fused_step).
+local function fused(o, st, p)
+  return st.exp_avg or ff.zeros(p:size()), st.exp_avg_sq or ff.zeros(p:size()), false, false
+end
+
+local function keep(st, m, v)
+  st.exp_avg, st.exp_avg_sq = m, v
+end
+
 local function kind(name, decay)
   return {
+    fused = fused,
+    keep = keep,
     name = name,
     options = {
       option("lr", 1e-3, check.nonneg),

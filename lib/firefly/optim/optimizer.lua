@@ -142,6 +142,7 @@ end
 function Optimizer:step()
   local kind = self._kind
   check_options(kind, kind.name .. ".step", self, 2)
+  if self:_fused_step(false) ~= false then return end
   ff.no_grad(function()
     for _, p in ipairs(self._params) do
       local g = p.grad
@@ -156,6 +157,72 @@ function Optimizer:step()
       end
     end
   end)
+end
+
+-- The fused step (engine/lua/optim.c): every parameter in one C call, the
+-- same bits as kind.update (tests/lua/test_optim_fused.lua), without a
+-- dozen tensor ops per parameter. A kind opts in with `fused`, a function
+-- (opts, state, param) -> buf1, buf2, buf3, fresh giving the state buffers
+-- its rule reads (false where unused; new ones are returned, not stored,
+-- until the step succeeds) and whether the first is fresh (SGD's momentum
+-- starts at the gradient). Returns false when it cannot run (a kind
+-- without it, a non-contiguous tensor, or opt._fused == false, which the
+-- tests use to get the Lua rules); else the index of the first parameter
+-- whose gradient is not finite when check_finite is set (nothing updated),
+-- or nil after updating.
+local optim_step = require("firefly.core")._optim_step
+
+function Optimizer:_fused_step(check_finite)
+  local kind = self._kind
+  if not kind.fused or self._fused == false then return false end
+  local entries, index, fresh_bufs, k = {}, {}, {}, 0
+  for i, p in ipairs(self._params) do
+    local g = p.grad
+    if g ~= nil then
+      local st = self._state[p] or { step = 0 }
+      local b1, b2, b3, fresh = kind.fused(self, st, p)
+      if not p:is_contiguous() then return false end
+      for _, b in ipairs { b1, b2, b3 } do
+        if b and not b:is_contiguous() then return false end
+      end
+      entries[k + 1], entries[k + 2], entries[k + 3] = p, g, b1
+      entries[k + 4], entries[k + 5], entries[k + 6], entries[k + 7] = b2, b3, st.step + 1, fresh or false
+      k = k + 7
+      index[#index + 1] = i
+      fresh_bufs[#fresh_bufs + 1] = { p, st, b1, b2, b3 }
+    end
+  end
+  local bad = optim_step(kind.name, self, entries, check_finite)
+  if bad then return index[bad] end
+  -- the step happened: keep the state it used
+  for _, e in ipairs(fresh_bufs) do
+    local p, st = e[1], e[2]
+    self._state[p] = st
+    st.step = st.step + 1
+    kind.keep(st, e[3], e[4], e[5])
+  end
+  return nil
+end
+
+-- opt:step() with the finiteness check of every gradient fused in front:
+-- returns the name (or "parameter <i>") of the first parameter whose
+-- gradient has a NaN or an infinity, and then updates nothing; else nil.
+function Optimizer:step_if_finite()
+  local kind = self._kind
+  check_options(kind, kind.name .. ".step_if_finite", self, 2)
+  local bad = self:_fused_step(true)
+  if bad == false then
+    for i, p in ipairs(self._params) do
+      local g = p.grad
+      if g then
+        local s = g:sum():item() -- in double: non-finite only from NaN/inf entries
+        if s ~= s or s == math.huge or s == -math.huge then bad = i break end
+      end
+    end
+    if not bad then self:step() end
+  end
+  if bad then return self._names[bad] or ("parameter " .. bad) end
+  return nil
 end
 
 -- Drops every gradient (.grad = nil), as torch's zero_grad(set_to_none=True):

@@ -35,6 +35,21 @@ local function buffer(st, name, p)
   return b
 end
 
+-- The fused rule's buffers (optimizer.lua, Optimizer:_fused_step).
+function RMSprop.fused(o, st, p)
+  local function get(name, wanted)
+    if not wanted then return false end
+    return st[name] or ff.zeros(p:size())
+  end
+  return get("square_avg", true), get("momentum_buffer", o.momentum > 0), get("grad_avg", o.centered), false
+end
+
+function RMSprop.keep(st, sq, mb, ga)
+  st.square_avg = sq
+  if mb then st.momentum_buffer = mb end
+  if ga then st.grad_avg = ga end
+end
+
 function RMSprop.update(o, p, g, st)
   if o.weight_decay ~= 0 then g = g + p * o.weight_decay end
   local sq = buffer(st, "square_avg", p)

@@ -5,6 +5,7 @@
 --   b = mu * b + (1 - dampening) * g   (later steps)
 --   g = g + mu * b  (nesterov)  or  g = b
 --   p = p - lr * g
+local ff = require "firefly"
 local base = require "firefly.optim.optimizer"
 local option, check = base.option, base.check
 
@@ -25,6 +26,19 @@ function SGD.check(o)
   if o.nesterov and (o.momentum <= 0 or o.dampening ~= 0) then
     return "nesterov = true needs momentum > 0 and dampening = 0"
   end
+end
+
+-- The fused rule's buffers (optimizer.lua, Optimizer:_fused_step): the
+-- momentum buffer, fresh (set to the gradient) on the first step.
+function SGD.fused(o, st, p)
+  if o.momentum == 0 then return false, false, false, false end
+  local buf = st.momentum_buffer
+  if buf == nil then return ff.empty(p:size()), false, false, true end
+  return buf, false, false, false
+end
+
+function SGD.keep(st, b1)
+  if b1 then st.momentum_buffer = b1 end
 end
 
 function SGD.update(o, p, g, st)
