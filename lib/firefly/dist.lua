@@ -1,0 +1,138 @@
+-- firefly.dist (`ff.dist`): data-parallel collectives over MPI.
+--
+-- Started by `mpirun -np N firefly script.lua`, every process is a rank
+-- (0 .. N-1) from the moment firefly loads; a plain `firefly` is one rank
+-- and every call here is then a no-op or a copy, so the same script runs
+-- both ways. The collectives are in C (engine/core/dist.c, over Open MPI,
+-- loaded only when used); this file adds what training and growth need on
+-- top: gradient sums, buffer averages, a consistency check and the
+-- messages. The reference is spec/dist.md.
+local core = require "firefly.core"
+local options = require "firefly.options"
+
+local C = core.dist
+local tensor_mt = getmetatable(core.zeros(0))
+local dist = {}
+
+-- dist.init([{timeout = seconds}]): start MPI (implicit under mpirun; a
+-- plain process that calls it becomes a world of one rank).
+function dist.init(opts)
+  options.check("dist.init", opts or {}, { timeout = true })
+  if opts and opts.timeout ~= nil then
+    if type(opts.timeout) ~= "number" then error("dist.init: timeout must be a number of seconds", 2) end
+    C.set_timeout(opts.timeout)
+  end
+  C.init()
+end
+
+dist.active = C.active       -- MPI initialised (and not yet finalised)
+dist.launched = C.launched   -- started by mpirun
+dist.rank = C.rank           -- 0-based
+dist.size = C.size
+dist.barrier = C.barrier
+dist.allreduce = C.allreduce         -- (t [, "sum"|"mean"|"max"|"min"]) in place
+dist.allreduce_list = C.allreduce_list
+dist.allreduce_numbers = C.allreduce_numbers
+dist.broadcast = C.broadcast         -- (t, root) in place
+dist.allgather = C.allgather         -- (t) -> size x shape(t)
+dist.set_timeout = C.set_timeout
+dist.timeout = C.timeout
+dist.stats = C.stats
+
+-- true on rank 0 (the rank that prints and writes files).
+function dist.is_main() return C.rank() == 0 end
+
+-- Several ranks (so collectives do something).
+function dist.parallel() return C.size() > 1 end
+
+-- dist.sum_grads(params [, weight]): every parameter's gradient becomes
+-- the sum over ranks of weight x its local gradient, in one bucketed
+-- allreduce. A gradient missing on some ranks counts as zeros there; one
+-- missing on every rank stays missing (as in one process, the optimiser
+-- then skips the parameter).
+function dist.sum_grads(params, weight)
+  if C.size() == 1 and (weight == nil or weight == 1) then return end
+  local core_zeros = core.zeros
+  local list, had = {}, {}
+  for i, p in ipairs(params) do
+    local g = p.grad
+    had[i] = g ~= nil and 1 or 0
+    if g == nil then
+      g = core_zeros(p:size())
+      p.grad = g
+      g = p.grad
+    elseif not g:is_contiguous() then
+      p.grad = g:contiguous()
+      g = p.grad
+    end
+    list[i] = g
+  end
+  local flags = core.tensor(#had > 0 and had or { 0 })
+  list[#list + 1] = flags
+  -- the flags ride in the same buffer (scaled by weight too: only their
+  -- sign matters, and the weights are positive)
+  C.allreduce_list(list, "sum", weight or 1)
+  local any = flags:totable()
+  for i, p in ipairs(params) do
+    if had[i] == 0 and not (any[i] > 0) then p.grad = nil end
+  end
+end
+
+-- dist.average_buffers(module): running statistics (batch norm) averaged
+-- over ranks, so every rank evaluates and saves the same network.
+function dist.average_buffers(module)
+  if C.size() == 1 then return end
+  local list = {}
+  for _, e in ipairs(module:named_buffers()) do list[#list + 1] = e.param end
+  if #list > 0 then C.allreduce_list(list, "mean") end
+end
+
+-- dist.broadcast_module(module [, root]): parameters and buffers from root
+-- (0) to every rank: the start of data-parallel training.
+function dist.broadcast_module(module, root)
+  if C.size() == 1 then return end
+  for _, e in ipairs(module:named_parameters()) do C.broadcast(e.param, root or 0) end
+  for _, e in ipairs(module:named_buffers()) do C.broadcast(e.param, root or 0) end
+end
+
+-- Every tensor the decisions depend on: parameters, buffers and the
+-- optimiser's state buffers, as { name =, tensor = } in a fixed order.
+local function state_tensors(module, opt)
+  local out = {}
+  for _, e in ipairs(module:named_parameters()) do out[#out + 1] = { name = e.name, tensor = e.param } end
+  for _, e in ipairs(module:named_buffers()) do out[#out + 1] = { name = e.name, tensor = e.param } end
+  if opt then
+    for i, e in ipairs(opt:named_params()) do
+      local st = opt:state_of(e.param)
+      if st then
+        local keys = {}
+        for k, v in pairs(st) do if getmetatable(v) == tensor_mt then keys[#keys + 1] = k end end
+        table.sort(keys)
+        for _, k in ipairs(keys) do
+          out[#out + 1] = { name = string.format("optimiser state '%s' of %s", k, e.name or ("parameter " .. i)),
+            tensor = st[k] }
+        end
+      end
+    end
+  end
+  return out
+end
+
+-- dist.check_consistent(module [, opt [, where]]): error unless every rank
+-- holds bit-identical parameters, buffers and optimiser state; the message
+-- names the first tensor that differs and a rank that differs from rank 0.
+-- One allgather of one 64-bit checksum per tensor.
+function dist.check_consistent(module, opt, where)
+  if C.size() == 1 then return true end
+  local entries = state_tensors(module, opt)
+  local list = {}
+  for i, e in ipairs(entries) do list[i] = e.tensor end
+  local i, r = C.mismatch(list, "dist.check_consistent")
+  if i then
+    error(string.format("dist.check_consistent: ranks diverged%s: %s differs between rank 0 and rank %d",
+      where and (" " .. where) or "", entries[i].name, r), 2)
+  end
+  return true
+end
+
+return dist
