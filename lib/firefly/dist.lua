@@ -45,12 +45,13 @@ function dist.is_main() return C.rank() == 0 end
 -- Several ranks (so collectives do something).
 function dist.parallel() return C.size() > 1 end
 
--- dist.sum_grads(params [, weight]): every parameter's gradient becomes
--- the sum over ranks of weight x its local gradient, in one bucketed
--- allreduce. A gradient missing on some ranks counts as zeros there; one
--- missing on every rank stays missing (as in one process, the optimiser
--- then skips the parameter).
-function dist.sum_grads(params, weight)
+-- dist.sum_grads(params [, weight [, extra]]): every parameter's gradient
+-- becomes the sum over ranks of weight x its local gradient, in one
+-- bucketed allreduce; the tensors of the list `extra` (a loss, counts) are
+-- summed the same way in the same buffer. A gradient missing on some ranks
+-- counts as zeros there; one missing on every rank stays missing (as in
+-- one process, the optimiser then skips the parameter).
+function dist.sum_grads(params, weight, extra)
   if C.size() == 1 and (weight == nil or weight == 1) then return end
   local core_zeros = core.zeros
   local list, had = {}, {}
@@ -69,6 +70,7 @@ function dist.sum_grads(params, weight)
   end
   local flags = core.tensor(#had > 0 and had or { 0 })
   list[#list + 1] = flags
+  for _, t in ipairs(extra or {}) do list[#list + 1] = t end
   -- the flags ride in the same buffer (scaled by weight too: only their
   -- sign matters, and the weights are positive)
   C.allreduce_list(list, "sum", weight or 1)

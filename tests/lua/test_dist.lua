@@ -87,4 +87,109 @@ function TestDist.test_a_rank_that_leaves_early_is_a_bounded_wait()
   lu.assertNotStrContains(out, "went past")
 end
 
+function TestDist.test_shards_of_a_batch_are_the_batch()
+  local ds = ff.data.spirals { n = 50, classes = 2, seed = 1 }
+  local function loader() return ff.data.DataLoader(ds, { batch_size = 16, shuffle = true, generator = ff.Generator(9) }) end
+  local whole = {}
+  for x in loader():iter() do whole[#whole + 1] = x end
+  local N = 3
+  local parts = {}
+  for r = 0, N - 1 do
+    local b = 0
+    for len, off, x in loader():iter_shard(r, N) do
+      b = b + 1
+      lu.assertEquals(len, whole[b]:size(1))
+      lu.assertEquals(off, len * r // N)
+      parts[b] = parts[b] or {}
+      if x then parts[b][#parts[b] + 1] = x end
+    end
+    lu.assertEquals(b, #whole)
+  end
+  for b = 1, #whole do lu.assertTrue(ff.cat(parts[b]):equal(whole[b]), "batch " .. b) end
+  lu.assertErrorMsgContains("DataLoader:iter_shard: rank 3 of size 3", function() loader():iter_shard(3, 3) end)
+end
+
+-- The numbers a training helper wrote: epoch rows and weights.
+local function numbers(path)
+  local rows, w = {}, {}
+  for line in io.lines(path) do
+    if line:match("^epoch") then
+      local r = {}
+      for v in line:gmatch("%S+") do r[#r + 1] = tonumber(v) end
+      rows[#rows + 1] = r
+    else
+      w[#w + 1] = tonumber(line)
+    end
+  end
+  return rows, w
+end
+
+local function tmpfile()
+  local name = os.tmpname()
+  return name
+end
+
+-- One process on one thread (the ranks' count) and 2 ranks, same seed.
+local function train_both(mode, extra)
+  local one, two = tmpfile(), tmpfile()
+  local out, rc = run(string.format("env OPENBLAS_NUM_THREADS=1 %s tests/lua/dist/train.lua %s %s %s",
+    FIREFLY, mode, one, extra or ""))
+  lu.assertEquals(rc, 0, out)
+  out, rc = mpirun("tests/lua/dist/train.lua", string.format("%s %s %s", mode, two, extra or ""))
+  lu.assertEquals(rc, 0, out)
+  local a, b = testlib.read_file(one), testlib.read_file(two)
+  os.remove(one)
+  os.remove(two)
+  return a, b
+end
+
+function TestDist.test_two_ranks_train_like_one_process()
+  local a, b = train_both("plain")
+  local one, two = tmpfile(), tmpfile()
+  testlib.write_file(one, a)
+  testlib.write_file(two, b)
+  local ra, wa = numbers(one)
+  local rb, wb = numbers(two)
+  os.remove(one)
+  os.remove(two)
+  lu.assertEquals(#ra, 3)
+  lu.assertEquals(#rb, 3)
+  for e = 1, 3 do
+    for k = 1, 4 do
+      lu.assertAlmostEquals(rb[e][k], ra[e][k], 1e-5 * math.max(1, math.abs(ra[e][k])),
+        string.format("epoch %d, column %d", e, k))
+    end
+  end
+  lu.assertEquals(#wa, #wb)
+  lu.assertTrue(#wa > 1000)
+  local worst = 0
+  for i = 1, #wa do worst = math.max(worst, math.abs(wa[i] - wb[i])) end
+  lu.assertTrue(worst < 1e-4, "largest weight difference " .. worst)
+end
+
+function TestDist.test_deterministic_mode_is_bit_identical_on_one_and_two_ranks()
+  local a, b = train_both("det")
+  lu.assertTrue(#a > 10000)
+  lu.assertTrue(a == b, "the deterministic runs differ")
+end
+
+function TestDist.test_batch_norm_ranks_stay_consistent()
+  -- per-rank batch statistics; the running statistics are averaged after
+  -- each epoch, which the helper's check_consistent verifies
+  local two = tmpfile()
+  local out, rc = mpirun("tests/lua/dist/train.lua", "plain " .. two .. " bn")
+  os.remove(two)
+  lu.assertEquals(rc, 0, out)
+end
+
+function TestDist.test_deterministic_parts_must_split_over_the_ranks()
+  local out, rc = mpirun("-e", [['local ff = require "firefly"
+    local ds = ff.data.spirals { n = 20 }
+    local net = ff.nn.mlp { 2, 3, 2 }
+    ff.train.fit { model = net, data = ds, optim = ff.optim.SGD(net:parameters(), { lr = 0.1 }),
+      quiet = true, deterministic = 3 }']])
+  lu.assertNotEquals(rc, 0, out)
+  lu.assertStrContains(out, "train.fit: deterministic = 3 parts cannot be split over 2 ranks")
+end
+
 os.exit(testlib.run())
