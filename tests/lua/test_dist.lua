@@ -130,12 +130,12 @@ local function tmpfile()
 end
 
 -- One process on one thread (the ranks' count) and 2 ranks, same seed.
-local function train_both(mode, extra)
+local function train_both(mode, extra_one, extra_two)
   local one, two = tmpfile(), tmpfile()
   local out, rc = run(string.format("env OPENBLAS_NUM_THREADS=1 %s tests/lua/dist/train.lua %s %s %s",
-    FIREFLY, mode, one, extra or ""))
+    FIREFLY, mode, one, extra_one or ""))
   lu.assertEquals(rc, 0, out)
-  out, rc = mpirun("tests/lua/dist/train.lua", string.format("%s %s %s", mode, two, extra or ""))
+  out, rc = mpirun("tests/lua/dist/train.lua", string.format("%s %s %s", mode, two, extra_two or extra_one or ""))
   lu.assertEquals(rc, 0, out)
   local a, b = testlib.read_file(one), testlib.read_file(two)
   os.remove(one)
@@ -143,8 +143,7 @@ local function train_both(mode, extra)
   return a, b
 end
 
-function TestDist.test_two_ranks_train_like_one_process()
-  local a, b = train_both("plain")
+local function assert_close_runs(a, b, tol_loss, tol_w)
   local one, two = tmpfile(), tmpfile()
   testlib.write_file(one, a)
   testlib.write_file(two, b)
@@ -156,7 +155,7 @@ function TestDist.test_two_ranks_train_like_one_process()
   lu.assertEquals(#rb, 3)
   for e = 1, 3 do
     for k = 1, 4 do
-      lu.assertAlmostEquals(rb[e][k], ra[e][k], 1e-5 * math.max(1, math.abs(ra[e][k])),
+      lu.assertAlmostEquals(rb[e][k], ra[e][k], tol_loss * math.max(1, math.abs(ra[e][k])),
         string.format("epoch %d, column %d", e, k))
     end
   end
@@ -164,7 +163,17 @@ function TestDist.test_two_ranks_train_like_one_process()
   lu.assertTrue(#wa > 1000)
   local worst = 0
   for i = 1, #wa do worst = math.max(worst, math.abs(wa[i] - wb[i])) end
-  lu.assertTrue(worst < 1e-4, "largest weight difference " .. worst)
+  lu.assertTrue(worst < tol_w, "largest weight difference " .. worst)
+end
+
+function TestDist.test_two_ranks_train_like_one_process()
+  local a, b = train_both("plain")
+  assert_close_runs(a, b, 1e-5, 1e-4)
+end
+
+function TestDist.test_synchronised_batch_norm_on_two_ranks_is_one_process_batch_norm()
+  local a, b = train_both("plain", "bn", "syncbn")
+  assert_close_runs(a, b, 1e-5, 2e-4)
 end
 
 function TestDist.test_deterministic_mode_is_bit_identical_on_one_and_two_ranks()

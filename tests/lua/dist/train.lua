@@ -2,15 +2,20 @@
 -- process or under mpirun): arg[1] = "plain" or "det" (deterministic = 4),
 -- arg[2] = a file the main rank writes: one line per epoch (train loss,
 -- val loss, val accuracy), then every weight, all as %.9g (exact for
--- float32). arg[3] = "bn" adds batch norm.
+-- float32). arg[3] = "bn" adds batch norm, "syncbn" synchronised batch norm.
 local ff = require "firefly"
 local d = ff.dist
-local mode, out, bn = arg[1], arg[2], arg[3] == "bn"
+local mode, out, bn = arg[1], arg[2], arg[3] == "bn" or arg[3] == "syncbn"
 
 ff.manual_seed(3)
 local ds = ff.data.spirals { n = 300, classes = 3, seed = 1 }
 local val = ff.data.spirals { n = 90, classes = 3, seed = 2 }
 local net = ff.nn.mlp { 2, 32, 32, 3, bn = bn, generator = ff.Generator(4) }
+if arg[3] == "syncbn" then
+  for _, pair in ipairs(net:named_modules()) do
+    if getmetatable(pair[2]).__name == "BatchNorm1d" then pair[2].sync = true end
+  end
+end
 local opt = ff.optim.SGD(net:named_parameters(), { lr = 0.1, momentum = 0.9 })
 -- 300 rows in batches of 64: the last batch (44 rows) splits unevenly
 local loader = ff.data.DataLoader(ds, { batch_size = 64, shuffle = true, generator = ff.Generator(5) })
