@@ -80,6 +80,78 @@ function dist.sum_grads(params, weight, extra)
   end
 end
 
+-- dist.mean_grads(params, n): the gradients become the mean over every
+-- rank's rows, given that each holds the gradient of its mean loss over
+-- its n rows: sum of n x gradient over ranks, divided by the sum of n (one
+-- allreduce, the count riding along).
+function dist.mean_grads(params, n)
+  if C.size() == 1 then return end
+  local count = core.tensor({ 1 })
+  dist.sum_grads(params, n, { count })
+  local total = count:item()
+  for _, p in ipairs(params) do
+    if p.grad then p.grad = p.grad / total end
+  end
+end
+
+-- dist.sum_numbers(a, b, ...) -> a, b, ... summed over ranks (in double).
+function dist.sum_numbers(...)
+  if C.size() == 1 then return ... end
+  return table.unpack(C.allreduce_numbers({ ... }))
+end
+
+-- dist.max_number(v) -> the largest v over ranks.
+function dist.max_number(v)
+  if C.size() == 1 or v == nil then return v end
+  return C.allreduce_numbers({ v }, "max")[1]
+end
+
+-- dist.broadcast_list(tensors [, root]): root's values (0) into every
+-- tensor (random initialisations, so every rank starts from one draw).
+function dist.broadcast_list(list, root)
+  if C.size() == 1 then return end
+  for _, t in ipairs(list) do
+    if not t:is_contiguous() then error("dist.broadcast_list: every tensor must be contiguous", 2) end
+    C.broadcast(t, root or 0)
+  end
+end
+
+-- dist.sync_rng([root]): the default generator's state from root (0), so
+-- whatever any rank draws next is the same draw (ranks' streams drift
+-- apart when they draw per local row, as dropout does).
+function dist.sync_rng(root)
+  if C.size() == 1 then return end
+  local g = core.get_rng_state()
+  local st = g:get_state()
+  local bytes = { st:byte(1, -1) }
+  local t = core.tensor(bytes)
+  C.broadcast(t, root or 0)
+  local back = {}
+  for i, v in ipairs(t:totable()) do back[i] = string.char(math.floor(v)) end
+  g:set_state(table.concat(back))
+  core.set_rng_state(g)
+end
+
+-- dist.local_batches(loader, n): this rank's rows of the loader's first n
+-- global batches (all of them for "all"), as a list of {x, y}: the scoring
+-- data of a growth step. One rank: the batches themselves.
+function dist.local_batches(loader, n)
+  local list = {}
+  if C.size() == 1 then
+    for x, y in loader:iter() do
+      list[#list + 1] = { x, y }
+      if n ~= "all" and #list >= n then break end
+    end
+    return list
+  end
+  for _, _, x, y in loader:iter_shard(C.rank(), C.size()) do
+    if x == nil then error("dist.local_batches: a scoring batch has fewer rows than ranks", 2) end
+    list[#list + 1] = { x, y }
+    if n ~= "all" and #list >= n then break end
+  end
+  return list
+end
+
 -- dist.average_buffers(module): running statistics (batch norm) averaged
 -- over ranks, so every rank evaluates and saves the same network.
 function dist.average_buffers(module)

@@ -201,4 +201,86 @@ function TestDist.test_deterministic_parts_must_split_over_the_ranks()
   lu.assertStrContains(out, "train.fit: deterministic = 3 parts cannot be split over 2 ranks")
 end
 
+-- The phase lines of a growth helper's output: decisions exactly, losses
+-- and accuracies as numbers.
+local function phases(out)
+  local list = {}
+  for line in out:gmatch("[^\n]+") do
+    local head, loss, acc = line:match("^(phase %d+ widths %S+ grown %S+ params %d+) train_loss (%S+) test_acc (%S+)")
+    if head then list[#list + 1] = { head = head, loss = tonumber(loss), acc = tonumber(acc) } end
+  end
+  return list
+end
+
+local function assert_same_growth(a, b, tol)
+  local pa, pb = phases(a), phases(b)
+  lu.assertEquals(#pa, 3, a)
+  lu.assertEquals(#pb, 3, b)
+  for i = 1, 3 do
+    lu.assertEquals(pb[i].head, pa[i].head)
+    lu.assertAlmostEquals(pb[i].loss, pa[i].loss, tol)
+    lu.assertAlmostEquals(pb[i].acc, pa[i].acc, tol + 1e-9)
+  end
+end
+
+local function tmpdir()
+  local name = os.tmpname()
+  os.remove(name)
+  return name
+end
+
+local function rmdir(path) os.execute("rm -rf '" .. path .. "'") end
+
+-- the uninterrupted two-rank growth run, shared by the growth tests
+local grown_two
+local function growth_two_ranks()
+  if not grown_two then
+    local dir = tmpdir()
+    local out, rc = mpirun("tests/lua/dist/grow.lua", dir)
+    rmdir(dir)
+    lu.assertEquals(rc, 0, out)
+    grown_two = out
+  end
+  return grown_two
+end
+
+function TestDist.test_growth_on_two_ranks_takes_one_process_decisions()
+  local dir = tmpdir()
+  local one, rc = run(string.format("env OPENBLAS_NUM_THREADS=1 %s tests/lua/dist/grow.lua %s", FIREFLY, dir))
+  rmdir(dir)
+  lu.assertEquals(rc, 0, one)
+  assert_same_growth(one, growth_two_ranks(), 1e-5)
+end
+
+function TestDist.test_resume_under_mpi_after_a_rank_is_killed()
+  local dir = tmpdir()
+  local out, rc = mpirun("tests/lua/dist/grow.lua", dir .. " fresh kill")
+  lu.assertNotEquals(rc, 0, out)
+  lu.assertNotEquals(rc, 124, "the job hung:\n" .. out)
+  lu.assertStrContains(out, "signal 9")
+  lu.assertNotStrContains(out, "phase 3 widths")
+  -- the checkpoint after phase 1 (rank 0 wrote it) carries the run on, on
+  -- two ranks as on one process
+  local copy = tmpdir()
+  os.execute(string.format("cp -r '%s' '%s'", dir, copy))
+  out, rc = mpirun("tests/lua/dist/grow.lua", dir .. " resume")
+  rmdir(dir)
+  lu.assertEquals(rc, 0, out)
+  lu.assertEquals(phases(out)[3].head, phases(growth_two_ranks())[3].head)
+  assert_same_growth(out, growth_two_ranks(), 0)
+  out, rc = run(string.format("env OPENBLAS_NUM_THREADS=1 %s tests/lua/dist/grow.lua %s resume", FIREFLY, copy))
+  rmdir(copy)
+  lu.assertEquals(rc, 0, out)
+  assert_same_growth(out, growth_two_ranks(), 1e-5)
+end
+
+function TestDist.test_a_rank_that_diverges_stops_the_growth_run()
+  local dir = tmpdir()
+  local out, rc = mpirun("tests/lua/dist/grow.lua", dir .. " fresh perturb")
+  rmdir(dir)
+  lu.assertNotEquals(rc, 0, out)
+  lu.assertNotEquals(rc, 124, "the job hung:\n" .. out)
+  lu.assertStrContains(out, "dist.check_consistent: ranks diverged after phase 1: 3.bias differs between rank 0 and rank 1")
+end
+
 os.exit(testlib.run())

@@ -7,6 +7,7 @@
 -- anywhere. The check is one sum per batch (cheaper than the forward pass
 -- that follows).
 local ff = require "firefly"
+local dist = require "firefly.dist"
 
 local B = {}
 
@@ -91,6 +92,7 @@ function B.mean_loss(net, batches, lf, who)
       n = n + x:size(1)
     end, nil, nil, who)
   end)
+  total, n = dist.sum_numbers(total, n) -- dist: over every rank's rows
   return total / math.max(n, 1)
 end
 

@@ -13,6 +13,7 @@
 local ff = require "firefly"
 local overgrown = require "firefly.grow.overgrown"
 local batches_mod = require "firefly.grow.batches"
+local dist = require "firefly.dist" -- several ranks: spec/dist.md, "Growth"
 
 local each_batch = batches_mod.each_batch
 
@@ -90,6 +91,7 @@ local function step1(og, nb, batches, lf)
           .. "(lower lr or eps); the network is unchanged", pass, b, tostring(l)), 0)
       end
       loss:backward()
+      dist.mean_grads(params, x:size(1)) -- dist: the gradient over every rank's rows
       opt:step()
       if nb.project ~= false then project(og) end
     end, string.format("grow step 1 (%d/%d)", pass, steps), nb.quiet)
@@ -157,6 +159,7 @@ local function step2(og, nb, batches, lf)
   else
     sums, count = gradient_sums(og, nb, batches, lf)
   end
+  dist.allreduce_list(sums, "mean") -- dist: sums over every rank's rows
   -- per-candidate steps ε̃
   local scores, k = {}, 1
   for _, c in ipairs(og.units) do
@@ -186,6 +189,7 @@ end
 function M.build(ctx)
   local nb = ctx.nb
   local og = overgrown.build(ctx.net, ctx.units, { per_unit = ctx.settings, generator = nb.generator })
+  dist.broadcast_list(og:perturbations()) -- dist: rank 0's random initialisation
   step1(og, nb, ctx.batches, ctx.lf)
   local scores = step2(og, nb, ctx.batches, ctx.lf)
   for k, entry in ipairs(scores) do
