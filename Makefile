@@ -6,7 +6,7 @@
 #   PREFIX=...   where `make install` puts bin/, lib/, include/ and share/
 #                (BINDIR, LIBDIR, INCDIR, LUADIR, CMODDIR, MANDIR: each part)
 #
-# Targets: all deps test bench run install install-lua clean lint fuzz valgrind
+# Targets: all deps test bench bench-dist run install install-lua clean lint fuzz valgrind
 #   (fuzz and valgrind: see tests/fuzz/README.md)
 
 DEBUG    ?= 0
@@ -74,7 +74,7 @@ INTERP_OBJ := $(INTERP_SRC:%.c=$(B)/%.o)
 CTEST_OBJ := $(CTEST_SRC:%.c=$(B)/%.o)
 HEADERS := $(wildcard engine/include/*.h engine/core/*.h engine/lua/*.h interp/*.h tests/c/*.h)
 
-.PHONY: all deps test bench run install install-lua clean lint fuzz fuzz-build valgrind
+.PHONY: all deps test bench bench-dist run install install-lua clean lint fuzz fuzz-build valgrind
 
 all: firefly $(B)/firefly/core.so
 
@@ -136,6 +136,11 @@ bench: all
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-torch || \
 	  echo "make bench: python3-torch could not be installed; the PyTorch comparison will be skipped"; }
 	@bash tests/bench/run.sh
+
+# Data-parallel throughput over MPI: 1 rank x 1 thread, 2 ranks x 1 thread,
+# 1 rank x 2 threads (spec/dist.md has the table and the scaling model).
+bench-dist: all
+	@bash tests/bench/dist.sh
 
 # The main job: grow an MLP on Fashion-MNIST by Firefly descent.
 run: all

@@ -199,8 +199,11 @@ static void at_exit(int status, void *arg)
     (void)arg;
     if (!M.active)
         return;
-    if (status != 0)
+    if (status != 0) {
+        fprintf(stderr, "firefly: rank %d of %d failed (exit status %d); ending the job on every rank\n",
+                M.rank, M.size, status);
         ff_dist_abort(status);
+    }
     else
         ff_dist_finalize();
 }

@@ -11,6 +11,11 @@ local core = require "firefly.core"
 local options = require "firefly.options"
 
 local C = core.dist
+-- the deterministic mode's number of parts (nil: off; dist.set_deterministic)
+local deterministic = nil
+-- Where each local batch of dist.local_batches came from: its global
+-- length and offset (weak keys: the batches' own lifetime).
+local origin = setmetatable({}, { __mode = "k" })
 local tensor_mt = getmetatable(core.zeros(0))
 local dist = {}
 
@@ -137,19 +142,112 @@ end
 -- data of a growth step. One rank: the batches themselves.
 function dist.local_batches(loader, n)
   local list = {}
-  if C.size() == 1 then
+  if C.size() == 1 and not deterministic then
     for x, y in loader:iter() do
       list[#list + 1] = { x, y }
       if n ~= "all" and #list >= n then break end
     end
     return list
   end
-  for _, _, x, y in loader:iter_shard(C.rank(), C.size()) do
+  for len, off, x, y in loader:iter_shard(C.rank(), C.size()) do
     if x == nil then error("dist.local_batches: a scoring batch has fewer rows than ranks", 2) end
+    origin[x] = { len = len, off = off }
     list[#list + 1] = { x, y }
     if n ~= "all" and #list >= n then break end
   end
   return list
+end
+
+-- ---- deterministic mode: K fixed parts per global batch ----------------
+--
+-- dist.set_deterministic(K | true | false) sets the run-wide default that
+-- train.fit and the growth step read (true means 4 parts; false/nil off).
+-- Each global batch is cut into K fixed parts (data.shard_rows), each
+-- part's gradient computed alone, and the parts' gradients summed in part
+-- order after one allgather: the same floats in the same order on 1, 2 or
+-- 4 ranks (the ranks must divide K).
+function dist.set_deterministic(k)
+  if k == true then k = 4 end
+  if k == false then k = nil end
+  if k ~= nil and (math.type(k) ~= "integer" or k < 1) then
+    error("dist.set_deterministic: expected true, false or a number of parts >= 1, got " .. tostring(k), 2)
+  end
+  if k and k % C.size() ~= 0 then
+    error(string.format("dist.set_deterministic: %d parts cannot be split over %d ranks (the number of ranks must divide it)",
+      k, C.size()), 2)
+  end
+  deterministic = k
+end
+function dist.deterministic() return deterministic end
+
+
+-- dist.part_backward(params, x, y, loss_fn) -> the global batch's mean
+-- loss: in deterministic mode, for x, y from dist.local_batches, every
+-- parameter's .grad becomes the gradient of the global batch's mean loss
+-- summed part by part in part order (loss_fn(xp, yp) -> the mean loss of
+-- a part, a scalar tensor). Identical bits on every rank and on 1 rank.
+function dist.part_backward(params, x, y, loss_fn)
+  local K = deterministic
+  local o = origin[x] or { len = x:size(1), off = 0 }
+  local len, off = o.len, o.off
+  local R, N = C.rank(), C.size()
+  local per = K // N
+  local ff = require "firefly"
+  local P = 0
+  for _, p in ipairs(params) do P = P + p:numel() end
+  local rows = {}
+  for k = R * per, (R + 1) * per - 1 do
+    local lo, cnt = ff.data.shard_rows(len, k, K)
+    local flat
+    if cnt > 0 then
+      for _, p in ipairs(params) do p.grad = nil end
+      local loss = loss_fn(x:narrow(1, lo - off + 1, cnt), y and y:narrow(1, lo - off + 1, cnt))
+      loss:backward()
+      local parts = {}
+      for i, p in ipairs(params) do parts[i] = p.grad and p.grad:reshape(-1) or ff.zeros(p:numel()) end
+      parts[#parts + 1] = ff.tensor({ loss:item() })
+      flat = ff.cat(parts):mul(cnt / len)
+    else
+      flat = ff.zeros(P + 1)
+    end
+    rows[#rows + 1] = flat
+  end
+  local sum = ff.no_grad(function() return C.allgather(ff.stack(rows)):reshape(K, -1):sum(1) end)
+  local at = 1
+  for _, p in ipairs(params) do
+    local n = p:numel()
+    p.grad = sum:narrow(1, at, n):reshape(p:size())
+    at = at + n
+  end
+  return sum:narrow(1, at, 1):item()
+end
+
+-- dist.part_mean_loss(batches, fn) -> the mean of fn(x, y) (a part's mean
+-- loss, a number) over every row of the global batches, part by part, the
+-- parts' sums added in part order (deterministic mode).
+function dist.part_mean_loss(batches, fn)
+  local K = deterministic
+  local R, N = C.rank(), C.size()
+  local per = K // N
+  local ff = require "firefly"
+  local sums = {}
+  for i = 1, 2 * K do sums[i] = 0 end
+  for _, b in ipairs(batches) do
+    local x, y = b[1], b[2]
+    local o = origin[x] or { len = x:size(1), off = 0 }
+    for k = R * per, (R + 1) * per - 1 do
+      local lo, cnt = ff.data.shard_rows(o.len, k, K)
+      if cnt > 0 then
+        local v = fn(x:narrow(1, lo - o.off + 1, cnt), y and y:narrow(1, lo - o.off + 1, cnt))
+        sums[2 * k + 1] = sums[2 * k + 1] + v * cnt
+        sums[2 * k + 2] = sums[2 * k + 2] + cnt
+      end
+    end
+  end
+  sums = C.allreduce_numbers(sums) -- one rank's value plus zeros: exact
+  local total, n = 0, 0
+  for k = 0, K - 1 do total, n = total + sums[2 * k + 1], n + sums[2 * k + 2] end
+  return total / math.max(n, 1)
 end
 
 -- dist.average_buffers(module): running statistics (batch norm) averaged

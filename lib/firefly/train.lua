@@ -111,6 +111,7 @@ local function check_fit(opts)
     if not allowed[k] then error("train.fit: unknown option '" .. tostring(k) .. "'", 3) end
   end
   local det = opts.deterministic
+  if det == nil then det = dist.deterministic() end
   if det ~= nil and det ~= false then
     local k = det == true and 4 or det
     if math.type(k) ~= "integer" or k < 1 then
@@ -341,6 +342,12 @@ function train.fit(opts)
   if type(logger) == "string" and dist.is_main() then logger = ff.logging.Logger { dir = logger, name = "train" } end
   local rows = {}
   local first = opts.start_epoch or 1
+  if opts.deterministic == nil and dist.deterministic() then
+    local copy = {}
+    for k, v in pairs(opts) do copy[k] = v end
+    copy.deterministic = dist.deterministic() -- the run-wide default (dist.set_deterministic)
+    opts = copy
+  end
   local parallel = dist.size() > 1 or (opts.deterministic ~= nil and opts.deterministic ~= false)
   local main = dist.is_main()
   if dist.size() > 1 then dist.broadcast_module(opts.model) end

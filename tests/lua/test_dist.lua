@@ -65,7 +65,7 @@ function TestDist.test_a_failing_rank_ends_the_job()
   lu.assertNotEquals(rc, 0, out)
   lu.assertNotEquals(rc, 124, "the job hung:\n" .. out)
   lu.assertStrContains(out, "rank 1 fails on purpose")
-  lu.assertStrContains(out, "MPI_ABORT was invoked on rank 1")
+  lu.assertStrContains(out, "firefly: rank 1 of 2 failed (exit status 1); ending the job on every rank")
   lu.assertNotStrContains(out, "went past")
   lu.assertTrue(secs < 30, out)
 end
@@ -250,6 +250,21 @@ function TestDist.test_growth_on_two_ranks_takes_one_process_decisions()
   rmdir(dir)
   lu.assertEquals(rc, 0, one)
   assert_same_growth(one, growth_two_ranks(), 1e-5)
+end
+
+function TestDist.test_deterministic_growth_is_bit_identical_on_one_and_two_ranks()
+  local d1, d2 = tmpdir(), tmpdir()
+  local one, rc = run(string.format("env OPENBLAS_NUM_THREADS=1 %s tests/lua/dist/grow.lua %s fresh det", FIREFLY, d1))
+  lu.assertEquals(rc, 0, one)
+  local two
+  two, rc = mpirun("tests/lua/dist/grow.lua", d2 .. " fresh det")
+  lu.assertEquals(rc, 0, two)
+  local log1, log2 = testlib.read_file(d1 .. "/grow.csv"), testlib.read_file(d2 .. "/grow.csv")
+  rmdir(d1)
+  rmdir(d2)
+  lu.assertEquals(#phases(one), 3, one)
+  lu.assertEquals(two, one)
+  lu.assertEquals(log2, log1)
 end
 
 function TestDist.test_resume_under_mpi_after_a_rank_is_killed()

@@ -85,6 +85,10 @@ end
 -- The loss over the batches, weighted by batch size, in evaluation of net
 -- as it is (the caller sets eval mode).
 function B.mean_loss(net, batches, lf, who)
+  if dist.deterministic() and not batches.iter then -- dist: part by part
+    B.each_batch(batches, function() end, nil, nil, who) -- the same checks
+    return ff.no_grad(function() return dist.part_mean_loss(batches, function(x, y) return lf(net(x), y):item() end) end)
+  end
   local total, n = 0, 0
   ff.no_grad(function()
     B.each_batch(batches, function(x, y)

@@ -66,6 +66,8 @@ function R.run(recipe, opts)
     opts = copy
   end
   local seed = opts.seed or recipe.seed or 1
+  -- dist: deterministic = K makes 1, 2 or 4 ranks bit-identical (spec/dist.md)
+  if recipe.deterministic ~= nil then require("firefly.dist").set_deterministic(recipe.deterministic) end
   ff.manual_seed(seed)
   local train, test = recipe.data(ff)
   local loader = train.iter and train or ff.data.DataLoader(train, {

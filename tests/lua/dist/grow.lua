@@ -1,7 +1,8 @@
 -- A short growth run (started by test_dist.lua, on one process or under
 -- mpirun): arg[1] = a directory for the log and checkpoint; arg[2] =
 -- "resume" goes on from its checkpoint; arg[3] = "kill" kills rank 1 in
--- phase 2's training, "perturb" nudges a weight on rank 1 after phase 1's.
+-- phase 2's training, "perturb" nudges a weight on rank 1 after phase 1's,
+-- "det" runs in deterministic mode (4 parts).
 -- The main rank prints one line per phase.
 local ff = require "firefly"
 local d = ff.dist
@@ -16,6 +17,7 @@ local recipe = {
   optim = function(f, params) return f.optim.SGD(params, { lr = 0.05, momentum = 0.9 }) end,
   neighbourhood = { new = 8, eps = 1e-2, steps = 1, lr = 1e-2 },
   eta = { ratio = 0.5 },
+  deterministic = arg[3] == "det" and 4 or nil,
 }
 if kill or perturb then
   local fit = ff.train.fit
@@ -34,7 +36,7 @@ end
 local rows = require("firefly.grow.recipe").run(recipe, { out = dir, quiet = true, resume = resume })
 if d.is_main() then
   for _, r in ipairs(rows) do
-    print(string.format("phase %d widths %s grown %s params %d train_loss %.9g test_acc %.9g", r.phase, r.widths,
-      tostring(r.grown), r.params, r.train_loss, r.test_acc))
+    print(string.format("phase %d widths %s grown %s params %d train_loss %.9g test_acc %.9g predicted %.9g measured %.9g",
+      r.phase, r.widths, tostring(r.grown), r.params, r.train_loss, r.test_acc, r.predicted_dloss or 0, r.measured_dloss or 0))
   end
 end
