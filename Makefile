@@ -6,7 +6,7 @@
 #   PREFIX=...   where `make install` puts bin/, lib/, include/ and share/
 #                (BINDIR, LIBDIR, INCDIR, LUADIR, CMODDIR, MANDIR: each part)
 #
-# Targets: all deps test bench run install install-lua clean lint fuzz valgrind
+# Targets: all deps test bench bench-dist run install install-lua clean lint fuzz valgrind
 #   (fuzz and valgrind: see tests/fuzz/README.md)
 
 DEBUG    ?= 0
@@ -21,7 +21,8 @@ DEB_PKGS := lua5.4 liblua5.4-dev libopenblas-dev lua-unit libreadline-dev \
             zlib1g-dev lua-cjson dataset-fashion-mnist gnuplot-nox \
             clang-14 libclang-rt-14-dev \
             protobuf-c-compiler libprotobuf-c-dev libonnx-dev \
-            python3-torch python3-onnx luarocks pkg-config
+            python3-torch python3-onnx luarocks pkg-config \
+            libopenmpi-dev openmpi-bin
 
 CC      ?= cc
 LUA_INC := /usr/include/lua5.4
@@ -29,6 +30,9 @@ LUA_INC := /usr/include/lua5.4
 # engine runs its own loops on the calling thread (no second busy pool).
 BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-pthread
 BLAS_LIB := -lopenblas
+# Open MPI's headers only: engine/core/dist.c loads libmpi at run time
+# (dlopen), so a plain process never loads it (see that file).
+MPI_INC := /usr/lib/x86_64-linux-gnu/openmpi/include
 
 WARN := -Wall -Wextra -Wshadow -Wpointer-arith -Wmissing-prototypes \
         -Wstrict-prototypes -Wno-unused-parameter
@@ -47,7 +51,7 @@ B := build
 GEN := $(B)/gen
 ONNX_PROTO ?= /usr/include/onnx/onnx.proto
 
-CFLAGS_ALL := -std=gnu11 -fPIC $(OPT) $(WARN) -Iengine/include -I$(BLAS_INC) -I$(GEN) $(CFLAGS)
+CFLAGS_ALL := -std=gnu11 -fPIC $(OPT) $(WARN) -Iengine/include -I$(BLAS_INC) -I$(MPI_INC) -I$(GEN) $(CFLAGS)
 LDLIBS_ALL := $(BLAS_LIB) -lz -lm $(LDSAN) $(LDFLAGS)
 
 VERSION := $(shell sed -n 's/^\#define FF_VERSION "\(.*\)"/\1/p' engine/include/ff.h)
@@ -70,7 +74,7 @@ INTERP_OBJ := $(INTERP_SRC:%.c=$(B)/%.o)
 CTEST_OBJ := $(CTEST_SRC:%.c=$(B)/%.o)
 HEADERS := $(wildcard engine/include/*.h engine/core/*.h engine/lua/*.h interp/*.h tests/c/*.h)
 
-.PHONY: all deps test bench run install install-lua clean lint fuzz fuzz-build valgrind
+.PHONY: all deps test bench bench-dist run install install-lua clean lint fuzz fuzz-build valgrind
 
 all: firefly $(B)/firefly/core.so
 
@@ -145,6 +149,11 @@ bench: all
 	  echo "make bench: python3-torch could not be installed; the PyTorch comparison will be skipped"; }
 	@bash tests/bench/run.sh
 
+# Data-parallel throughput over MPI: 1 rank x 1 thread, 2 ranks x 1 thread,
+# 1 rank x 2 threads (spec/dist.md has the table and the scaling model).
+bench-dist: all
+	@bash tests/bench/dist.sh
+
 # The main job: grow an MLP on Fashion-MNIST by Firefly descent.
 run: all
 	./firefly examples/fashion_grow.lua
@@ -179,7 +188,7 @@ FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 60
 FB           := build/fuzz
 FUZZ_FLAGS   := -std=gnu11 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
-                -fno-sanitize-recover=all -Iengine/include -I$(BLAS_INC)
+                -fno-sanitize-recover=all -Iengine/include -I$(BLAS_INC) -I$(MPI_INC)
 FUZZ_BINS    := $(patsubst tests/fuzz/%.c,$(FB)/bin/%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_OBJ     := $(CORE_SRC:%.c=$(FB)/obj/%.o)
 

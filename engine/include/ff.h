@@ -9,6 +9,7 @@
 #include "ff_autograd.h"
 #include "ff_io.h"
 #include "ff_data.h"
+#include "ff_dist.h"
 
 #define FF_VERSION "0.1.0"
 

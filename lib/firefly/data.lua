@@ -888,4 +888,62 @@ end
 
 Loader.__call = Loader.iter
 
+-- The rows of part `part` (0-based) of `parts` equal parts of a batch of
+-- len rows: [floor(len*part/parts), floor(len*(part+1)/parts)), as a
+-- 0-based offset and a count. Rank r of N takes part r of N; in
+-- deterministic training, part k of K (N dividing K) lies inside rank
+-- k*N//K's part, so both splits agree.
+function data.shard_rows(len, part, parts)
+  local lo, hi = len * part // parts, len * (part + 1) // parts
+  return lo, hi - lo
+end
+
+-- loader:iter_shard(rank, size): an epoch of the same global batches, in
+-- the same order, as loader:iter() with the same generator state, but
+-- yielding only this rank's rows of each: the global batch length, the
+-- 0-based offset of the rank's first row, x and y (the length comes first
+-- so the loop goes on when x is nil: a rank's part of a last batch with
+-- fewer rows than ranks is empty).
+-- With augmentation the whole batch is drawn, so the draws match one
+-- process's; without, only the rank's rows are gathered.
+function Loader:iter_shard(rank, size)
+  if math.type(rank) ~= "integer" or math.type(size) ~= "integer" or size < 1 or rank < 0 or rank >= size then
+    error(string.format("DataLoader:iter_shard: rank %s of size %s: expected 0 <= rank < size",
+      tostring(rank), tostring(size)), 2)
+  end
+  self.epoch = self.epoch + 1
+  local ds, n, bs = self.dataset, self.n, self.batch_size
+  local X, Y = ds.x, ds.y
+  local order
+  if self.shuffle then
+    order = data.randperm(n, self.generator)
+  else
+    self._arange = self._arange or ff.arange(1, n + 1)
+    order = self._arange
+  end
+  local nb, b = self.nbatches, 0
+  local augment, crop, flip, g = self.augment, self.crop, self.flip, self.generator
+  return function()
+    if b >= nb then return nil end
+    local start = b * bs + 1
+    local len = math.min(bs, n - start + 1)
+    b = b + 1
+    local off, cnt = data.shard_rows(len, rank, size)
+    local x, y
+    if augment then
+      local idx = order:narrow(1, start, len)
+      x = ff.random_crop_flip(X:index_select(1, idx), crop, flip, g)
+      if cnt == 0 then return len, off end
+      x = x:narrow(1, off + 1, cnt)
+      y = Y and Y:index_select(1, idx:narrow(1, off + 1, cnt))
+    else
+      if cnt == 0 then return len, off end
+      local idx = order:narrow(1, start + off, cnt)
+      x = X:index_select(1, idx)
+      y = Y and Y:index_select(1, idx)
+    end
+    return len, off, x, y
+  end
+end
+
 return data

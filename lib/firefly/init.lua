@@ -13,6 +13,7 @@ for name, fn in pairs(core.Tensor) do
 end
 
 ff.gradcheck = require "firefly.gradcheck"
+ff.dist = nil -- core.dist is the C half; firefly.dist (loaded on use) is the module
 
 -- Creation functions take an optional last argument {requires_grad = true}
 -- (random ones also {generator = g}): ff.randn(3, 4, {requires_grad = true}).
@@ -80,7 +81,7 @@ end
 -- Submodules load on first use: ff.nn, ff.optim, ff.data, ...
 local submodules = { nn = true, optim = true, data = true, train = true, io = true,
   grow = true, schedule = true, logging = true, plot = true, continual = true,
-  profile = true }
+  profile = true, dist = true }
 -- ff.io.export(net, dir, opts) is firefly.export's: it builds on
 -- firefly.io (files, JSON), so firefly.io cannot require it back.
 local function with_export(io_mod)

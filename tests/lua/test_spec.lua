@@ -10,29 +10,7 @@ local function trim_lines(s)
   return (s:gsub("[ \t]+\n", "\n"):gsub("\n+$", ""))
 end
 
--- Examples of one markdown file: { {code=, output=, line=} ... }
-local function examples(path)
-  local f = assert(io.open(path))
-  local text = f:read("a")
-  f:close()
-  local found, pos, prev_end = {}, 1, nil
-  while true do
-    local s, e, lang, body = text:find("```(%w*)\n(.-)```", pos)
-    if not s then break end
-    local _, line = text:sub(1, s):gsub("\n", "")
-    if lang == "lua" then
-      found[#found + 1] = { code = body, line = line + 2 }
-      prev_end = e
-    elseif lang == "output" and prev_end and text:sub(prev_end + 1, s - 1):match("^%s*$") then
-      found[#found].output = body
-      prev_end = nil
-    else
-      prev_end = nil
-    end
-    pos = e + 1
-  end
-  return found
-end
+local examples = testlib.spec_examples
 
 TestSpec = {}
 

@@ -7,6 +7,7 @@
 -- anywhere. The check is one sum per batch (cheaper than the forward pass
 -- that follows).
 local ff = require "firefly"
+local dist = require "firefly.dist"
 
 local B = {}
 
@@ -84,6 +85,10 @@ end
 -- The loss over the batches, weighted by batch size, in evaluation of net
 -- as it is (the caller sets eval mode).
 function B.mean_loss(net, batches, lf, who)
+  if dist.deterministic() and not batches.iter then -- dist: part by part
+    B.each_batch(batches, function() end, nil, nil, who) -- the same checks
+    return ff.no_grad(function() return dist.part_mean_loss(batches, function(x, y) return lf(net(x), y):item() end) end)
+  end
   local total, n = 0, 0
   ff.no_grad(function()
     B.each_batch(batches, function(x, y)
@@ -91,6 +96,7 @@ function B.mean_loss(net, batches, lf, who)
       n = n + x:size(1)
     end, nil, nil, who)
   end)
+  total, n = dist.sum_numbers(total, n) -- dist: over every rank's rows
   return total / math.max(n, 1)
 end
 

@@ -60,7 +60,14 @@ end
 -- when there is one), stop_after (end after that phase: for tests).
 function R.run(recipe, opts)
   opts = opts or {}
+  if not require("firefly.dist").is_main() then -- dist: rank 0 prints
+    local copy = { quiet = true }
+    for k, v in pairs(opts) do if k ~= "quiet" then copy[k] = v end end
+    opts = copy
+  end
   local seed = opts.seed or recipe.seed or 1
+  -- dist: deterministic = K makes 1, 2 or 4 ranks bit-identical (spec/dist.md)
+  if recipe.deterministic ~= nil then require("firefly.dist").set_deterministic(recipe.deterministic) end
   ff.manual_seed(seed)
   local train, test = recipe.data(ff)
   local loader = train.iter and train or ff.data.DataLoader(train, {
@@ -126,6 +133,7 @@ function R.main(...)
   opts.out = opts.out or ("out/" .. (path:match("([^/]+)%.lua$") or "grow"))
   local rows = R.run(recipe, opts)
   local last = rows[#rows]
+  if not require("firefly.dist").is_main() then return end
   print(string.format("done: widths %s, %d params, test accuracy %s; log in %s/grow.csv", last.widths,
     last.params, last.test_acc and string.format("%.4f", last.test_acc) or "-", opts.out))
 end

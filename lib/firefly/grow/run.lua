@@ -20,6 +20,7 @@
 local ff = require "firefly"
 local units_mod = require "firefly.grow.units"
 local propose = require "firefly.grow.proposal"
+local dist = require "firefly.dist" -- several ranks: spec/dist.md, "Growth"
 
 local R = {}
 
@@ -43,13 +44,8 @@ end
 -- The first n batches of a loader, as the scoring data of a growth step
 -- ("all": the loader itself, one pass per use).
 local function first_batches(loader, n)
-  if n == "all" then return loader end
-  local list = {}
-  for x, y in loader:iter() do
-    list[#list + 1] = { x, y }
-    if #list >= n then break end
-  end
-  return list
+  if n == "all" and dist.size() == 1 then return loader end
+  return dist.local_batches(loader, n) -- this rank's rows of each batch
 end
 
 local function check(opts)
@@ -227,8 +223,10 @@ local function train_phase(opts, t, epoch, state, rows, timings)
       on_epoch = function(e, row)
         so_far[#so_far + 1] = row
         if #so_far % opts.checkpoint_every == 0 and #so_far < (opts.epochs or 1) then
-          save_checkpoint(opts.checkpoint, net, opt, loader, state.nb, t - 1, e, rows, timings,
-            { phase = t, rows = so_far, schedule = sched and sched:state_dict() or false })
+          if dist.is_main() then -- dist: rank 0 writes
+            save_checkpoint(opts.checkpoint, net, opt, loader, state.nb, t - 1, e, rows, timings,
+              { phase = t, rows = so_far, schedule = sched and sched:state_dict() or false })
+          end
         end
       end
     end
@@ -275,7 +273,7 @@ function R.run(opts)
   -- grow.* holds only what a seed determines, so two runs' logs compare
   -- byte for byte; wall times go to timing.*
   local ck = opts.resume
-  local logs = open_logs(opts.log, ck)
+  local logs = dist.is_main() and open_logs(opts.log, ck) or nil -- dist: rank 0 logs
   local rows, timings, epoch, first = {}, {}, 0, 1
   local eta = opts.eta or nb.eta or 16
   local reset = opts.reset_optim
@@ -303,6 +301,7 @@ function R.run(opts)
       test_loss = last.test_loss }
     if t < (opts.phases or 4) then
       local t0 = ff.clock()
+      dist.sync_rng() -- dist: every rank draws the candidates' initialisation alike
       local p = propose.propose(net, step_nb, first_batches(loader, step_batches))
       p:select(budget(eta, t, net))
       -- the optimiser's state follows every edit; the released code then
@@ -317,20 +316,22 @@ function R.run(opts)
       row.params_added = report.params_after - report.params_before
       row.predicted_dloss, row.measured_dloss = report.predicted, report.measured
     end
+    -- dist: every rank must hold the same network and optimiser state
+    dist.check_consistent(net, state.opt, "after phase " .. t)
     rows[#rows + 1] = row
     timings[#timings + 1] = { phase = t, train_seconds = train_seconds, grow_seconds = row.grow_seconds or 0 }
     if logs then
       logs.grow:write(logged(row))
       logs.timing:write(timings[#timings])
     end
-    if not opts.quiet then
+    if not opts.quiet and dist.is_main() then
       print(string.format("phase %d  widths %-12s params %7d  train loss %.4f  test acc %s  %s", t,
         row.widths, row.params, row.train_loss, row.test_acc and string.format("%.4f", row.test_acc) or "-",
         row.grown and string.format("grew %d (dL predicted %.2e, measured %.2e, %.2f s)", row.grown,
           row.predicted_dloss, row.measured_dloss, row.grow_seconds) or ""))
     end
     if logs and opts.plot ~= false and #rows >= 2 then R.plot(opts.log, rows) end
-    if opts.checkpoint then
+    if opts.checkpoint and dist.is_main() then -- dist: rank 0 writes
       save_checkpoint(opts.checkpoint, net, state.opt, loader, nb, t, epoch, rows, timings)
     end
     if opts.on_phase and opts.on_phase(t, row) == false then break end

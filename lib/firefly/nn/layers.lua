@@ -134,9 +134,11 @@ L.BatchNorm = BatchNorm
 
 local function batchnorm_new(cls, what, features, opts)
   check_int(what, "num_features", features, 1)
-  local o = options(what, opts, { eps = 1e-5, momentum = 0.1, affine = true, track_running_stats = true })
+  local o = options(what, opts, { eps = 1e-5, momentum = 0.1, affine = true, track_running_stats = true,
+    sync = false })
   local self = Module.init(setmetatable({}, cls))
   self.eps, self.momentum = o.eps, o.momentum
+  if o.sync then self.sync = true end
   if o.affine then
     self:register_parameter("weight", ff.ones(features))
     self:register_parameter("bias", ff.zeros(features))
@@ -150,7 +152,46 @@ end
 
 BatchNorm.per_neuron = "norm"
 
+-- Synchronised batch norm (sync = true, under several ranks, training):
+-- the batch statistics are those of the global batch. The per-channel sums
+-- of x and x^2 and the row count go through one allreduce; the same
+-- allreduce runs on their gradient in the backward (a hook), weighted by
+-- each rank's rows, since train.fit later scales each rank's gradient by
+-- its share of the batch. Composed of ordinary ops, so autograd follows.
+local function sync_batch_norm(self, x)
+  local dist = require "firefly.dist"
+  local C = x:size(2)
+  local xc = x:dim() == 2 and x or x:transpose(1, 2):reshape(C, -1):t()
+  local b = xc:size(1)
+  local local_stats = ff.cat({ xc:sum(1), (xc * xc):sum(1), ff.full({ 1 }, b) })
+  local global = ff.no_grad(function() return dist.allreduce(local_stats:detach():clone()) end)
+  -- the value of the global sums, the gradient path of the local ones
+  local stats = local_stats + (global - local_stats):detach()
+  stats:register_hook(function(g)
+    return dist.allreduce(g:mul(b):contiguous()):div(b)
+  end)
+  local n = global:narrow(1, 2 * C + 1, 1):item()
+  local mean = stats:narrow(1, 1, C) / n
+  local var = stats:narrow(1, C + 1, C) / n - mean * mean
+  local shape = { 1, C }
+  for _ = 3, x:dim() do shape[#shape + 1] = 1 end
+  local y = (x - mean:reshape(shape)) / (var + self.eps):sqrt():reshape(shape)
+  if self.weight then y = y * self.weight:reshape(shape) + self.bias:reshape(shape) end
+  if self.running_mean then
+    ff.no_grad(function()
+      local m = self.momentum
+      local unbiased = var:detach() * (n / math.max(n - 1, 1))
+      self.running_mean:mul_(1 - m):add_(mean:detach() * m)
+      self.running_var:mul_(1 - m):add_(unbiased * m)
+    end)
+  end
+  return y
+end
+
 function BatchNorm:forward(x)
+  if self.sync and self.training and require("firefly.dist").size() > 1 then
+    return sync_batch_norm(self, x)
+  end
   return ff.batch_norm(x, {
     weight = self.weight, bias = self.bias,
     running_mean = self.running_mean, running_var = self.running_var,

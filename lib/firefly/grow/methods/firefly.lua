@@ -13,6 +13,7 @@
 local ff = require "firefly"
 local overgrown = require "firefly.grow.overgrown"
 local batches_mod = require "firefly.grow.batches"
+local dist = require "firefly.dist" -- several ranks: spec/dist.md, "Growth"
 
 local each_batch = batches_mod.each_batch
 
@@ -82,14 +83,22 @@ local function step1(og, nb, batches, lf)
     each_batch(batches, function(x, y)
       b = b + 1
       opt:zero_grad()
-      local loss = lf(og(x), y)
-      if nb.penalty and nb.penalty > 0 then loss = loss + penalty(og, nb.penalty) end
-      local l = loss:item()
+      -- dist: deterministic mode, the batch's gradient part by part in part order
+      local function part_loss(xp, yp)
+        local lp = lf(og(xp), yp)
+        if nb.penalty and nb.penalty > 0 then lp = lp + penalty(og, nb.penalty) end
+        return lp
+      end
+      local loss = not dist.deterministic() and part_loss(x, y)
+      local l = loss and loss:item() or dist.part_backward(params, x, y, part_loss)
       if l ~= l or l == math.huge or l == -math.huge then
         error(string.format("grow.propose: step 1 (pass %d, batch %d): the over-grown network's loss is %s "
           .. "(lower lr or eps); the network is unchanged", pass, b, tostring(l)), 0)
       end
-      loss:backward()
+      if loss then
+        loss:backward()
+        dist.mean_grads(params, x:size(1)) -- dist: the gradient over every rank's rows
+      end
       opt:step()
       if nb.project ~= false then project(og) end
     end, string.format("grow step 1 (%d/%d)", pass, steps), nb.quiet)
@@ -137,7 +146,11 @@ local function gradient_sums(og, nb, batches, lf)
   for _, a in ipairs(alphas) do
     og.alpha = a
     each_batch(batches, function(x, y)
-      lf(og(x), y):backward()
+      if dist.deterministic() then -- dist: part by part, in part order
+        dist.part_backward(gates, x, y, function(xp, yp) return lf(og(xp), yp) end)
+      else
+        lf(og(x), y):backward()
+      end
       ff.no_grad(function()
         for i, gt in ipairs(gates) do sums[i]:add_(gt.grad); gt.grad = nil end
       end)
@@ -157,6 +170,8 @@ local function step2(og, nb, batches, lf)
   else
     sums, count = gradient_sums(og, nb, batches, lf)
   end
+  -- dist: sums over every rank's rows (deterministic mode: already global)
+  if not (dist.deterministic() and nb.rule ~= "exact") then dist.allreduce_list(sums, "mean") end
   -- per-candidate steps ε̃
   local scores, k = {}, 1
   for _, c in ipairs(og.units) do
@@ -186,6 +201,7 @@ end
 function M.build(ctx)
   local nb = ctx.nb
   local og = overgrown.build(ctx.net, ctx.units, { per_unit = ctx.settings, generator = nb.generator })
+  dist.broadcast_list(og:perturbations()) -- dist: rank 0's random initialisation
   step1(og, nb, ctx.batches, ctx.lf)
   local scores = step2(og, nb, ctx.batches, ctx.lf)
   for k, entry in ipairs(scores) do

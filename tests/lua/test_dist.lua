@@ -1,0 +1,301 @@
+-- test_dist: ff.dist over Open MPI. Each test starts a job with
+-- `mpirun -np 2 --oversubscribe` on a helper script in tests/lua/dist/ and
+-- reads its output and exit status; tests/run.sh allows mpirun as root.
+-- Every job runs under `timeout`, so a hang fails the test instead of the
+-- suite.
+package.path = "tests/lua/?.lua;" .. package.path
+local testlib = require "testlib"
+local lu = testlib.lu
+local ff = require "firefly"
+
+local FIREFLY = "env -u LUA_INIT -u LUA_INIT_5_4 ./firefly"
+
+-- Runs cmd with a deadline; returns its output (stdout and stderr), exit
+-- status and wall seconds.
+local function run(cmd, limit)
+  local t0 = ff.clock()
+  local p = io.popen(string.format("timeout %d %s 2>&1; echo \"rc=$?\"", limit or 60, cmd))
+  local out = p:read("a")
+  p:close()
+  local rc = tonumber(out:match("rc=(%d+)%s*$"))
+  return out, rc, ff.clock() - t0
+end
+
+-- A firefly script under mpirun on n ranks (2).
+local function mpirun(script, args, opts)
+  opts = opts or {}
+  local env = opts.env and ("env " .. opts.env .. " ") or ""
+  return run(string.format("%smpirun -np %d --oversubscribe %s %s %s", env, opts.np or 2, FIREFLY,
+    script, args or ""), opts.limit)
+end
+
+TestDist = {}
+
+function TestDist.test_plain_process_is_one_rank_without_mpi()
+  local out, rc = run(FIREFLY .. [[ -e '
+    local ff = require "firefly"
+    local d = ff.dist
+    local t = d.allreduce(ff.ones(3))
+    local maps = io.open("/proc/self/maps"):read("a")
+    print(d.rank(), d.size(), d.active(), d.is_main(), t:sum():item(), maps:find("libmpi") == nil)']])
+  lu.assertEquals(rc, 0, out)
+  lu.assertStrContains(out, "0\t1\tfalse\ttrue\t3.0\ttrue")
+end
+
+function TestDist.test_collectives_and_bad_calls_on_two_ranks()
+  local out, rc = mpirun("tests/lua/dist/collectives.lua")
+  lu.assertEquals(rc, 0, out)
+  lu.assertStrContains(out, "rank 0: collectives ok")
+  lu.assertStrContains(out, "rank 1: collectives ok")
+end
+
+function TestDist.test_spec_examples_on_two_ranks()
+  local out, rc = mpirun("tests/lua/dist/spec.lua")
+  lu.assertEquals(rc, 0, out)
+  for r = 0, 1 do
+    local p, f = out:match("rank " .. r .. ": (%d+) passed, (%d+) failed")
+    lu.assertNotNil(p, out)
+    lu.assertEquals(tonumber(f), 0, out)
+    lu.assertTrue(tonumber(p) >= 3, out)
+  end
+end
+
+function TestDist.test_a_failing_rank_ends_the_job()
+  local out, rc, secs = mpirun("tests/lua/dist/fail.lua", "error")
+  lu.assertNotEquals(rc, 0, out)
+  lu.assertNotEquals(rc, 124, "the job hung:\n" .. out)
+  lu.assertStrContains(out, "rank 1 fails on purpose")
+  lu.assertStrContains(out, "firefly: rank 1 of 2 failed (exit status 1); ending the job on every rank")
+  lu.assertNotStrContains(out, "went past")
+  lu.assertTrue(secs < 30, out)
+end
+
+function TestDist.test_a_killed_rank_ends_the_job()
+  local out, rc = mpirun("tests/lua/dist/fail.lua", "kill")
+  lu.assertNotEquals(rc, 0, out)
+  lu.assertNotEquals(rc, 124, "the job hung:\n" .. out)
+  lu.assertStrContains(out, "rank 1")
+  lu.assertStrContains(out, "signal 9")
+  lu.assertNotStrContains(out, "went past")
+end
+
+function TestDist.test_a_rank_that_leaves_early_is_a_bounded_wait()
+  local out, rc = mpirun("tests/lua/dist/fail.lua", "early", { env = "FF_DIST_TIMEOUT=2" })
+  lu.assertNotEquals(rc, 0, out)
+  lu.assertNotEquals(rc, 124, "the job hung:\n" .. out)
+  lu.assertStrContains(out, "dist.allreduce: no answer from every rank within 2 s")
+  lu.assertNotStrContains(out, "went past")
+end
+
+function TestDist.test_shards_of_a_batch_are_the_batch()
+  local ds = ff.data.spirals { n = 50, classes = 2, seed = 1 }
+  local function loader() return ff.data.DataLoader(ds, { batch_size = 16, shuffle = true, generator = ff.Generator(9) }) end
+  local whole = {}
+  for x in loader():iter() do whole[#whole + 1] = x end
+  local N = 3
+  local parts = {}
+  for r = 0, N - 1 do
+    local b = 0
+    for len, off, x in loader():iter_shard(r, N) do
+      b = b + 1
+      lu.assertEquals(len, whole[b]:size(1))
+      lu.assertEquals(off, len * r // N)
+      parts[b] = parts[b] or {}
+      if x then parts[b][#parts[b] + 1] = x end
+    end
+    lu.assertEquals(b, #whole)
+  end
+  for b = 1, #whole do lu.assertTrue(ff.cat(parts[b]):equal(whole[b]), "batch " .. b) end
+  lu.assertErrorMsgContains("DataLoader:iter_shard: rank 3 of size 3", function() loader():iter_shard(3, 3) end)
+end
+
+-- The numbers a training helper wrote: epoch rows and weights.
+local function numbers(path)
+  local rows, w = {}, {}
+  for line in io.lines(path) do
+    if line:match("^epoch") then
+      local r = {}
+      for v in line:gmatch("%S+") do r[#r + 1] = tonumber(v) end
+      rows[#rows + 1] = r
+    else
+      w[#w + 1] = tonumber(line)
+    end
+  end
+  return rows, w
+end
+
+local function tmpfile()
+  local name = os.tmpname()
+  return name
+end
+
+-- One process on one thread (the ranks' count) and 2 ranks, same seed.
+local function train_both(mode, extra_one, extra_two)
+  local one, two = tmpfile(), tmpfile()
+  local out, rc = run(string.format("env OPENBLAS_NUM_THREADS=1 %s tests/lua/dist/train.lua %s %s %s",
+    FIREFLY, mode, one, extra_one or ""))
+  lu.assertEquals(rc, 0, out)
+  out, rc = mpirun("tests/lua/dist/train.lua", string.format("%s %s %s", mode, two, extra_two or extra_one or ""))
+  lu.assertEquals(rc, 0, out)
+  local a, b = testlib.read_file(one), testlib.read_file(two)
+  os.remove(one)
+  os.remove(two)
+  return a, b
+end
+
+local function assert_close_runs(a, b, tol_loss, tol_w)
+  local one, two = tmpfile(), tmpfile()
+  testlib.write_file(one, a)
+  testlib.write_file(two, b)
+  local ra, wa = numbers(one)
+  local rb, wb = numbers(two)
+  os.remove(one)
+  os.remove(two)
+  lu.assertEquals(#ra, 3)
+  lu.assertEquals(#rb, 3)
+  for e = 1, 3 do
+    for k = 1, 4 do
+      lu.assertAlmostEquals(rb[e][k], ra[e][k], tol_loss * math.max(1, math.abs(ra[e][k])),
+        string.format("epoch %d, column %d", e, k))
+    end
+  end
+  lu.assertEquals(#wa, #wb)
+  lu.assertTrue(#wa > 1000)
+  local worst = 0
+  for i = 1, #wa do worst = math.max(worst, math.abs(wa[i] - wb[i])) end
+  lu.assertTrue(worst < tol_w, "largest weight difference " .. worst)
+end
+
+function TestDist.test_two_ranks_train_like_one_process()
+  local a, b = train_both("plain")
+  assert_close_runs(a, b, 1e-5, 1e-4)
+end
+
+function TestDist.test_synchronised_batch_norm_on_two_ranks_is_one_process_batch_norm()
+  local a, b = train_both("plain", "bn", "syncbn")
+  assert_close_runs(a, b, 1e-5, 2e-4)
+end
+
+function TestDist.test_deterministic_mode_is_bit_identical_on_one_and_two_ranks()
+  local a, b = train_both("det")
+  lu.assertTrue(#a > 10000)
+  lu.assertTrue(a == b, "the deterministic runs differ")
+end
+
+function TestDist.test_batch_norm_ranks_stay_consistent()
+  -- per-rank batch statistics; the running statistics are averaged after
+  -- each epoch, which the helper's check_consistent verifies
+  local two = tmpfile()
+  local out, rc = mpirun("tests/lua/dist/train.lua", "plain " .. two .. " bn")
+  os.remove(two)
+  lu.assertEquals(rc, 0, out)
+end
+
+function TestDist.test_deterministic_parts_must_split_over_the_ranks()
+  local out, rc = mpirun("-e", [['local ff = require "firefly"
+    local ds = ff.data.spirals { n = 20 }
+    local net = ff.nn.mlp { 2, 3, 2 }
+    ff.train.fit { model = net, data = ds, optim = ff.optim.SGD(net:parameters(), { lr = 0.1 }),
+      quiet = true, deterministic = 3 }']])
+  lu.assertNotEquals(rc, 0, out)
+  lu.assertStrContains(out, "train.fit: deterministic = 3 parts cannot be split over 2 ranks")
+end
+
+-- The phase lines of a growth helper's output: decisions exactly, losses
+-- and accuracies as numbers.
+local function phases(out)
+  local list = {}
+  for line in out:gmatch("[^\n]+") do
+    local head, loss, acc = line:match("^(phase %d+ widths %S+ grown %S+ params %d+) train_loss (%S+) test_acc (%S+)")
+    if head then list[#list + 1] = { head = head, loss = tonumber(loss), acc = tonumber(acc) } end
+  end
+  return list
+end
+
+local function assert_same_growth(a, b, tol)
+  local pa, pb = phases(a), phases(b)
+  lu.assertEquals(#pa, 3, a)
+  lu.assertEquals(#pb, 3, b)
+  for i = 1, 3 do
+    lu.assertEquals(pb[i].head, pa[i].head)
+    lu.assertAlmostEquals(pb[i].loss, pa[i].loss, tol)
+    lu.assertAlmostEquals(pb[i].acc, pa[i].acc, tol + 1e-9)
+  end
+end
+
+local function tmpdir()
+  local name = os.tmpname()
+  os.remove(name)
+  return name
+end
+
+local function rmdir(path) os.execute("rm -rf '" .. path .. "'") end
+
+-- the uninterrupted two-rank growth run, shared by the growth tests
+local grown_two
+local function growth_two_ranks()
+  if not grown_two then
+    local dir = tmpdir()
+    local out, rc = mpirun("tests/lua/dist/grow.lua", dir)
+    rmdir(dir)
+    lu.assertEquals(rc, 0, out)
+    grown_two = out
+  end
+  return grown_two
+end
+
+function TestDist.test_growth_on_two_ranks_takes_one_process_decisions()
+  local dir = tmpdir()
+  local one, rc = run(string.format("env OPENBLAS_NUM_THREADS=1 %s tests/lua/dist/grow.lua %s", FIREFLY, dir))
+  rmdir(dir)
+  lu.assertEquals(rc, 0, one)
+  assert_same_growth(one, growth_two_ranks(), 1e-5)
+end
+
+function TestDist.test_deterministic_growth_is_bit_identical_on_one_and_two_ranks()
+  local d1, d2 = tmpdir(), tmpdir()
+  local one, rc = run(string.format("env OPENBLAS_NUM_THREADS=1 %s tests/lua/dist/grow.lua %s fresh det", FIREFLY, d1))
+  lu.assertEquals(rc, 0, one)
+  local two
+  two, rc = mpirun("tests/lua/dist/grow.lua", d2 .. " fresh det")
+  lu.assertEquals(rc, 0, two)
+  local log1, log2 = testlib.read_file(d1 .. "/grow.csv"), testlib.read_file(d2 .. "/grow.csv")
+  rmdir(d1)
+  rmdir(d2)
+  lu.assertEquals(#phases(one), 3, one)
+  lu.assertEquals(two, one)
+  lu.assertEquals(log2, log1)
+end
+
+function TestDist.test_resume_under_mpi_after_a_rank_is_killed()
+  local dir = tmpdir()
+  local out, rc = mpirun("tests/lua/dist/grow.lua", dir .. " fresh kill")
+  lu.assertNotEquals(rc, 0, out)
+  lu.assertNotEquals(rc, 124, "the job hung:\n" .. out)
+  lu.assertStrContains(out, "signal 9")
+  lu.assertNotStrContains(out, "phase 3 widths")
+  -- the checkpoint after phase 1 (rank 0 wrote it) carries the run on, on
+  -- two ranks as on one process
+  local copy = tmpdir()
+  os.execute(string.format("cp -r '%s' '%s'", dir, copy))
+  out, rc = mpirun("tests/lua/dist/grow.lua", dir .. " resume")
+  rmdir(dir)
+  lu.assertEquals(rc, 0, out)
+  lu.assertEquals(phases(out)[3].head, phases(growth_two_ranks())[3].head)
+  assert_same_growth(out, growth_two_ranks(), 0)
+  out, rc = run(string.format("env OPENBLAS_NUM_THREADS=1 %s tests/lua/dist/grow.lua %s resume", FIREFLY, copy))
+  rmdir(copy)
+  lu.assertEquals(rc, 0, out)
+  assert_same_growth(out, growth_two_ranks(), 1e-5)
+end
+
+function TestDist.test_a_rank_that_diverges_stops_the_growth_run()
+  local dir = tmpdir()
+  local out, rc = mpirun("tests/lua/dist/grow.lua", dir .. " fresh perturb")
+  rmdir(dir)
+  lu.assertNotEquals(rc, 0, out)
+  lu.assertNotEquals(rc, 124, "the job hung:\n" .. out)
+  lu.assertStrContains(out, "dist.check_consistent: ranks diverged after phase 1: 3.bias differs between rank 0 and rank 1")
+end
+
+os.exit(testlib.run())
