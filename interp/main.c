@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <lua.h>
@@ -29,7 +30,9 @@
 static void print_usage(FILE *f)
 {
     fputs("usage: " FF_PROGNAME " [options] [script [args...]]\n"
-          "       " FF_PROGNAME " grow RECIPE.lua [--seed N] [--out DIR] [key=value ...]\n"
+          "       " FF_PROGNAME " grow RECIPE.lua [--seed N] [--out DIR] [--resume] [--trust]\n"
+          "                  [--max-seconds S] [--max-memory MB] [key=value ...]\n"
+          "                  (a recipe runs sandboxed; " FF_PROGNAME " grow --help says more)\n"
           "       " FF_PROGNAME " export CHECKPOINT --to torch|onnx DIR [--input-shape 1,28,28]\n"
           "Options:\n"
           "  -e stat   execute string 'stat'\n"
@@ -200,7 +203,7 @@ static int run_script(lua_State *L, char **argv)
     /* `firefly grow RECIPE.lua ...` runs a growth recipe (unless a file
      * named "grow" is what the user means). */
     if (name && strcmp(name, "grow") == 0 && access(name, F_OK) != 0)
-        status = luaL_loadstring(L, "return require('firefly.grow.recipe').main(...)");
+        status = luaL_loadstring(L, "return require('firefly.grow.command').main(...)");
     /* `firefly export CHECKPOINT --to FORMAT DIR` (lib/firefly/export). */
     else if (name && strcmp(name, "export") == 0 && access(name, F_OK) != 0)
         status = luaL_loadstring(L, "return require('firefly.export').main(...)");
@@ -313,6 +316,147 @@ static void make_arg_table(lua_State *L, int argc, char **argv, int script)
     lua_setglobal(L, "arg");
 }
 
+/* -- Lua memory limit (firefly grow --max-memory) ------------------------- */
+
+/* The state's allocator counts the bytes Lua holds and, while a limit is
+ * set, refuses a request that would pass it: Lua then raises "not enough
+ * memory" (after an emergency collection), which the recipe runner turns
+ * into a message. Shrinking and freeing never fail, as Lua requires. */
+typedef struct {
+    lua_Alloc f; /* the allocator luaL_newstate chose */
+    void *ud;
+    size_t used;  /* bytes Lua holds */
+    size_t limit; /* 0: none */
+    int hit;      /* a request was refused since the limit was set */
+} mem_limit;
+
+static mem_limit memlim;
+
+static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    mem_limit *m = ud;
+    size_t old = ptr != NULL ? osize : 0; /* osize is a type tag when ptr is NULL */
+    void *p;
+    if (nsize > old && m->limit != 0 && m->used - (old < m->used ? old : m->used) + nsize > m->limit) {
+        m->hit = 1;
+        return NULL;
+    }
+    p = m->f(m->ud, ptr, osize, nsize);
+    if (p != NULL || nsize == 0)
+        m->used = m->used - (old < m->used ? old : m->used) + nsize;
+    return p;
+}
+
+/* firefly.interp.memory_limit(bytes): sets the limit (0 lifts it) and
+ * clears the hit flag; returns the previous limit. */
+static int interp_memory_limit(lua_State *L)
+{
+    lua_Number n = luaL_checknumber(L, 1);
+    size_t prev = memlim.limit;
+    luaL_argcheck(L, n >= 0, 1, "must be a number of bytes >= 0");
+    memlim.limit = (size_t)n;
+    memlim.hit = 0;
+    lua_pushnumber(L, (lua_Number)prev);
+    return 1;
+}
+
+static int interp_memory_used(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)memlim.used);
+    return 1;
+}
+
+static int interp_memory_hit(lua_State *L)
+{
+    lua_pushboolean(L, memlim.hit);
+    return 1;
+}
+
+/* -- Watching a recipe (firefly grow --max-seconds, --max-memory) -------- */
+
+/* A count hook makes Lua 5.4 check every instruction (about 2x slower Lua
+ * code), so the limits are looked at from a timer instead: SIGALRM sets a
+ * one-shot hook on the main thread (lua_sethook is signal-safe), and the
+ * hook calls the Lua check, which raises when the recipe must stop. */
+static lua_State *watched_L = NULL;
+static const char watch_key = 'w'; /* registry key of the Lua check */
+
+static void watch_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &watch_key);
+    if (lua_isfunction(L, -1))
+        lua_call(L, 0, 0);
+    else
+        lua_pop(L, 1);
+}
+
+/* A hook already there (a Ctrl-C's stop) is left alone. */
+static void on_sigalrm(int sig)
+{
+    (void)sig;
+    if (watched_L != NULL && lua_gethook(watched_L) == NULL)
+        lua_sethook(watched_L, watch_hook, LUA_MASKCOUNT, 1);
+}
+
+/* firefly.interp.watch(check, seconds): calls check() on the main thread
+ * every `seconds` of wall time; watch() stops. */
+static int interp_watch(lua_State *L)
+{
+    struct itimerval it;
+    struct sigaction sa;
+    memset(&it, 0, sizeof it);
+    if (lua_isnoneornil(L, 1)) {
+        setitimer(ITIMER_REAL, &it, NULL);
+        if (watched_L != NULL && lua_gethook(watched_L) == watch_hook)
+            lua_sethook(watched_L, NULL, 0, 0);
+        watched_L = NULL;
+        lua_pushnil(L);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &watch_key);
+        return 0;
+    }
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_Number s = luaL_checknumber(L, 2);
+    luaL_argcheck(L, s >= 0.001 && s <= 3600, 2, "must be a number of seconds in [0.001, 3600]");
+    lua_pushvalue(L, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &watch_key);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    watched_L = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    /* SA_RESTART: a read or write in progress is resumed, not failed. */
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigalrm;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, NULL);
+    it.it_value.tv_sec = (time_t)s;
+    it.it_value.tv_usec = (suseconds_t)((s - (lua_Number)(time_t)s) * 1e6);
+    it.it_interval = it.it_value;
+    setitimer(ITIMER_REAL, &it, NULL);
+    return 0;
+}
+
+static int luaopen_firefly_interp(lua_State *L)
+{
+    static const luaL_Reg fns[] = {{"memory_limit", interp_memory_limit},
+                                   {"memory_used", interp_memory_used},
+                                   {"memory_hit", interp_memory_hit},
+                                   {"watch", interp_watch},
+                                   {NULL, NULL}};
+    luaL_newlib(L, fns);
+    return 1;
+}
+
+/* Put the counting allocator under the state; what it holds already is
+ * counted from the collector's figure. */
+static void install_limited_alloc(lua_State *L)
+{
+    memlim.f = lua_getallocf(L, &memlim.ud);
+    memlim.used = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
+    lua_setallocf(L, limited_alloc, &memlim);
+}
+
 /* -- Module setup -------------------------------------------------------- */
 
 /* Pushes the directory holding firefly/init.lua: <exe>/lib in a source
@@ -351,6 +495,8 @@ static void setup_modules(lua_State *L)
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_firefly_core);
     lua_setfield(L, -2, "firefly.core");
+    lua_pushcfunction(L, luaopen_firefly_interp);
+    lua_setfield(L, -2, "firefly.interp");
     lua_pop(L, 1);
 
     lua_getglobal(L, "package");
@@ -428,6 +574,7 @@ int main(int argc, char **argv)
      * picks: tensors are small userdata owning large C buffers, and the
      * binding steps the collector by engine memory; young collections would
      * leave old tensors alive until a rare major one. */
+    install_limited_alloc(L);
     lua_pushcfunction(L, protected_main);
     lua_pushinteger(L, argc);
     lua_pushlightuserdata(L, argv);

@@ -10,6 +10,7 @@
 -- io_data.c); this file finds the files, scales and labels the data, and
 -- makes the synthetic sets. The reference is spec/data.md.
 local ff = require "firefly"
+local sandbox = require "firefly.sandbox" -- file access of a sandboxed recipe
 
 local data = {}
 
@@ -265,7 +266,9 @@ end
 -- Finding files
 
 local function exists(path)
-  local f = io.open(path, "rb")
+  -- (a sandboxed recipe's path outside its data locations is an error
+  -- saying how to allow it, not a file "not found")
+  local f = sandbox.open(path, "rb", "data")
   if f then
     local ok = f:read(0) ~= nil or f:seek("end") ~= nil
     f:close()
@@ -421,6 +424,17 @@ local function load_mnist_like(fn, opts, cfg)
 end
 
 data.FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+-- data.locations(): the documented data locations ($FIREFLY_DATA and the
+-- Debian packages' directories); a sandboxed recipe reads data from these
+-- (and from paths given on the command line).
+function data.locations()
+  local dirs = {}
+  local env = os.getenv("FIREFLY_DATA")
+  if env and env ~= "" then dirs[#dirs + 1] = env end
+  dirs[#dirs + 1] = data.FASHION_MNIST_DIR
+  return dirs
+end
 
 -- data.fashion_mnist{split = "train", path = nil, normalize = true}
 function data.fashion_mnist(opts)
@@ -591,7 +605,7 @@ function data.csv(path, opts)
   opts = check_options("csv", opts, set { "header", "label", "sep", "classes" })
   local sep = opts.sep or ","
   if type(sep) ~= "string" or sep == "" then error("csv: sep must be a non-empty string", 2) end
-  local f, err = io.open(path, "rb")
+  local f, err = sandbox.open(path, "rb", "csv")
   if not f then error("csv: cannot open " .. tostring(err), 2) end
   local text = f:read("a")
   f:close()

@@ -102,6 +102,13 @@ setmetatable(ff, {
   end,
 })
 
+-- The engine's file readers and writers, checked against a sandboxed
+-- recipe's confinement (firefly.sandbox) before they open anything.
+local sandbox = require "firefly.sandbox"
+for _, name in ipairs(sandbox.RAW_FILE_FUNCTIONS) do
+  ff[name] = sandbox.guard(core[name], name:match("write") and "write" or "read", name)
+end
+
 function ff.save(path, obj) return require("firefly.io").save(path, obj) end
 function ff.load(path, opts) return require("firefly.io").load(path, opts) end
 

@@ -12,6 +12,7 @@
 --
 -- The byte layer (atomic write, size-checked reads) is C: engine/core/io_file.c.
 local core = require "firefly.core"
+local sandbox = require "firefly.sandbox" -- file access of a sandboxed recipe
 local cjson = require("cjson").new() -- our own instance: settings stay local
 local options = require "firefly.options"
 
@@ -165,7 +166,7 @@ M.is_array = is_array
 
 -- Size of a file in bytes (nil if it cannot be opened).
 function M.file_size(path)
-  local f = io.open(path, "rb")
+  local f = sandbox.open(path, "rb", "file_size")
   if not f then return nil end
   local n = f:seek("end")
   f:close()
@@ -443,6 +444,7 @@ function M.save(path, obj)
   local tree = to_json(encode(st, obj))
   local header = build_header(st.tensor_order, st.tensors,
     { format = M.FORMAT, firefly = tree })
+  sandbox.check_write(path, "save")
   c_call("save", core.io_write_atomic, path, header, st.tensors)
 end
 
@@ -477,6 +479,7 @@ function M.save_tensors(path, tensors, metadata)
   end
   local list = {}
   for i, k in ipairs(names) do list[i] = tensors[k] end
+  sandbox.check_write(path, "save_tensors")
   c_call("save_tensors", core.io_write_atomic, path, build_header(names, list, metadata), list)
 end
 
@@ -490,6 +493,7 @@ end
 -- offsets tiling the data section exactly (no overlap, no gap, nothing
 -- out of range), as the safetensors format requires.
 local function read_header(path)
+  sandbox.check_read(path, "load")
   local json, data_start, file_size = c_call("load", core.io_read_header, path)
   local function bad(msg) error("load: '" .. path .. "' " .. msg, 0) end
   if not json:match("^%s*{") then bad("is corrupt: the header is not a JSON object") end
@@ -567,6 +571,7 @@ local function read_header(path)
 end
 
 local function read_tensor(hdr, en)
+  sandbox.check_read(hdr.path, "load")
   return c_call("load", core.io_read_tensor, hdr.path, hdr.data_start, en.b, en.e, en.shape)
 end
 
@@ -774,7 +779,7 @@ end
 -- true, or nil and a message.
 function M.mkdir(dir)
   if dir == "" or dir == "." or dir == "/" then return true end
-  if os.execute("mkdir -p -- " .. M.shell_quote(dir) .. " 2>/dev/null") then return true end
+  if sandbox.execute("mkdir -p -- " .. M.shell_quote(dir) .. " 2>/dev/null", dir, "mkdir") then return true end
   return nil, "cannot create directory '" .. dir .. "'"
 end
 
@@ -786,7 +791,7 @@ local pid
 function M.temp_path(path)
   if not pid then
     -- Lua has no getpid; the shell popen starts is our child.
-    local p = io.popen("echo $PPID")
+    local p = io.popen("echo $PPID") -- sandbox: internal (no path)
     pid = p and p:read("l")
     if p then p:close() end
     if not pid or not pid:match("^%d+$") then pid = string.format("r%x", math.random(0, 0x7fffffff)) end
@@ -800,17 +805,17 @@ end
 -- killed process, not a power cut. Returns true, or nil and a message.
 function M.write_atomic(path, data)
   local tmp = M.temp_path(path)
-  local f, err = io.open(tmp, "wb")
+  local f, err = sandbox.open(tmp, "wb", "write_atomic")
   if not f then return nil, "cannot create '" .. tmp .. "': " .. tostring(err) end
   local ok, werr = f:write(data)
   local cok, cerr = f:close()
   if not ok or not cok then
-    os.remove(tmp)
+    sandbox.remove(tmp, "write_atomic")
     return nil, "cannot write '" .. tmp .. "': " .. tostring(werr or cerr)
   end
-  local rok, rerr = os.rename(tmp, path)
+  local rok, rerr = sandbox.rename(tmp, path, "write_atomic")
   if not rok then
-    os.remove(tmp)
+    sandbox.remove(tmp, "write_atomic")
     return nil, "cannot rename '" .. tmp .. "' to '" .. path .. "': " .. tostring(rerr)
   end
   return true

@@ -8,6 +8,7 @@
 local ff = require "firefly"
 local cjson = require "cjson"
 local fio = require "firefly.io"
+local sandbox = require "firefly.sandbox" -- file access of a sandboxed recipe
 
 local log = {}
 
@@ -36,8 +37,8 @@ function log.Logger(opts)
   local self = setmetatable({ columns = opts.columns, rows = {} }, Logger)
   self.csv_path, self.jsonl_path = dir .. "/" .. name .. ".csv", dir .. "/" .. name .. ".jsonl"
   local mode = opts.append and "a" or "w"
-  self.csv = assert(io.open(self.csv_path, mode))
-  self.jsonl = assert(io.open(self.jsonl_path, mode))
+  self.csv = assert(sandbox.open(self.csv_path, mode, "Logger"))
+  self.jsonl = assert(sandbox.open(self.jsonl_path, mode, "Logger"))
   self.header_written = opts.append and self.csv:seek("end") > 0
   return self
 end
@@ -81,7 +82,7 @@ end
 -- Read a JSON-lines log back as a list of rows.
 function log.read_jsonl(path)
   local rows = {}
-  for line in io.lines(path) do
+  for line in sandbox.lines(path, "read_jsonl") do
     if line:match("%S") then rows[#rows + 1] = cjson.decode(line) end
   end
   return rows

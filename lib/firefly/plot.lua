@@ -14,6 +14,7 @@
 -- error. Infinities and non-numbers are errors: they are bugs upstream.
 local ff = require "firefly"
 local fio = require "firefly.io"
+local sandbox = require "firefly.sandbox" -- file access of a sandboxed recipe
 local cjson = require "cjson"
 local options = require "firefly.options"
 
@@ -27,7 +28,7 @@ local warned = false -- the missing-gnuplot note is printed once per process
 
 local function find_gnuplot()
   if plot._gnuplot == nil then
-    local p = io.popen("command -v gnuplot 2>/dev/null")
+    local p = io.popen("command -v gnuplot 2>/dev/null") -- sandbox: internal (no path)
     local found = p and p:read("l")
     if p then p:close() end
     plot._gnuplot = (found and found ~= "") and found or false
@@ -284,8 +285,9 @@ end
 
 local file_size = fio.file_size
 
+-- (gnuplot's messages, in a temporary file the C library names)
 local function read_all(path)
-  local f = io.open(path, "rb")
+  local f = io.open(path, "rb") -- sandbox: internal (os.tmpname)
   if not f then return "" end
   local s = f:read("a") or ""
   f:close()
@@ -307,10 +309,10 @@ local function render(fn, gnuplot, dir, base, path, formats, written)
   local rel_dir = dir:sub(1, 1) == "/" and dir or "./" .. dir
   local cmd = string.format("cd %s && %s -e %s %s >%s 2>&1", q(rel_dir), q(gnuplot),
     q(table.concat(vars, "; ")), q("./" .. base .. ".gp"), q(errfile))
-  local ok, how, code = os.execute(cmd)
+  local ok, how, code = sandbox.execute(cmd, path, fn)
   local msgs = read_all(errfile):gsub("%s+$", "")
-  os.remove(errfile)
-  local function cleanup() for _, t in pairs(tmps) do os.remove(t) end end
+  os.remove(errfile) -- sandbox: internal (os.tmpname)
+  local function cleanup() for _, t in pairs(tmps) do sandbox.remove(t, fn) end end
   if not ok then
     cleanup()
     if #msgs > 2000 then msgs = msgs:sub(1, 2000) .. " ..." end
@@ -325,7 +327,7 @@ local function render(fn, gnuplot, dir, base, path, formats, written)
   end
   for _, fmt in ipairs(formats) do
     local final = path .. "." .. fmt
-    local rok, rerr = os.rename(tmps[fmt], final)
+    local rok, rerr = sandbox.rename(tmps[fmt], final, fn)
     if not rok then
       cleanup()
       fail("%s: cannot rename '%s' to '%s': %s", fn, tmps[fmt], final, tostring(rerr))
@@ -521,7 +523,7 @@ plot.from_log = public(function(path, opts)
     fail("%s: argument #1 must be the path of a JSON-lines log, got %s", fn, describe(path))
   end
   if type(opts) ~= "table" then fail("%s: argument #2 must be an options table {x=, y=, ...}", fn) end
-  local f, err = io.open(path, "r")
+  local f, err = sandbox.open(path, "r", fn)
   if not f then fail("%s: cannot read the log: %s", fn, tostring(err)) end
   f:close()
   local ok, rows = pcall(require("firefly.logging").read_jsonl, path)

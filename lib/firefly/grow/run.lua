@@ -48,18 +48,8 @@ local function first_batches(loader, n)
   return dist.local_batches(loader, n) -- this rank's rows of each batch
 end
 
-local function check(opts)
-  local allowed = { net = 1, data = 1, test = 1, optim = 1, phases = 1, epochs = 1, neighbourhood = 1,
-    eta = 1, score_batches = 1, log = 1, quiet = 1, on_phase = 1, checkpoint = 1, resume = 1,
-    reset_optim = 1, lr_schedule = 1, plot = 1, val = 1, on_nan = 1, nan_lr_factor = 1, max_rollbacks = 1,
-    loss = 1, checkpoint_every = 1 }
-  for k in pairs(opts) do
-    if not allowed[k] then error("grow.run: unknown option '" .. tostring(k) .. "'", 3) end
-  end
-  for _, k in ipairs { "net", "data", "optim" } do
-    if not opts[k] then error("grow.run: missing '" .. k .. "'", 3) end
-  end
-end
+local check = require("firefly.grow.run_options").check
+local is_loader = require("firefly.grow.run_options").is_loader
 
 -- Generator states travel as hex (checkpoint metadata is JSON text).
 local function hex(s) return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end)) end
@@ -68,8 +58,9 @@ local function unhex(h) return (h:gsub("%x%x", function(b) return string.char(to
 -- Everything a later phase depends on: the network, the optimiser's
 -- state, every random stream, the epoch and the rows so far. Written
 -- atomically (ff.save), so a killed run leaves the previous phase's.
-local function save_checkpoint(path, net, opt, loader, nb, phase, epoch, rows, timings, partial)
+local function save_checkpoint(path, net, opt, loader, nb, phase, epoch, rows, timings, partial, recipe)
   ff.save(path, {
+    recipe = recipe or false,
     format = "firefly-grow-1", phase = phase, epoch = epoch, net = net, optim = opt:state_dict(),
     rng = hex(ff.get_rng_state():get_state()),
     loader_rng = loader.generator and hex(loader.generator:get_state()) or false,
@@ -225,7 +216,7 @@ local function train_phase(opts, t, epoch, state, rows, timings)
         if #so_far % opts.checkpoint_every == 0 and #so_far < (opts.epochs or 1) then
           if dist.is_main() then -- dist: rank 0 writes
             save_checkpoint(opts.checkpoint, net, opt, loader, state.nb, t - 1, e, rows, timings,
-              { phase = t, rows = so_far, schedule = sched and sched:state_dict() or false })
+              { phase = t, rows = so_far, schedule = sched and sched:state_dict() or false }, opts.recipe)
           end
         end
       end
@@ -265,8 +256,18 @@ end
 -- on from it (the caller has rebuilt net and optim from it).
 function R.run(opts)
   check(opts)
+  if not is_loader(opts.data) then
+    -- a data set, as train.fit takes it: shuffled batches drawn from the
+    -- default generator (so ff.manual_seed decides the order)
+    local copy = {}
+    for k, v in pairs(opts) do copy[k] = v end
+    copy.data = ff.data.DataLoader(opts.data, { batch_size = opts.batch_size or 128, shuffle = true })
+    opts = copy
+  end
   local net, loader = opts.net, opts.data
   local nb = opts.neighbourhood or {}
+  -- a function(unit) -> settings: the per-unit form, as propose reads it
+  if type(nb) == "function" then nb = { default = nb } end
   local state = { opt = opts.optim, nb = nb, base_lr = opts.optim.lr }
   state.on_nan, state.nan_lr_factor, state.max_rollbacks = check_on_nan(opts)
   check_every(opts)
@@ -332,7 +333,7 @@ function R.run(opts)
     end
     if logs and opts.plot ~= false and #rows >= 2 then R.plot(opts.log, rows) end
     if opts.checkpoint and dist.is_main() then -- dist: rank 0 writes
-      save_checkpoint(opts.checkpoint, net, state.opt, loader, nb, t, epoch, rows, timings)
+      save_checkpoint(opts.checkpoint, net, state.opt, loader, nb, t, epoch, rows, timings, nil, opts.recipe)
     end
     if opts.on_phase and opts.on_phase(t, row) == false then break end
   end

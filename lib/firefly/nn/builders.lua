@@ -53,6 +53,15 @@ local function vgg(nn, spec)
     classes = true, bn = true, act = true, input_size = true, generator = true })
   local cfg = spec.cfg or presets[spec.preset or "vgg19"]
   if not cfg then error("vgg: unknown preset '" .. tostring(spec.preset) .. "'", 2) end
+  if type(cfg) ~= "table" or #cfg == 0 then
+    error("vgg: cfg must be a non-empty list of channel counts and \"M\" (max pooling), got " .. type(cfg), 2)
+  end
+  for i, v in ipairs(cfg) do
+    if v ~= "M" and not (type(v) == "number" and v == math.floor(v) and v >= 1 and v < 2 ^ 31) then
+      error(string.format("vgg: cfg[%d] must be a channel count (a whole number >= 1) or \"M\" (max pooling), got %s",
+        i, type(v) == "string" and string.format("%q", v) or tostring(v)), 2)
+    end
+  end
   local width, g = spec.width or 1, spec.generator
   local bn = spec.bn ~= false
   local net = nn.Sequential()

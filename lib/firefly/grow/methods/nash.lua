@@ -15,6 +15,7 @@
 -- and selects like any other); the children are grown and trained in
 -- apply, where the phase's time goes.
 local ff = require "firefly"
+local sandbox = require "firefly.sandbox"
 local random = require "firefly.grow.methods.random"
 local batches_mod = require "firefly.grow.batches"
 
@@ -47,11 +48,12 @@ end
 -- checkpoint format.
 local function clone(net)
   local path = os.tmpname()
-  local ok, copy = pcall(function()
+  -- the temporary file is the library's own: a sandboxed recipe may use it
+  local ok, copy = pcall(sandbox.allow, path, function()
     ff.save(path, net)
     return ff.load(path)
   end)
-  os.remove(path)
+  os.remove(path) -- sandbox: internal (os.tmpname)
   if not ok then error(copy, 0) end
   return copy
 end
