@@ -110,8 +110,12 @@ function TestPropose:test_official_preset()
   -- the released code's initialisation: unit steps for new neurons, small
   -- outgoing weights
   lu.assertEquals(nb.init, "official")
-  lu.assertEquals(nb.batches, "all")
-  lu.assertEquals(nb.eta.ratio, 0.35)
+  -- what the preset says of the run is the run's (grow.run{preset =})
+  local run = ff.grow.run_presets.official
+  lu.assertEquals(run.score_batches, "all")
+  lu.assertEquals(run.eta.ratio, 0.35)
+  lu.assertNil(nb.batches)
+  lu.assertStrContains(testlib.error_of(ff.grow.propose, net, { eta = 3 }, batches), "unknown neighbourhood option 'eta'")
   local _, _, r = p:apply(opt)
   lu.assertTrue(r.predicted < 0)
   lu.assertTrue(r.measured < 0, "measured " .. r.measured)
@@ -262,7 +266,7 @@ function TestRun:test_phases_grow_and_log_reproducibly()
   end
   ff.grow.run { net = net2, data = ff.data.DataLoader(ds, { batch_size = 64, generator = ff.Generator(1) }),
     optim = fresh(net2), phases = 3, epochs = 1, quiet = true, eta = 2, score_batches = 1,
-    neighbourhood = ff.grow.neighbourhood("official", { new = 2, generator = ff.Generator(2) }),
+    preset = "official", neighbourhood = ff.grow.neighbourhood("official", { new = 2, generator = ff.Generator(2) }),
     reset_optim = fresh }
   lu.assertEquals(made, 3)
   for i = 1, 3 do
@@ -281,7 +285,7 @@ function TestRun:test_official_preset_in_the_loop()
   local loader = ff.data.DataLoader(ds, { batch_size = 64, shuffle = true, generator = ff.Generator(35) })
   local states = {}
   local rows = ff.grow.run { net = net, data = loader, optim = opt, phases = 2, epochs = 1, quiet = true,
-    neighbourhood = ff.grow.neighbourhood("official", { new = 3, generator = ff.Generator(36) }),
+    preset = "official", neighbourhood = ff.grow.neighbourhood("official", { new = 3, generator = ff.Generator(36) }),
     lr_schedule = function(o) return ff.optim.schedule.step(o, { step_size = 1, gamma = 0.5 }) end,
     on_phase = function(t)
       local n = 0

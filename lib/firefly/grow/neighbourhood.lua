@@ -27,9 +27,7 @@ local batches_mod = require "firefly.grow.batches"
 local N = {}
 
 local GLOBAL = { "steps", "lr", "rule", "points", "loss", "generator", "optimizer", "project", "penalty",
-  "selection", "last_conv_zero_out", "quiet", "method", "where",
-  -- read by grow.run
-  "batches", "eta", "reset_optim" }
+  "selection", "last_conv_zero_out", "quiet", "method", "where" }
 local PER_UNIT = { "split", "new", "layers", "eps", "init", "cap" }
 N.PER_UNIT = PER_UNIT
 

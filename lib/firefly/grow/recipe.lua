@@ -7,7 +7,7 @@
 --     net = function(ff) return ff.nn.mlp{...} end,
 --     optim = function(ff, named_params) return ff.optim.SGD(named_params, {...}) end,
 --     neighbourhood = { new = 32, eps = 1e-2, steps = 1, lr = 1e-2 },
---     eta = { ratio = 0.35 },            -- or a number, or function(ff) return ff.schedule...
+--     eta = { ratio = 0.35 },            -- or a number, or function(ff) return ff.grow.budget...
 --     batch_size = 128,                  -- when data returns a dataset
 --     checkpoint_every = N,              -- also checkpoint every N epochs inside a phase
 --   }
@@ -74,6 +74,7 @@ local FIELDS = {
   nan_lr_factor = function(v) return type(v) == "number" and v > 0 and v < 1, "a number in (0, 1)" end,
   reset_optim = function(v) return type(v) == "boolean", "true or false" end,
   description = function(v) return type(v) == "string", "a string" end,
+  preset = function(v) return v == "paper" or v == "official", "\"paper\" or \"official\"" end,
   -- dist: K fixed parts per batch, bit-identical on 1, 2 or 4 ranks (spec/dist.md)
   deterministic = function(v)
     return type(v) == "boolean" or (whole(v, 1) and v >= 1), "a whole number of parts >= 1, true or false"
@@ -325,9 +326,14 @@ function R.run(recipe, opts)
   if ck then optim:load_state_dict(ck.optim) end
   local nb = {}
   if type(recipe.neighbourhood) == "function" then nb.default = recipe.neighbourhood -- per unit, as propose reads it
-  else for k, v in pairs(recipe.neighbourhood or {}) do nb[k] = v end end
+  else
+    -- a preset's neighbourhood under the recipe's own fields
+    if recipe.preset then nb = ff.grow.neighbourhood(recipe.preset) end
+    for k, v in pairs(recipe.neighbourhood or {}) do nb[k] = v end
+  end
   nb.generator = nb.generator or ff.Generator(seed + 1)
-  local eta = recipe.eta or { ratio = 0.35 }
+  -- no eta: the preset's, else the one default (grow.run, budget.DEFAULT)
+  local eta = recipe.eta
   if type(eta) == "function" then
     eta = call_field("eta", eta, view)
     if sb then eta = sb.unwrap(eta) end
@@ -343,7 +349,7 @@ function R.run(recipe, opts)
   end
   local ok, rows = pcall(ff.grow.run, { net = net, data = loader, test = test, optim = optim,
     phases = recipe.phases or 4, epochs = recipe.epochs or 1, neighbourhood = nb, eta = eta,
-    score_batches = recipe.score_batches or 8, log = opts.out, quiet = opts.quiet,
+    score_batches = recipe.score_batches, preset = recipe.preset, log = opts.out, quiet = opts.quiet,
     checkpoint = ckpath, resume = ck, checkpoint_every = recipe.checkpoint_every, loss = recipe.loss,
     on_nan = recipe.on_nan, nan_lr_factor = recipe.nan_lr_factor, max_rollbacks = recipe.max_rollbacks,
     reset_optim = recipe.reset_optim, recipe = rec,

@@ -3,15 +3,17 @@
 -- optimiser's state across, repeat; log every phase.
 --
 --   ff.grow.run{ net =, data =, test =, optim =, phases = 4, epochs = 1,
---                neighbourhood = {...}, eta = 16, score_batches = 8,
+--                neighbourhood = {...}, eta = {ratio = 0.35}, score_batches = 8,
 --                log = "out/grow", quiet = false, plot = true }
 --
 -- eta, the growth budget of phase t, is a number of neurons, {ratio = r}
 -- (r times the current number of neurons in growable units, at least 1),
 -- a budget table ({params = P}, ...), or a function(t, net) -> budget such
--- as the ff.schedule ones. A neighbourhood preset may bring its own eta,
--- batches (the training batches the step uses: a number or "all") and
--- reset_optim; the run's options win. The neighbourhood's `method` picks
+-- as the ff.grow.budget ones (budget.resolve reads every form; none:
+-- budget.DEFAULT). `preset = "paper" | "official"` sets the neighbourhood
+-- (unless given) and the run's defaults of that preset (grow.run_presets:
+-- the official one's eta, score_batches = "all", reset_optim); the run's
+-- own options win. The neighbourhood's `method` picks
 -- the growth method (Firefly, or a baseline: spec/grow.md); every method
 -- logs the same row, with its name, the neurons and parameters it added
 -- and (timing.*) its wall time. NASH ranks its children on `val`. `loss`
@@ -25,6 +27,7 @@ local dist = require "firefly.dist" -- several ranks: spec/dist.md, "Growth"
 local R = {}
 
 local schedule = require "firefly.grow.budget"
+local presets = require "firefly.grow.presets"
 
 -- Neurons of the growable units, and their widths as "24-19".
 local function widths(net)
@@ -33,13 +36,6 @@ local function widths(net)
   return table.concat(per, "-")
 end
 
--- eta as a number, {ratio = r}, a budget table or a schedule function.
-local function budget(eta, t, net)
-  if type(eta) == "table" and eta.ratio then eta = schedule.ratio(eta.ratio, eta) end
-  if type(eta) == "function" then eta = eta(t, net) end
-  if type(eta) == "number" then return math.floor(eta) end
-  return eta
-end
 
 -- The first n batches of a loader, as the scoring data of a growth step
 -- ("all": the loader itself, one pass per use).
@@ -254,8 +250,20 @@ end
 -- Returns the list of per-phase rows. With `checkpoint = path` the state
 -- after every phase is saved there; `resume = <a loaded checkpoint>` goes
 -- on from it (the caller has rebuilt net and optim from it).
+-- A preset's run defaults under the user's options, and its neighbourhood
+-- when none is given.
+local function with_preset(opts)
+  if not opts.preset then return opts end
+  local copy = {}
+  for k, v in pairs(presets.run_presets[opts.preset]) do copy[k] = v end
+  for k, v in pairs(opts) do copy[k] = v end
+  copy.neighbourhood = copy.neighbourhood or presets.neighbourhood(opts.preset)
+  return copy
+end
+
 function R.run(opts)
   check(opts)
+  opts = with_preset(opts)
   if not is_loader(opts.data) then
     -- a data set, as train.fit takes it: shuffled batches drawn from the
     -- default generator (so ff.manual_seed decides the order)
@@ -276,10 +284,9 @@ function R.run(opts)
   local ck = opts.resume
   local logs = dist.is_main() and open_logs(opts.log, ck) or nil -- dist: rank 0 logs
   local rows, timings, epoch, first = {}, {}, 0, 1
-  local eta = opts.eta or nb.eta or 16
+  local eta = opts.eta
   local reset = opts.reset_optim
-  if reset == nil then reset = nb.reset_optim end
-  local step_batches = nb.batches or opts.score_batches or 8
+  local step_batches = opts.score_batches or 8
   local step_nb = step_neighbourhood(nb, opts)
   if ck then
     rows, timings, first = ck.rows, ck.timing or {}, ck.phase + 1
@@ -304,7 +311,7 @@ function R.run(opts)
       local t0 = ff.clock()
       dist.sync_rng() -- dist: every rank draws the candidates' initialisation alike
       local p = propose.propose(net, step_nb, first_batches(loader, step_batches))
-      p:select(budget(eta, t, net))
+      p:select(schedule.resolve(eta, t, net, "grow.run"))
       -- the optimiser's state follows every edit; the released code then
       -- forgets it (reset_optim = true), or builds a new optimiser
       -- (reset_optim = function(net) -> optimiser)

@@ -7,7 +7,7 @@ local options = require "firefly.options"
 
 local KNOWN = { "net", "data", "test", "optim", "phases", "epochs", "neighbourhood", "eta", "score_batches", "log",
   "quiet", "on_phase", "checkpoint", "resume", "reset_optim", "lr_schedule", "plot", "val", "on_nan",
-  "nan_lr_factor", "max_rollbacks", "loss", "checkpoint_every", "batch_size", "recipe" }
+  "nan_lr_factor", "max_rollbacks", "loss", "checkpoint_every", "batch_size", "recipe", "preset" }
 
 local function describe(v)
   if type(v) == "string" then return string.format("%q", v) end
@@ -62,6 +62,7 @@ local function check(opts)
     if type(v) == "table" and v.ratio ~= nil then return type(v.ratio) == "number" and v.ratio > 0 end
     return type(v) == "table" or type(v) == "function"
   end, "a number of neurons > 0, {ratio = r > 0}, a budget table or a function(t, net) -> budget")
+  expect("preset", function(v) return v == "paper" or v == "official" end, '"paper" or "official"')
   expect("log", function(v) return type(v) == "string" and v ~= "" end, "a directory path")
   expect("checkpoint", function(v) return type(v) == "string" and v ~= "" end, "a file path")
   expect("resume", function(v) return type(v) == "table" and v.format == "firefly-grow-1" end, "a loaded growth checkpoint")
