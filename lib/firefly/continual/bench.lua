@@ -77,7 +77,7 @@ function B.split_fashion(opts)
   local train = ff.data.fashion_mnist { split = "train", path = o.path or nil }
   local test = ff.data.fashion_mnist { split = "test", path = o.path or nil }
   local gen = ff.Generator(o.seed)
-  local stream = { name = "split-fashion", input_dim = 784, tasks = {} }
+  local stream = { name = "split-fashion", input_dim = 784, input_shape = { 1, 28, 28 }, tasks = {} }
   for t = 1, T do
     local ids = {}
     for i = 1, k do ids[i] = (t - 1) * k + i - 1 end
@@ -96,7 +96,7 @@ function B.permuted_fashion(opts)
   local train = ff.data.fashion_mnist { split = "train", path = o.path or nil }
   local test = ff.data.fashion_mnist { split = "test", path = o.path or nil }
   local gen = ff.Generator(o.seed)
-  local stream = { name = "permuted-fashion", input_dim = 784, tasks = {} }
+  local stream = { name = "permuted-fashion", input_dim = 784, input_shape = { 1, 28, 28 }, tasks = {} }
   for t = 1, T do
     local perm = t == 1 and ff.arange(1, 785) or ff.data.randperm(784, gen)
     local function permuted(ds)
@@ -133,7 +133,7 @@ function B.cifar100(opts)
         .. "https://www.cs.toronto.edu/~kriz/cifar.html and pass --path DIR): " .. why
   end
   local gen = ff.Generator(o.seed)
-  local stream = { name = "cifar100", input_dim = 3072, tasks = {} }
+  local stream = { name = "cifar100", input_dim = 3072, input_shape = { 3, 32, 32 }, tasks = {} }
   for t = 1, T do
     local ids = {}
     for i = 1, k do ids[i] = (t - 1) * k + i - 1 end
@@ -143,15 +143,21 @@ function B.cifar100(opts)
   return note(o, stream)
 end
 
--- bench.synthetic{tasks = 3, classes = 2, dim = 8, n = 96, seed = 1}: small
--- Gaussian-cluster tasks, each with its own class means, for tests and
--- examples that must run in seconds.
+-- bench.synthetic{tasks = 3, classes = 2, dim = 8, n = 96, seed = 1,
+-- shape}: small Gaussian-cluster tasks, each with its own class means, for
+-- tests and examples that must run in seconds. With shape = {C, H, W} the
+-- rows are C·H·W "images" (dim is then C·H·W) for conv backbones.
 function B.synthetic(opts)
   local o = U.options("continual.bench.synthetic", opts,
-    { tasks = 3, classes = 2, dim = 8, n = 96, seed = 1, spread = 1.0 },
-    { tasks = U.int(1), classes = U.int(2), dim = U.int(1), n = U.int(4), seed = U.int(0), spread = U.num(0, true) })
+    { tasks = 3, classes = 2, dim = 8, n = 96, seed = 1, spread = 1.0, shape = false },
+    { tasks = U.int(1), classes = U.int(2), dim = U.int(1), n = U.int(4), seed = U.int(0), spread = U.num(0, true),
+      shape = function(v)
+        if type(v) ~= "table" or #v ~= 3 then return "must be {C, H, W}" end
+      end })
+  if o.shape then o.dim = o.shape[1] * o.shape[2] * o.shape[3] end
   local gen = ff.Generator(o.seed)
-  local stream = { name = "synthetic", input_dim = o.dim, tasks = {}, note = "synthetic clusters" }
+  local stream = { name = "synthetic", input_dim = o.dim, input_shape = o.shape or nil, tasks = {},
+    note = "synthetic clusters" }
   local function draw(means, n)
     local y = ff.randint(1, o.classes, n, gen)
     local x = means:index_select(1, y) + ff.randn(n, o.dim, gen) * o.spread
