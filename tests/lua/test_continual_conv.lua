@@ -161,4 +161,55 @@ function TestContinualConvErrors:test_bad_backbone_options()
   lu.assertStrContains(e(C.Firefly, { input_dim = 8, unlock = 1 }), "option 'unlock' must be true or false")
 end
 
+TestContinualCPG = {}
+
+local function cpg_run(opts, s)
+  local r = C.run(C.learner("cpg", opts), s, { probe = 10 })
+  for t, task in ipairs(s.tasks) do
+    local now = ff.no_grad(function() return r.learner:forward(t, task.test.x:narrow(1, 1, 10)) end)
+    lu.assertTrue(now:equal(r.probes[t]), "cpg: task " .. t .. "'s outputs changed")
+  end
+  lu.assertEquals(r.forgetting, 0)
+  return r
+end
+
+function TestContinualCPG:test_mlp_picks_grows_compacts_without_forgetting()
+  local s = C.bench.synthetic { tasks = 3, classes = 2, dim = 8, n = 96, seed = 3 }
+  -- an unreachable target: every task grows max_grow times
+  local r = cpg_run({ input_dim = 8, hidden = { 6, 5 }, epochs = 1, batch_size = 16, seed = 5, target = 1,
+    max_grow = 1, prune = 0.5, tolerance = 1 }, s)
+  local cpg = r.learner
+  for t = 1, 3 do lu.assertEquals(r.summaries[t].grown, 2 + 2) end -- ceil(0.25 * 6) + ceil(0.25 * 5)
+  lu.assertEquals(cpg.cur, { 6 + 3 * 2, 5 + 3 * 2 })
+  -- tolerance 1: compaction runs its whole schedule, half of each task's free weights released
+  for t = 1, 3 do lu.assertEquals(r.summaries[t].pruned, 0.5) end
+  lu.assertTrue(r.summaries[2].mask_usage >= 0 and r.summaries[2].mask_usage <= 1)
+  -- released weights are zero and free; owned ones are counted, the rest only in the dense size
+  local owned, released = 0, 0
+  for l = 1, 2 do
+    owned = owned + cpg.owner[l]:gt(0):sum():item()
+    released = released + (cpg.owner[l]:eq(0) * cpg.W[l]:ne(0)):sum():item()
+  end
+  lu.assertEquals(released, 0)
+  lu.assertEquals(r.params, math.tointeger(owned) + cpg:task_extras())
+  lu.assertTrue(r.params < r.dense_params)
+end
+
+function TestContinualCPG:test_conv_bn_without_forgetting()
+  local r = cpg_run({ input_shape = SHAPE, cfg = { 4, "M", 6 }, epochs = 1, batch_size = 16, seed = 5, target = 1,
+    max_grow = 1, prune_steps = 2 }, images(8, 3))
+  lu.assertEquals(r.learner.cur, { 4 + 3, 6 + 3 * 2 })
+  lu.assertEquals(#r.learner.bn, 3) -- batch norm per task
+end
+
+function TestContinualCPG:test_no_growth_above_target_and_bad_options()
+  local s = C.bench.synthetic { tasks = 2, classes = 2, dim = 8, n = 64, seed = 4 }
+  local r = C.run(C.learner("cpg", { input_dim = 8, hidden = { 6, 5 }, epochs = 1, batch_size = 16, target = 0 }), s)
+  lu.assertEquals(r.learner.cur, { 6, 5 })
+  local e = testlib.error_of
+  lu.assertStrContains(e(C.CPG, { input_dim = 8, prune = 1 }), "continual.CPG: option 'prune' must be a number in [0, 1)")
+  lu.assertStrContains(e(C.CPG, { input_dim = 8, target = 2 }), "option 'target' must be an accuracy")
+  lu.assertStrContains(e(C.CPG, { input_dim = 8, prune_step = 2 }), "unknown option 'prune_step'")
+end
+
 os.exit(testlib.run())
