@@ -69,6 +69,21 @@ function Learner:learn(task, t)
   local loss = U.fit { forward = function(x) return self:forward(t, x, true) end, params = params, lr = o.lr,
     data = task.train, epochs = o.epochs, batch_size = o.batch_size, generator = self.gen,
     penalty = penalty, label = self.name .. " task " .. t, quiet = o.quiet }
+  if self.d.bn then
+    -- the trunk's batch norms (shared ones included: their statistics
+    -- move to this task's, which is part of the baselines' forgetting)
+    local bns = {}
+    for _, m in ipairs(body:named_modules()) do
+      if m[2].running_mean then bns[#bns + 1] = m[2] end
+    end
+    local saved = {}
+    for i, m in ipairs(bns) do saved[i] = m.momentum end
+    U.recalibrate(function(x, mom)
+      for _, m in ipairs(bns) do m.momentum = mom end
+      self:forward(t, x, true)
+    end, task.train, o.batch_size)
+    for i, m in ipairs(bns) do m.momentum = saved[i] end
+  end
   if self.name == "ewc" then
     local fisher = E.fisher(function(x, y) return ff.cross_entropy(self:forward(t, x), y) end, shared,
       task.train, { samples = o.fisher_samples, generator = self.gen })

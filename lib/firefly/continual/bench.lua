@@ -87,6 +87,33 @@ function B.split_fashion(opts)
   return note(o, stream)
 end
 
+-- bench.pairs_fashion{tasks = 10, ...}: a longer stream of two-class
+-- tasks, each a different pair of Fashion-MNIST classes: the 45 pairs in
+-- an order drawn from the seed, the first `tasks` of them (at most 45).
+-- Tasks share classes (T-shirt against trouser, then T-shirt against
+-- shirt, ...), so features of old tasks can serve new ones, and images
+-- keep their layout (a conv backbone sees real images, unlike permutations).
+function B.pairs_fashion(opts)
+  local o = U.options("continual.bench.pairs_fashion", opts, defaults(), common_checks())
+  local T = o.tasks or 10
+  if T > 45 then
+    error(string.format("continual.bench.pairs_fashion: option 'tasks' must be at most 45 (class pairs), got %d", T), 2)
+  end
+  local train = ff.data.fashion_mnist { split = "train", path = o.path or nil }
+  local test = ff.data.fashion_mnist { split = "test", path = o.path or nil }
+  local gen = ff.Generator(o.seed)
+  local pairs = {}
+  for a = 0, 9 do for b = a + 1, 9 do pairs[#pairs + 1] = { a, b } end end
+  local order = ff.data.randperm(#pairs, gen):totable()
+  local stream = { name = "pairs-fashion", input_dim = 784, input_shape = { 1, 28, 28 }, tasks = {} }
+  for t = 1, T do
+    local ids = pairs[math.tointeger(order[t])]
+    stream.tasks[t] = make_task(string.format("task %d {%d,%d}", t, ids[1], ids[2]),
+      train:classes_subset(ids), test:classes_subset(ids), o, gen)
+  end
+  return note(o, stream)
+end
+
 -- bench.permuted_fashion{tasks = 5, ...}: all ten classes in every task,
 -- the pixels of task t shuffled by a fixed permutation drawn from the
 -- seed (task 1 keeps the original order, so it is plain Fashion-MNIST).
@@ -174,13 +201,13 @@ function B.synthetic(opts)
   return stream
 end
 
--- bench.load(name, opts): "split" (the default), "permuted", "cifar100",
--- "synthetic".
+-- bench.load(name, opts): "split" (the default), "pairs", "permuted",
+-- "cifar100", "synthetic".
 function B.load(name, opts)
-  local f = ({ split = B.split_fashion, permuted = B.permuted_fashion, cifar100 = B.cifar100,
-    synthetic = B.synthetic })[name or "split"]
+  local f = ({ split = B.split_fashion, pairs = B.pairs_fashion, permuted = B.permuted_fashion,
+    cifar100 = B.cifar100, synthetic = B.synthetic })[name or "split"]
   if not f then
-    error("continual.bench.load: benchmark must be one of split, permuted, cifar100, synthetic, got "
+    error("continual.bench.load: benchmark must be one of split, pairs, permuted, cifar100, synthetic, got "
       .. tostring(name), 2)
   end
   return f(opts)

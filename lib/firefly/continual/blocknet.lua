@@ -153,8 +153,9 @@ end
 
 -- Task k's output for x (N x input features, or N x C x H x W). `train`:
 -- task k's batch norm uses (and updates) batch statistics; only the task
--- being learned is ever run so.
-function BN:forward(k, x, gates, train)
+-- being learned is ever run so. `momentum` overrides the running
+-- statistics' momentum (recalibration).
+function BN:forward(k, x, gates, train, momentum)
   if math.type(k) ~= "integer" or k < 1 or k > self.tasks then
     error(string.format("continual: task must be an integer in 1..%d, got %s", self.tasks, tostring(k)), 2)
   end
@@ -171,7 +172,7 @@ function BN:forward(k, x, gates, train)
       if d.bn then
         local B = self.bn[k][l]
         h = ff.batch_norm(h, { weight = B.weight, bias = B.bias, running_mean = B.running_mean,
-          running_var = B.running_var, training = train == true, momentum = self.momentum })
+          running_var = B.running_var, training = train == true, momentum = momentum or self.momentum })
       end
       h = h:relu()
       local m = self:mask(l, k, gates)

@@ -93,7 +93,7 @@ end
 
 -- The network of task k: layer l computes with `weight(l)` (a function),
 -- task k's biases, batch norm (batch statistics when `train`) and head.
-function CPG:run(k, x, weight, widths, train)
+function CPG:run(k, x, weight, widths, train, momentum)
   local d = self.d
   local h = backbone.input(d, x)
   local l = 0
@@ -107,7 +107,7 @@ function CPG:run(k, x, weight, widths, train)
       if d.bn then
         local B = self.bn[k][l]
         h = ff.batch_norm(h, { weight = B.weight, bias = B.bias, running_mean = B.running_mean,
-          running_var = B.running_var, training = train == true })
+          running_var = B.running_var, training = train == true, momentum = momentum or 0.1 })
       end
       h = h:relu()
     end
@@ -149,8 +149,8 @@ function CPG:current_weight(l)
   return W
 end
 
-function CPG:run_current(x, train)
-  return self:run(self.tasks, x, function(l) return self:current_weight(l) end, self.cur, train)
+function CPG:run_current(x, train, momentum)
+  return self:run(self.tasks, x, function(l) return self:current_weight(l) end, self.cur, train, momentum)
 end
 
 function CPG:trainable()
@@ -169,8 +169,13 @@ end
 function CPG:fit(task, epochs, with_masks, label)
   local groups = { { self:trainable(), self.o.lr } }
   if with_masks and self.state.M then groups[2] = { self.state.M, self.o.mask_lr } end
-  return U.fit { forward = function(x) return self:run_current(x, true) end, groups = groups, data = task.train,
-    epochs = epochs, batch_size = self.o.batch_size, generator = self.gen, label = label, quiet = self.o.quiet }
+  local loss = U.fit { forward = function(x) return self:run_current(x, true) end, groups = groups,
+    data = task.train, epochs = epochs, batch_size = self.o.batch_size, generator = self.gen, label = label,
+    quiet = self.o.quiet }
+  if self.d.bn and epochs > 0 then
+    U.recalibrate(function(x, m) self:run_current(x, true, m) end, task.train, self.o.batch_size)
+  end
+  return loss
 end
 
 function CPG:valid_accuracy(task)

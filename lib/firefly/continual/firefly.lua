@@ -61,9 +61,13 @@ function F:dense_params() return self.net:dense_params() end
 -- Trains task t's own tensors for `epochs` with the masks fixed.
 function F:train_task(t, task, epochs, label)
   local net = self.net
-  return U.fit { forward = function(x) return net:forward(t, x, nil, true) end, params = net:task_parameters(t),
+  local loss = U.fit { forward = function(x) return net:forward(t, x, nil, true) end, params = net:task_parameters(t),
     lr = self.o.lr, data = task.train, epochs = epochs, batch_size = self.o.batch_size,
     generator = self.gen, label = label, quiet = self.o.quiet }
+  if net.d.bn and epochs > 0 then
+    U.recalibrate(function(x, m) net:forward(t, x, nil, true, m) end, task.train, self.o.batch_size)
+  end
+  return loss
 end
 
 function F:valid_loss(t, task)
