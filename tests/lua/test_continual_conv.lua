@@ -106,6 +106,20 @@ function TestContinualConv:test_vgg_preset_as_backbone()
   lu.assertEquals(#l.net.d.stages, 6)
 end
 
+function TestContinualConv:test_reference_size_is_one_trunk_and_heads()
+  for _, head in ipairs { "avg", "flatten" } do
+    local d = C.backbone.describe("test", { input_shape = SHAPE, cfg = { 4, "M", 6 }, bn = true, head = head })
+    local trunk = C.backbone.trunk(d, ff.Generator(1))
+    lu.assertEquals(C.backbone.trunk_params(d), trunk:num_params())
+    local tasks = { { n_classes = 2 }, { n_classes = 3 } }
+    lu.assertEquals(C.reference_params(d, nil, tasks, 2), trunk:num_params() + (6 * d.spatial + 1) * 5)
+  end
+  -- the baselines on a conv backbone: fine-tuning is one network
+  local r = C.run(C.learner("finetune", { input_shape = SHAPE, cfg = { 4, "M", 6 }, epochs = 1, batch_size = 16 }),
+    images(9, 2))
+  lu.assertAlmostEquals(r.relative_size, 1, 1e-12)
+end
+
 TestContinualUnlock = {}
 
 local function check_unlock(learner, s)
