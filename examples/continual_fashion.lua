@@ -5,7 +5,7 @@
 --
 --   firefly examples/continual_fashion.lua [--backbone mlp|vgg] [--bench split|pairs|permuted|cifar100]
 --       [--tasks N] [--epochs N] [--train N] [--test N] [--hidden 64,64] [--cfg small] [--width X]
---       [--seeds 1,2,3] [--methods firefly,firefly+unlock,cpg,ewc,finetune,separate] [--lambda X]
+--       [--start X] [--seeds 1,2,3] [--methods firefly,firefly+unlock,cpg,ewc,finetune,separate] [--lambda X]
 --       [--path DIR] [--out DIR] [--quiet] [--full]
 --
 -- --backbone mlp (the default): a 784-64-64 MLP, 3 epochs per task, all the
@@ -16,6 +16,11 @@
 -- average pooling) with **1 epoch per task on 1000 training and 500 test
 -- images per task** so that all six methods run in a few minutes on two
 -- cores; it says so in its output. --cfg / --width pick any nn.vgg cfg.
+-- --start X: Firefly starts from X times the baselines' widths (0.25 for
+-- the MLP: 16-16; 0.5 for the VGG) and grows task 1 too (grow_first), as
+-- the method does: it starts small and grows where the loss asks for it.
+-- --start 1 gives it the baselines' network. Sizes are always relative
+-- to one network of the baselines' widths.
 -- --bench pairs: 10 two-class tasks, each a different pair of classes
 -- (the longer stream); --bench cifar100 --path DIR: the paper's 20 tasks
 -- (skipped with a message when the files are absent).
@@ -31,7 +36,7 @@ local STRINGS = { backbone = true, bench = true, path = true, out = true, hidden
 
 local function parse(argv)
   local o = { backbone = "mlp", tasks = false, epochs = false, train = false, test = false, hidden = "64,64",
-    cfg = "small", width = false, seeds = "1", bench = "split", path = false, out = "out/continual",
+    cfg = "small", width = false, start = false, seeds = "1", bench = "split", path = false, out = "out/continual",
     methods = "firefly,firefly+unlock,cpg,ewc,finetune,separate", lambda = 1000, quiet = false, full = false }
   local given = {}
   local i = 1
@@ -48,7 +53,7 @@ local function parse(argv)
       if v == nil then error("continual_fashion: " .. argv[i] .. " needs a value", 0) end
       if not STRINGS[key] then
         v = tonumber(v) or error("continual_fashion: " .. argv[i] .. " needs a number, got " .. v, 0)
-        if math.type(v) == "float" and v == math.floor(v) and key ~= "lambda" and key ~= "width" then
+        if math.type(v) == "float" and v == math.floor(v) and key ~= "lambda" and key ~= "width" and key ~= "start" then
           v = math.tointeger(v)
         end
       end
@@ -63,6 +68,7 @@ local function parse(argv)
   local vgg = o.backbone == "vgg"
   if not given.epochs then o.epochs = vgg and 1 or (o.full and 10 or 3) end
   if o.full and not given.hidden then o.hidden = "256,256" end
+  if not given.start then o.start = vgg and 0.5 or 0.25 end
   if vgg then
     if not given.train then o.train = 1000 end
     if not given.test then o.test = 500 end
@@ -99,6 +105,15 @@ local function options(stream, seed)
     cpg = { target = 0.97, max_grow = 1, prune = 0.5, prune_steps = 3, prune_epochs = 1, tolerance = 0.01 },
     ewc = { lambda = o.lambda },
   }
+  if o.start ~= 1 then
+    if vgg then
+      per.firefly.width = o.width * o.start
+    else
+      per.firefly.hidden = {}
+      for i, w in ipairs(o.hidden) do per.firefly.hidden[i] = math.max(1, math.floor(w * o.start + 0.5)) end
+    end
+    per.firefly.grow_first = true
+  end
   per["firefly+unlock"] = {}
   for k, v in pairs(per.firefly) do per["firefly+unlock"][k] = v end
   return common, per
@@ -112,6 +127,9 @@ local function one_seed(seed, out)
   local common, per = options(stream, seed)
   local arch = vgg and string.format("VGG cfg %s x %.2f (batch norm, average pooling)", o.cfg, o.width)
       or string.format("MLP %d-%s", stream.input_dim, table.concat(o.hidden, "-"))
+  if o.start ~= 1 then
+    arch = arch .. string.format("; Firefly starts from %.2f of its widths and grows task 1 too", o.start)
+  end
   print(string.format("seed %d, %s: %d tasks, %s; %s, %d epoch%s per task%s", seed, stream.name, #stream.tasks,
     stream.note, arch, o.epochs, o.epochs == 1 and "" or "s",
     vgg and " (a reduced setting: data subsets, one epoch)" or " (a reduced setting: small MLP, few epochs)"))

@@ -114,6 +114,15 @@ function TestContinualConv:test_reference_size_is_one_trunk_and_heads()
     local tasks = { { n_classes = 2 }, { n_classes = 3 } }
     lu.assertEquals(C.reference_params(d, nil, tasks, 2), trunk:num_params() + (6 * d.spatial + 1) * 5)
   end
+  -- compare measures every method against the common backbone, also one
+  -- that starts from a smaller network
+  local res = C.compare { stream = images(10, 2), methods = { "firefly", "finetune" }, plot = false,
+    options = { cfg = { 4, "M", 6 }, epochs = 1, batch_size = 16 },
+    method_options = { firefly = { width = 0.5, budget = 0 } } }
+  local d = C.backbone.describe("test", { input_shape = SHAPE, cfg = { 4, "M", 6 } })
+  lu.assertEquals(res[1].learner.net.hidden, { 2, 3 })
+  lu.assertAlmostEquals(res[1].relative_size, res[1].params / C.reference_params(d, nil, images(10, 2).tasks, 2), 1e-12)
+  lu.assertAlmostEquals(res[2].relative_size, 1, 1e-12)
   -- the baselines on a conv backbone: fine-tuning is one network
   local r = C.run(C.learner("finetune", { input_shape = SHAPE, cfg = { 4, "M", 6 }, epochs = 1, batch_size = 16 }),
     images(9, 2))

@@ -145,6 +145,14 @@ function B.defaults()
     input_shape = false }
 end
 
+-- The backbone options of `o` with their defaults filled in.
+function B.fill(o)
+  local r = {}
+  for k, v in pairs(B.defaults()) do r[k] = v end
+  for k in pairs(B.OPTIONS) do if o[k] ~= nil then r[k] = o[k] end end
+  return r
+end
+
 -- bn = "auto": on for conv, off for MLP.
 function B.resolve(o)
   local r = {}

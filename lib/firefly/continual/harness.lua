@@ -46,14 +46,17 @@ function H.reference_params(input_dim, hidden, tasks, T)
   return n
 end
 
--- H.run(learner, stream, {logger, quiet, probe, reference_hidden}) ->
+-- H.run(learner, stream, {logger, quiet, probe, reference_hidden,
+-- reference}) ->
 -- result {method, R, rows, summaries, average_accuracy, forgetting,
 -- params, relative_size, seconds, probes}. With probe = n, probes[t]
 -- holds task t's outputs on its first n test inputs right after task t
 -- was learned (to check later that they did not change).
 function H.run(learner, stream, opts)
   local o = U.options("continual.run", opts, { logger = false, quiet = true, probe = false,
-    reference_hidden = false }, { probe = U.int(1), quiet = U.bool, reference_hidden = U.widths })
+    reference_hidden = false, reference = false }, { probe = U.int(1), quiet = U.bool,
+    reference_hidden = U.widths,
+    reference = function(v) if type(v) ~= "table" or not v.stages then return "must be a backbone description" end end })
   if type(learner) ~= "table" or type(learner.learn) ~= "function" then
     error("continual.run: argument #1 must be a learner (continual.learner(name, opts))", 2)
   end
@@ -61,9 +64,9 @@ function H.run(learner, stream, opts)
     error("continual.run: argument #2 must be a task stream (continual.bench.*)", 2)
   end
   local tasks = stream.tasks
-  local ref = o.reference_hidden
+  local ref = o.reference or o.reference_hidden
       and backbone.describe("continual.run", { input_dim = stream.input_dim, hidden = o.reference_hidden })
-      or learner.d or learner.net.d
+      or learner.d
   local R, rows, summaries, probes = {}, {}, {}, {}
   local t0 = ff.clock()
   for t, task in ipairs(tasks) do
@@ -112,6 +115,11 @@ function H.compare(opts)
   local logger = o.out and ff.logging.Logger { dir = o.out, name = "continual",
     columns = { "method", "task", "average_accuracy", "forgetting", "params", "dense_params", "relative_size",
       "grown", "unlocked", "mask_usage", "accuracies" } }
+  -- the unit of size: one network of the backbone the common options
+  -- describe (a method may start from another one)
+  local common = { input_dim = o.stream.input_dim, input_shape = o.options.cfg and o.stream.input_shape or nil }
+  for k, v in pairs(o.options) do common[k] = v end
+  local reference = backbone.describe("continual.compare", backbone.resolve(backbone.fill(common)))
   local results = {}
   for i, name in ipairs(o.methods) do
     -- progress bars follow `quiet` (they draw only on a terminal anyway)
@@ -121,7 +129,7 @@ function H.compare(opts)
     for k, v in pairs(o.options) do lo[k] = v end
     for k, v in pairs(o.method_options[name] or {}) do lo[k] = v end
     results[i] = H.run(H.learner(name, lo), o.stream, { logger = logger or nil, quiet = o.quiet,
-      reference_hidden = o.options.hidden })
+      reference = reference })
   end
   if logger then logger:close() end
   if o.out and o.plot then H.plot(results, o.out) end
