@@ -253,6 +253,18 @@ function TestContinualBench:test_split_and_permuted_fashion()
   local again = C.bench.permuted_fashion { tasks = 2, train_per_task = 100, test_per_task = 20, seed = 2 }
   lu.assertTrue(again.tasks[2].permutation:equal(p.tasks[2].permutation))
   lu.assertTrue(again.tasks[2].train.x:equal(p.tasks[2].train.x))
+  -- the longer stream: distinct class pairs, images kept whole
+  local q = C.bench.pairs_fashion { tasks = 10, train_per_task = 40, test_per_task = 10, seed = 2 }
+  lu.assertEquals(#q.tasks, 10)
+  lu.assertEquals(q.input_shape, { 1, 28, 28 })
+  local seen = {}
+  for _, task in ipairs(q.tasks) do
+    lu.assertEquals(task.n_classes, 2)
+    local key = table.concat(task.classes, "/")
+    lu.assertNil(seen[key], "pair repeated: " .. key)
+    seen[key] = true
+  end
+  lu.assertStrContains(testlib.error_of(C.bench.pairs_fashion, { tasks = 46 }), "at most 45")
 end
 
 TestContinualErrors = {}

@@ -3,31 +3,25 @@
 --   finetune  one shared trunk trained on every task in turn (forgets);
 --   separate  one trunk and head per task (no forgetting, T times the size);
 --   ewc       the shared trunk with the EWC penalty of the earlier tasks.
--- The trunk is Linear+ReLU layers of the given widths; a head is a Linear
--- from the last width to the task's classes. Old heads are not trained
--- again (only the current task's loss is minimised, which does not reach
--- them).
+-- The trunk is the backbone (backbone.lua: Linear+ReLU layers of widths
+-- `hidden`, or a VGG-style conv net `cfg` with batch norm, shared like
+-- every other trunk parameter); a head is a Linear from the trunk's
+-- features to the task's classes. Old heads are not trained again (only
+-- the current task's loss is minimised, which does not reach them).
 local ff = require "firefly"
 local nn = ff.nn
 local U = require "firefly.continual.util"
 local E = require "firefly.continual.ewc"
+local backbone = require "firefly.continual.backbone"
 
 local B = {}
 
-local DEFAULTS = { input_dim = false, hidden = { 64, 64 }, epochs = 3, lr = 1e-3, batch_size = 64,
-  lambda = 100, fisher_samples = 200, seed = 1, quiet = true }
-local CHECKS = { input_dim = U.int(1), hidden = U.widths, epochs = U.int(0), lr = U.num(0, true),
-  batch_size = U.int(1), lambda = U.num(0), fisher_samples = U.int(1), seed = U.int(0), quiet = U.bool }
-
-local function trunk(o, gen)
-  local mods, prev = {}, o.input_dim
-  for _, w in ipairs(o.hidden) do
-    mods[#mods + 1] = nn.Linear(prev, w, { generator = gen })
-    mods[#mods + 1] = nn.ReLU()
-    prev = w
-  end
-  return nn.Sequential(mods)
-end
+local DEFAULTS = { epochs = 3, lr = 1e-3, batch_size = 64, lambda = 100, fisher_samples = 200, seed = 1,
+  quiet = true }
+for k, v in pairs(backbone.defaults()) do DEFAULTS[k] = v end
+local CHECKS = { epochs = U.int(0), lr = U.num(0, true), batch_size = U.int(1), lambda = U.num(0),
+  fisher_samples = U.int(1), seed = U.int(0), quiet = U.bool }
+for k, v in pairs(backbone.checks(U)) do CHECKS[k] = v end
 
 local Learner = {}
 Learner.__index = Learner
@@ -37,11 +31,11 @@ local function new(kind, opts)
   local defaults = {}
   for k, v in pairs(DEFAULTS) do defaults[k] = v end
   if kind ~= "ewc" then defaults.lambda, defaults.fisher_samples = nil, nil end
-  local o = U.options(fname, opts, defaults, CHECKS)
-  if not o.input_dim then error(fname .. ": option 'input_dim' is required", 3) end
-  local self = setmetatable({ name = kind, o = o, gen = ff.Generator(o.seed), trunks = {}, heads = {},
+  local o = backbone.resolve(U.options(fname, opts, defaults, CHECKS))
+  local d = backbone.describe(fname, o)
+  local self = setmetatable({ name = kind, o = o, d = d, gen = ff.Generator(o.seed), trunks = {}, heads = {},
     anchors = {} }, Learner)
-  if kind ~= "separate" then self.shared = trunk(o, self.gen) end
+  if kind ~= "separate" then self.shared = backbone.trunk(d, self.gen) end
   return self
 end
 
@@ -51,12 +45,18 @@ function B.EWC(opts) return new("ewc", opts) end
 
 function Learner:trunk(t) return self.shared or self.trunks[t] end
 
-function Learner:forward(t, x) return self.heads[t](self:trunk(t)(x)) end
+-- Task t's output; `train` runs batch norm on batch statistics (and
+-- moves its running ones: shared ones drift, which is part of forgetting).
+function Learner:forward(t, x, train)
+  local body = self:trunk(t)
+  body:train(train == true)
+  return self.heads[t](body(backbone.input(self.d, x)))
+end
 
 function Learner:learn(task, t)
   local o = self.o
-  if self.name == "separate" then self.trunks[t] = trunk(o, self.gen) end
-  self.heads[t] = nn.Linear(o.hidden[#o.hidden], task.n_classes, { generator = self.gen })
+  if self.name == "separate" then self.trunks[t] = backbone.trunk(self.d, self.gen) end
+  self.heads[t] = nn.Linear(backbone.feature_dim(self.d), task.n_classes, { generator = self.gen })
   local body = self:trunk(t)
   local params = {}
   for _, p in ipairs(body:parameters()) do params[#params + 1] = p end
@@ -66,9 +66,24 @@ function Learner:learn(task, t)
   if self.name == "ewc" and #self.anchors > 0 then
     penalty = function() return E.penalty(shared, self.anchors, o.lambda) end
   end
-  local loss = U.fit { forward = function(x) return self:forward(t, x) end, params = params, lr = o.lr,
+  local loss = U.fit { forward = function(x) return self:forward(t, x, true) end, params = params, lr = o.lr,
     data = task.train, epochs = o.epochs, batch_size = o.batch_size, generator = self.gen,
     penalty = penalty, label = self.name .. " task " .. t, quiet = o.quiet }
+  if self.d.bn then
+    -- the trunk's batch norms (shared ones included: their statistics
+    -- move to this task's, which is part of the baselines' forgetting)
+    local bns = {}
+    for _, m in ipairs(body:named_modules()) do
+      if m[2].running_mean then bns[#bns + 1] = m[2] end
+    end
+    local saved = {}
+    for i, m in ipairs(bns) do saved[i] = m.momentum end
+    U.recalibrate(function(x, mom)
+      for _, m in ipairs(bns) do m.momentum = mom end
+      self:forward(t, x, true)
+    end, task.train, o.batch_size)
+    for i, m in ipairs(bns) do m.momentum = saved[i] end
+  end
   if self.name == "ewc" then
     local fisher = E.fisher(function(x, y) return ff.cross_entropy(self:forward(t, x), y) end, shared,
       task.train, { samples = o.fisher_samples, generator = self.gen })

@@ -77,11 +77,38 @@ function B.split_fashion(opts)
   local train = ff.data.fashion_mnist { split = "train", path = o.path or nil }
   local test = ff.data.fashion_mnist { split = "test", path = o.path or nil }
   local gen = ff.Generator(o.seed)
-  local stream = { name = "split-fashion", input_dim = 784, tasks = {} }
+  local stream = { name = "split-fashion", input_dim = 784, input_shape = { 1, 28, 28 }, tasks = {} }
   for t = 1, T do
     local ids = {}
     for i = 1, k do ids[i] = (t - 1) * k + i - 1 end
     stream.tasks[t] = make_task(string.format("task %d {%s}", t, table.concat(ids, ",")),
+      train:classes_subset(ids), test:classes_subset(ids), o, gen)
+  end
+  return note(o, stream)
+end
+
+-- bench.pairs_fashion{tasks = 10, ...}: a longer stream of two-class
+-- tasks, each a different pair of Fashion-MNIST classes: the 45 pairs in
+-- an order drawn from the seed, the first `tasks` of them (at most 45).
+-- Tasks share classes (T-shirt against trouser, then T-shirt against
+-- shirt, ...), so features of old tasks can serve new ones, and images
+-- keep their layout (a conv backbone sees real images, unlike permutations).
+function B.pairs_fashion(opts)
+  local o = U.options("continual.bench.pairs_fashion", opts, defaults(), common_checks())
+  local T = o.tasks or 10
+  if T > 45 then
+    error(string.format("continual.bench.pairs_fashion: option 'tasks' must be at most 45 (class pairs), got %d", T), 2)
+  end
+  local train = ff.data.fashion_mnist { split = "train", path = o.path or nil }
+  local test = ff.data.fashion_mnist { split = "test", path = o.path or nil }
+  local gen = ff.Generator(o.seed)
+  local pairs = {}
+  for a = 0, 9 do for b = a + 1, 9 do pairs[#pairs + 1] = { a, b } end end
+  local order = ff.data.randperm(#pairs, gen):totable()
+  local stream = { name = "pairs-fashion", input_dim = 784, input_shape = { 1, 28, 28 }, tasks = {} }
+  for t = 1, T do
+    local ids = pairs[math.tointeger(order[t])]
+    stream.tasks[t] = make_task(string.format("task %d {%d,%d}", t, ids[1], ids[2]),
       train:classes_subset(ids), test:classes_subset(ids), o, gen)
   end
   return note(o, stream)
@@ -96,7 +123,7 @@ function B.permuted_fashion(opts)
   local train = ff.data.fashion_mnist { split = "train", path = o.path or nil }
   local test = ff.data.fashion_mnist { split = "test", path = o.path or nil }
   local gen = ff.Generator(o.seed)
-  local stream = { name = "permuted-fashion", input_dim = 784, tasks = {} }
+  local stream = { name = "permuted-fashion", input_dim = 784, input_shape = { 1, 28, 28 }, tasks = {} }
   for t = 1, T do
     local perm = t == 1 and ff.arange(1, 785) or ff.data.randperm(784, gen)
     local function permuted(ds)
@@ -133,7 +160,7 @@ function B.cifar100(opts)
         .. "https://www.cs.toronto.edu/~kriz/cifar.html and pass --path DIR): " .. why
   end
   local gen = ff.Generator(o.seed)
-  local stream = { name = "cifar100", input_dim = 3072, tasks = {} }
+  local stream = { name = "cifar100", input_dim = 3072, input_shape = { 3, 32, 32 }, tasks = {} }
   for t = 1, T do
     local ids = {}
     for i = 1, k do ids[i] = (t - 1) * k + i - 1 end
@@ -143,15 +170,21 @@ function B.cifar100(opts)
   return note(o, stream)
 end
 
--- bench.synthetic{tasks = 3, classes = 2, dim = 8, n = 96, seed = 1}: small
--- Gaussian-cluster tasks, each with its own class means, for tests and
--- examples that must run in seconds.
+-- bench.synthetic{tasks = 3, classes = 2, dim = 8, n = 96, seed = 1,
+-- shape}: small Gaussian-cluster tasks, each with its own class means, for
+-- tests and examples that must run in seconds. With shape = {C, H, W} the
+-- rows are C·H·W "images" (dim is then C·H·W) for conv backbones.
 function B.synthetic(opts)
   local o = U.options("continual.bench.synthetic", opts,
-    { tasks = 3, classes = 2, dim = 8, n = 96, seed = 1, spread = 1.0 },
-    { tasks = U.int(1), classes = U.int(2), dim = U.int(1), n = U.int(4), seed = U.int(0), spread = U.num(0, true) })
+    { tasks = 3, classes = 2, dim = 8, n = 96, seed = 1, spread = 1.0, shape = false },
+    { tasks = U.int(1), classes = U.int(2), dim = U.int(1), n = U.int(4), seed = U.int(0), spread = U.num(0, true),
+      shape = function(v)
+        if type(v) ~= "table" or #v ~= 3 then return "must be {C, H, W}" end
+      end })
+  if o.shape then o.dim = o.shape[1] * o.shape[2] * o.shape[3] end
   local gen = ff.Generator(o.seed)
-  local stream = { name = "synthetic", input_dim = o.dim, tasks = {}, note = "synthetic clusters" }
+  local stream = { name = "synthetic", input_dim = o.dim, input_shape = o.shape or nil, tasks = {},
+    note = "synthetic clusters" }
   local function draw(means, n)
     local y = ff.randint(1, o.classes, n, gen)
     local x = means:index_select(1, y) + ff.randn(n, o.dim, gen) * o.spread
@@ -168,13 +201,13 @@ function B.synthetic(opts)
   return stream
 end
 
--- bench.load(name, opts): "split" (the default), "permuted", "cifar100",
--- "synthetic".
+-- bench.load(name, opts): "split" (the default), "pairs", "permuted",
+-- "cifar100", "synthetic".
 function B.load(name, opts)
-  local f = ({ split = B.split_fashion, permuted = B.permuted_fashion, cifar100 = B.cifar100,
-    synthetic = B.synthetic })[name or "split"]
+  local f = ({ split = B.split_fashion, pairs = B.pairs_fashion, permuted = B.permuted_fashion,
+    cifar100 = B.cifar100, synthetic = B.synthetic })[name or "split"]
   if not f then
-    error("continual.bench.load: benchmark must be one of split, permuted, cifar100, synthetic, got "
+    error("continual.bench.load: benchmark must be one of split, pairs, permuted, cifar100, synthetic, got "
       .. tostring(name), 2)
   end
   return f(opts)

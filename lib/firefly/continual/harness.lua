@@ -5,16 +5,24 @@
 local ff = require "firefly"
 local U = require "firefly.continual.util"
 local metrics = require "firefly.continual.metrics"
+local backbone = require "firefly.continual.backbone"
 
 local H = {}
 
 local LEARNERS = {
   firefly = function(o) return require("firefly.continual.firefly").new(o) end,
+  ["firefly+unlock"] = function(o)
+    local c = {}
+    for k, v in pairs(o or {}) do c[k] = v end
+    c.unlock = true
+    return require("firefly.continual.firefly").new(c)
+  end,
+  cpg = function(o) return require("firefly.continual.cpg").new(o) end,
   finetune = function(o) return require("firefly.continual.baselines").FineTune(o) end,
   separate = function(o) return require("firefly.continual.baselines").Separate(o) end,
   ewc = function(o) return require("firefly.continual.baselines").EWC(o) end,
 }
-H.METHODS = { "firefly", "finetune", "separate", "ewc" }
+H.METHODS = { "firefly", "firefly+unlock", "cpg", "finetune", "separate", "ewc" }
 
 -- H.learner(name, opts): a learner by name (opts as its constructor takes).
 function H.learner(name, opts)
@@ -26,23 +34,29 @@ function H.learner(name, opts)
   return make(opts)
 end
 
--- Parameters of one network of the baseline's size (the trunk of widths
--- `hidden` and one head per task seen): the unit of relative size.
+-- Parameters of one network of the baseline's size (the trunk and one
+-- head per task seen): the unit of relative size. The trunk is an MLP of
+-- widths `hidden` from `input_dim` inputs, or a described backbone
+-- (backbone.describe) given as the first argument.
 function H.reference_params(input_dim, hidden, tasks, T)
-  local n, prev = 0, input_dim
-  for _, w in ipairs(hidden) do n, prev = n + prev * w + w, w end
-  for j = 1, T do n = n + (prev + 1) * tasks[j].n_classes end
+  local d = type(input_dim) == "table" and input_dim
+      or backbone.describe("continual.reference_params", { input_dim = input_dim, hidden = hidden })
+  local n, feat = backbone.trunk_params(d), backbone.feature_dim(d)
+  for j = 1, T do n = n + (feat + 1) * tasks[j].n_classes end
   return n
 end
 
--- H.run(learner, stream, {logger, quiet, probe, reference_hidden}) ->
+-- H.run(learner, stream, {logger, quiet, probe, reference_hidden,
+-- reference}) ->
 -- result {method, R, rows, summaries, average_accuracy, forgetting,
 -- params, relative_size, seconds, probes}. With probe = n, probes[t]
 -- holds task t's outputs on its first n test inputs right after task t
 -- was learned (to check later that they did not change).
 function H.run(learner, stream, opts)
   local o = U.options("continual.run", opts, { logger = false, quiet = true, probe = false,
-    reference_hidden = false }, { probe = U.int(1), quiet = U.bool, reference_hidden = U.widths })
+    reference_hidden = false, reference = false }, { probe = U.int(1), quiet = U.bool,
+    reference_hidden = U.widths,
+    reference = function(v) if type(v) ~= "table" or not v.stages then return "must be a backbone description" end end })
   if type(learner) ~= "table" or type(learner.learn) ~= "function" then
     error("continual.run: argument #1 must be a learner (continual.learner(name, opts))", 2)
   end
@@ -50,7 +64,9 @@ function H.run(learner, stream, opts)
     error("continual.run: argument #2 must be a task stream (continual.bench.*)", 2)
   end
   local tasks = stream.tasks
-  local hidden = o.reference_hidden or learner.o.hidden
+  local ref = o.reference or o.reference_hidden
+      and backbone.describe("continual.run", { input_dim = stream.input_dim, hidden = o.reference_hidden })
+      or learner.d
   local R, rows, summaries, probes = {}, {}, {}, {}
   local t0 = ff.clock()
   for t, task in ipairs(tasks) do
@@ -64,12 +80,14 @@ function H.run(learner, stream, opts)
       probes[t] = ff.no_grad(function() return learner:forward(t, task.test.x:narrow(1, 1, n)) end)
     end
     local params = learner:num_params()
+    local dense = learner.dense_params and learner:dense_params() or params
     local accs = {}
     for j = 1, t do accs[j] = string.format("%.4f", R[t][j]) end
     local row = { method = learner.name, task = t, average_accuracy = metrics.average_accuracy(R, t),
-      forgetting = metrics.forgetting(R, t), params = params,
-      relative_size = params / H.reference_params(stream.input_dim, hidden, tasks, t),
-      accuracies = table.concat(accs, " "), grown = summaries[t].grown, mask_usage = summaries[t].mask_usage }
+      forgetting = metrics.forgetting(R, t), params = params, dense_params = dense,
+      relative_size = params / H.reference_params(ref, nil, tasks, t),
+      accuracies = table.concat(accs, " "), grown = summaries[t].grown, unlocked = summaries[t].unlocked,
+      mask_usage = summaries[t].mask_usage }
     rows[t] = row
     if o.logger then o.logger:write(row) end
     if not o.quiet then
@@ -82,7 +100,8 @@ function H.run(learner, stream, opts)
   local last = rows[#rows]
   return { method = learner.name, R = R, rows = rows, summaries = summaries, probes = probes,
     average_accuracy = last.average_accuracy, forgetting = last.forgetting, params = last.params,
-    relative_size = last.relative_size, seconds = ff.clock() - t0, learner = learner }
+    relative_size = last.relative_size, dense_params = last.dense_params, seconds = ff.clock() - t0,
+    learner = learner }
 end
 
 -- H.compare{stream, methods, options, method_options, out, quiet, plot}:
@@ -94,16 +113,23 @@ function H.compare(opts)
     out = function(v) if type(v) ~= "string" then return "must be a directory name" end end })
   if not o.stream then error("continual.compare: option 'stream' is required", 2) end
   local logger = o.out and ff.logging.Logger { dir = o.out, name = "continual",
-    columns = { "method", "task", "average_accuracy", "forgetting", "params", "relative_size", "grown",
-      "mask_usage", "accuracies" } }
+    columns = { "method", "task", "average_accuracy", "forgetting", "params", "dense_params", "relative_size",
+      "grown", "unlocked", "mask_usage", "accuracies" } }
+  -- the unit of size: one network of the backbone the common options
+  -- describe (a method may start from another one)
+  local common = { input_dim = o.stream.input_dim, input_shape = o.options.cfg and o.stream.input_shape or nil }
+  for k, v in pairs(o.options) do common[k] = v end
+  local reference = backbone.describe("continual.compare", backbone.resolve(backbone.fill(common)))
   local results = {}
   for i, name in ipairs(o.methods) do
     -- progress bars follow `quiet` (they draw only on a terminal anyway)
     local lo = { input_dim = o.stream.input_dim, quiet = o.quiet }
+    -- conv backbones read the stream's images
+    if o.options.cfg then lo.input_shape = o.stream.input_shape end
     for k, v in pairs(o.options) do lo[k] = v end
     for k, v in pairs(o.method_options[name] or {}) do lo[k] = v end
     results[i] = H.run(H.learner(name, lo), o.stream, { logger = logger or nil, quiet = o.quiet,
-      reference_hidden = o.options.hidden })
+      reference = reference })
   end
   if logger then logger:close() end
   if o.out and o.plot then H.plot(results, o.out) end
@@ -130,11 +156,11 @@ end
 
 -- The comparison table as text.
 function H.format_table(results)
-  local lines = { string.format("%-10s %9s %11s %10s %9s %8s", "method", "avg acc", "forgetting", "params",
-    "rel size", "seconds") }
+  local lines = { string.format("%-15s %9s %11s %10s %10s %9s %8s", "method", "avg acc", "forgetting", "params",
+    "dense", "rel size", "seconds") }
   for _, r in ipairs(results) do
-    lines[#lines + 1] = string.format("%-10s %9.4f %11.4f %10d %9.2f %8.1f", r.method, r.average_accuracy,
-      r.forgetting, r.params, r.relative_size, r.seconds)
+    lines[#lines + 1] = string.format("%-15s %9.4f %11.4f %10d %10d %9.2f %8.1f", r.method, r.average_accuracy,
+      r.forgetting, r.params, r.dense_params or r.params, r.relative_size, r.seconds)
   end
   return table.concat(lines, "\n")
 end

@@ -16,6 +16,8 @@ return {
   FineTune = require("firefly.continual.baselines").FineTune,
   Separate = require("firefly.continual.baselines").Separate,
   EWC = require("firefly.continual.baselines").EWC,
+  CPG = require("firefly.continual.cpg").new,
+  backbone = require "firefly.continual.backbone",
   learner = H.learner,
   run = H.run,
   compare = H.compare,

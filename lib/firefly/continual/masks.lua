@@ -58,7 +58,7 @@ function M.learn(net, t, task, o)
   end
   local current
   U.fit {
-    forward = function(x) current = gates(); return net:forward(t, x, current) end,
+    forward = function(x) current = gates(); return net:forward(t, x, current, true) end,
     penalty = o.mask_penalty > 0 and function() return M.penalty(current, o.mask_penalty) end or nil,
     groups = { { logits, o.mask_lr }, { net:task_parameters(t), o.lr } },
     data = task.train, epochs = o.mask_epochs, batch_size = o.batch_size, generator = o.generator,

@@ -104,6 +104,25 @@ function U.fit(o)
   return last
 end
 
+-- Re-estimates batch norm's running statistics after training, as the
+-- cumulative average over one pass of `data` in order: run(x, momentum)
+-- runs the network in training mode (batch statistics) with that momentum,
+-- without recording. Batch i (1-based) uses momentum 1/i, so the running
+-- values end as the mean of the batches' statistics. With few batches per
+-- task (one epoch on a subset) the usual exponential average (momentum
+-- 0.1) would still remember its starting point.
+function U.recalibrate(run, data, batch_size)
+  local n = data:size()
+  ff.no_grad(function()
+    local i = 0
+    for start = 1, n, batch_size do
+      i = i + 1
+      local len = math.min(batch_size, n - start + 1)
+      run(data.x:narrow(1, start, len), 1 / i)
+    end
+  end)
+end
+
 -- Loss and accuracy of forward(x) on a data set, without recording, in
 -- fixed batches (the same batches every time: predictions are compared
 -- bit for bit across tasks).
