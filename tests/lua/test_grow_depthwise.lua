@@ -58,6 +58,12 @@ function TestDepthwise:test_a_depthwise_conv_is_a_per_neuron_layer()
   -- mobilenet_v1: the stem and each block's pointwise conv are units
   local mb = nn.mobilenet_v1 { width = 0.0625, in_channels = 1, classes = 3, stem_stride = 1 }
   lu.assertEquals(#ff.grow.units(mb), 14)
+  -- a one-channel depthwise conv (groups = 1) stays per-neuron, not a unit
+  local one = nn.mobilenet_v1 { channels = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 }, in_channels = 1 }
+  local w = {}
+  for _, u in ipairs(ff.grow.units(one)) do w[#w + 1] = ff.grow.width(u) end
+  lu.assertEquals(table.concat(w, "-"), "1-2-3-4-5-6-7-8-9-10-11-12-13-14")
+  lu.assertErrorMsgContains("channels must be a list of 14 widths", nn.mobilenet_v1, { channels = { 1, 2 } })
 end
 
 function TestDepthwise:test_zero_steps_are_the_base_network()

@@ -34,8 +34,10 @@ U.display_name = display_name
 local function per_neuron(m) return m.per_neuron ~= nil end
 U.per_neuron = per_neuron
 
+-- (a layer that says it is per-neuron never produces: a depthwise conv of
+-- one channel has groups = 1 but must stay depthwise when it grows)
 local function is_producer(m)
-  return m.neurons ~= nil and (m.groups or 1) == 1 and m.weight ~= nil
+  return m.neurons ~= nil and (m.groups or 1) == 1 and m.weight ~= nil and m.per_neuron == nil
 end
 U.is_producer = is_producer
 
