@@ -6,9 +6,11 @@
 --   ./firefly examples/results.lua [--out DIR_OF_LOGS] [--page PATH]
 --
 -- Reads out/toy_teacher/summary.json, out/grow_wider/summary.json and
--- results.jsonl, out/grow_deeper/summary.json and out/continual/continual.jsonl
--- (the recipes' default output directories); an experiment whose logs are
--- missing is listed with the command that makes them.
+-- results.jsonl, out/grow_fig4/NET/ (copied to examples/results/fig4_NET/,
+-- read from there when out/ lacks them), out/grow_deeper/summary.json and
+-- out/continual/continual.jsonl (the recipes' default output directories);
+-- an experiment whose logs are missing is listed with the command that
+-- makes them.
 local ff = require "firefly"
 local cjson = require "cjson"
 
@@ -241,6 +243,259 @@ else
   end
 end
 say("")
+
+---------------------------------------------------------------- fig4 networks
+-- The paper's own Fig. 4 networks (examples/grow_fig4.lua), compared at
+-- equal size with the spread over seeds. The logs are read from
+-- out/grow_fig4/NET/ when a run made them, copied to examples/results/
+-- (so the page regenerates from committed logs), else read from there.
+
+-- A method's accuracy at `size` parameters on one seed's curve: linear
+-- interpolation in log(parameters) between the two phases around it (each
+-- phase's point is after the same training since its growth); nil outside
+-- the curve.
+local function at_size(curve, size)
+  for i = 1, #curve - 1 do
+    local a, b = curve[i], curve[i + 1]
+    if size >= a.params and size <= b.params then
+      if b.params == a.params then return math.max(a.test_acc, b.test_acc) end
+      local t = (math.log(size) - math.log(a.params)) / (math.log(b.params) - math.log(a.params))
+      return a.test_acc + t * (b.test_acc - a.test_acc)
+    end
+  end
+  if #curve == 1 and curve[1].params == size then return curve[1].test_acc end
+  return nil
+end
+
+local function mean_sd(xs)
+  local n, s = #xs, 0
+  if n == 0 then return nil, nil end
+  for _, x in ipairs(xs) do s = s + x end
+  local m, v = s / n, 0
+  for _, x in ipairs(xs) do v = v + (x - m) ^ 2 end
+  return m, n > 1 and math.sqrt(v / (n - 1)) or 0
+end
+
+-- The rule every verdict below uses: a difference is "reproduced" (or
+-- "contradicted", against the claim) only when it exceeds the spread, the
+-- sum of the two sides' standard deviations over seeds; otherwise "not
+-- shown". One seed has no spread: never more than "not shown".
+local function verdict(diff, spread, n)
+  if n < 2 then return "not shown (one seed)" end
+  if diff > spread then return "**reproduced**" end
+  if diff < -spread then return "**contradicted**" end
+  return "not shown"
+end
+
+-- The logs of one Fig. 4 run (summary, per-phase rows, scratch rows).
+local function fig4_logs(name)
+  local src, dst = o.out .. "/grow_fig4/" .. name, o.images .. "/fig4_" .. name
+  local files = { "summary.json", "results.jsonl", "scratch.jsonl" }
+  if read(src .. "/summary.json") then
+    ff.io.mkdir(dst)
+    for _, f in ipairs(files) do
+      local data = read(src .. "/" .. f)
+      if data then ff.io.write_atomic(dst .. "/" .. f, data) end
+    end
+  end
+  return json(dst .. "/summary.json"), jsonl(dst .. "/results.jsonl") or {}, jsonl(dst .. "/scratch.jsonl") or {}
+end
+
+local function fig4_section(name, title)
+  say("## %s (paper Fig. 4)", title)
+  say("")
+  local net = name:match("^[^_]+")
+  say("Command: `./firefly examples/grow_fig4.lua --net %s%s` (writes `out/grow_fig4/%s/`; logs copied to",
+    net, name:find("cifar10") and " --data cifar10 --path DIR" or "", name)
+  say("`examples/results/fig4_%s/`).", name)
+  say("")
+  local S, rows, scratch = fig4_logs(name)
+  if not S then say("*Not run yet.*"); say(""); return end
+  say("%s layout at 1/%d of its width grown on %s padded to 32×32 (%s scale): %d training examples, %d validation,",
+    net == "vgg19" and "VGG-19's" or "MobileNetV1's", math.floor(1 / S.width + 0.5), S.data == "fashion" and "Fashion-MNIST" or "CIFAR-10",
+    S.scale, S.train, S.val)
+  say("%d test; %d phases of %d epoch(s) (Adam, lr 2e-3), η = %.2f of the current neurons per phase, the same for",
+    S.test, S.phases, S.epochs, S.eta)
+  say("every method; %d seed(s); %.1f hours in all on this machine (shared with other jobs: times are noisy).",
+    S.seeds, S.seconds / 3600)
+  say("Differs from the paper: the paper grows the full-width networks' thin versions on CIFAR-10 for many")
+  say("more epochs; here the widths, data and epochs are cut to fit minutes on 2 cores.")
+  say("")
+  -- curves per method and seed, in order of parameters
+  local curves, methods = {}, {}
+  for _, r in ipairs(rows) do
+    if not curves[r.method] then curves[r.method] = {}; methods[#methods + 1] = r.method end
+    local c = curves[r.method]
+    c[r.seed] = c[r.seed] or {}
+    table.insert(c[r.seed], r)
+  end
+  for _, m in ipairs(methods) do
+    for _, c in pairs(curves[m]) do table.sort(c, function(a, b) return a.params < b.params end) end
+  end
+  -- the sizes every run of every method reaches: from the largest start to the smallest end
+  local lo, hi = 0, math.huge
+  for _, m in ipairs(methods) do
+    for _, c in pairs(curves[m]) do lo, hi = math.max(lo, c[1].params), math.min(hi, c[#c].params) end
+  end
+  -- final rows, growth and total seconds
+  say("Final phase, mean (standard deviation) over seeds:")
+  say("")
+  say("| method | test accuracy | parameters | time growing (s) | total time (s) |")
+  say("|---|---|---|---|---|")
+  local final = {}
+  for _, m in ipairs(methods) do
+    local acc, par, gs, ts = {}, {}, {}, {}
+    for _, run in ipairs(S.runs) do
+      if run.method == m then
+        acc[#acc + 1], par[#par + 1], gs[#gs + 1], ts[#ts + 1] = run.test_acc, run.params, run.grow_seconds, run.seconds
+      end
+    end
+    local f = {}
+    f.acc, f.acc_sd = mean_sd(acc)
+    f.params = mean_sd(par)
+    f.grow, f.grow_sd = mean_sd(gs)
+    f.total, f.total_sd = mean_sd(ts)
+    f.n = #acc
+    final[m] = f
+    if f.n > 0 then
+      say("| %s | %.4f (%.4f) | %.0f | %.1f (%.1f) | %.1f (%.1f) |", m, f.acc, f.acc_sd, f.params, f.grow, f.grow_sd,
+        f.total, f.total_sd)
+    end
+  end
+  say("")
+  -- accuracy at equal sizes: three sizes spread (in log) over the common
+  -- range of growth
+  local sizes = {}
+  if hi > lo then
+    -- (not the start itself: every method starts from the same network)
+    for k = 1, 3 do
+      local s = math.floor(math.exp(math.log(lo) + k / 3 * (math.log(hi) - math.log(lo))) + 0.5)
+      sizes[#sizes + 1] = math.max(lo, math.min(hi, s))
+    end
+  end
+  local eq, plot_rows = {}, {}
+  if #sizes > 0 then
+    say("Test accuracy at equal size, interpolated on each run's accuracy-vs-parameters curve, mean (sd):")
+    say("")
+    local head, rule = "| method |", "|---|"
+    for _, s in ipairs(sizes) do head, rule = head .. string.format(" %d params |", s), rule .. "---|" end
+    say(head); say(rule)
+    for _, m in ipairs(methods) do
+      eq[m] = {}
+      local line = "| " .. m .. " |"
+      for k, s in ipairs(sizes) do
+        local per_seed = {}
+        for seed, c in pairs(curves[m]) do per_seed[seed] = at_size(c, s) end
+        local xs = {}
+        for _, v in pairs(per_seed) do xs[#xs + 1] = v end
+        local mu, sd = mean_sd(xs)
+        eq[m][k] = { mean = mu, sd = sd, seeds = per_seed, n = #xs }
+        line = line .. (mu and string.format(" %.4f (%.4f) |", mu, sd) or " - |")
+        if mu then plot_rows[#plot_rows + 1] = { method = m, params = s, test_acc = mu, sd = sd } end
+      end
+      say(line)
+    end
+    say("")
+  else
+    say("*The methods' curves share no range of sizes: no comparison at equal size.*")
+    say("")
+  end
+  if #plot_rows > 0 then
+    -- (plots drawn beside the logs, their PNG copied next to the page)
+    local dir = o.out .. "/grow_fig4/plots"
+    ff.io.mkdir(o.out .. "/grow_fig4")
+    ff.io.mkdir(dir)
+    ff.plot.from_rows(plot_rows, { x = "params", y = "test_acc", by = "method", spread = "sd",
+      path = dir .. "/" .. name .. "_acc", title = title .. ": test accuracy at equal size (mean, sd)",
+      xlabel = "parameters", ylabel = "test accuracy", logx = false })
+    local a = image(dir .. "/" .. name .. "_acc.png", "fig4_" .. name .. "_acc.png")
+    if a then say("![%s accuracy](%s)", title, a) end
+    local g = {}
+    for _, r in ipairs(rows) do
+      if r.seed == 1 then g[#g + 1] = { method = r.method, phase = r.phase, grow_s = math.max(r.grow_seconds_total, 1e-3) } end
+    end
+    ff.plot.from_rows(g, { x = "phase", y = "grow_s", by = "method",
+      path = dir .. "/" .. name .. "_time", title = title .. ": time spent growing (cumulative, seed 1)",
+      xlabel = "phase", ylabel = "seconds", logy = true })
+    local b = image(dir .. "/" .. name .. "_time.png", "fig4_" .. name .. "_time.png")
+    if b then say("![%s growth time](%s)", title, b) end
+    say("")
+  end
+  -- the claims
+  say("Verdicts (rule: a difference counts only when it exceeds the sum of the two standard deviations over")
+  say("seeds; else \"not shown\"):")
+  say("")
+  local f = eq.firefly
+  if f and #sizes > 0 then
+    say("**Paper (Fig. 4a):** Firefly is more accurate than every baseline at the same size.")
+    for _, m in ipairs(methods) do
+      if m ~= "firefly" and eq[m] then
+        local parts = {}
+        for k, s in ipairs(sizes) do
+          local a, b = f[k], eq[m][k]
+          if a.mean and b.mean then
+            local diff, spread = a.mean - b.mean, a.sd + b.sd
+            parts[#parts + 1] = string.format("%d params: %+.4f ± %.4f, %s", s, diff, spread,
+              verdict(diff, spread, math.min(a.n, b.n)))
+          end
+        end
+        say("- Firefly − %s: %s.", m, table.concat(parts, "; "))
+      end
+    end
+    say("")
+  end
+  local ff_t = final.firefly
+  if ff_t and ff_t.n > 0 then
+    say("**Paper (Fig. 4b):** Firefly grows faster than exact splitting and NASH.")
+    for _, m in ipairs { "split_exact", "nash", "split_fast", "gradmax", "net2net", "random" } do
+      local b = final[m]
+      if b and b.n > 0 then
+        local diff, spread = b.grow - ff_t.grow, b.grow_sd + ff_t.grow_sd
+        local claim = (m == "split_exact" or m == "nash") and (": " .. verdict(diff, spread, math.min(b.n, ff_t.n))) or ""
+        say("- %s grows in %.1f s against Firefly's %.1f s (%.2f×; difference %+.1f ± %.1f s)%s.", m, b.grow, ff_t.grow,
+          b.grow / math.max(ff_t.grow, 1e-9), diff, spread, claim)
+      end
+    end
+    say("")
+  end
+  if #scratch > 0 and ff_t then
+    say("**Growth against training from scratch:** a fixed network of Firefly's final widths (per seed),")
+    say("trained from a fresh initialisation for the same total epochs (%d):", S.phases * S.epochs)
+    say("")
+    say("| seed | widths | parameters | scratch accuracy | Firefly accuracy | scratch time (s) | Firefly time (s) |")
+    say("|---|---|---|---|---|---|---|")
+    local sa, fa = {}, {}
+    for _, r in ipairs(scratch) do
+      local run
+      for _, x in ipairs(S.runs) do if x.method == "firefly" and x.seed == r.seed then run = x end end
+      say("| %d | %s | %d | %.4f | %s | %.1f | %s |", r.seed, r.widths, r.params, r.test_acc,
+        run and string.format("%.4f", run.test_acc) or "-", r.seconds, run and string.format("%.1f", run.seconds) or "-")
+      sa[#sa + 1] = r.test_acc
+      if run then fa[#fa + 1] = run.test_acc end
+    end
+    local ms, ss = mean_sd(sa)
+    local mf, sf = mean_sd(fa)
+    if ms and mf then
+      say("")
+      local v = verdict(mf - ms, ss + sf, math.min(#sa, #fa))
+      say("- Firefly − scratch at the same size: %+.4f ± %.4f: growth ahead of training from scratch: %s.", mf - ms,
+        ss + sf, v)
+    end
+    say("")
+  end
+end
+
+fig4_section("vgg19", "VGG-19 grown wider")
+fig4_section("mobilenet", "MobileNetV1 grown wider")
+for _, n in ipairs { "vgg19_cifar10", "mobilenet_cifar10" } do
+  if read(o.out .. "/grow_fig4/" .. n .. "/summary.json") or read(o.images .. "/fig4_" .. n .. "/summary.json") then
+    fig4_section(n, (n:find("vgg") and "VGG-19" or "MobileNetV1") .. " grown wider on CIFAR-10")
+  end
+end
+if not (read(o.out .. "/grow_fig4/vgg19_cifar10/summary.json") or read(o.images .. "/fig4_vgg19_cifar10/summary.json")) then
+  say("*CIFAR-10: not run (its files are not on this machine); `--data cifar10 --path DIR` runs it.*")
+  say("")
+end
 
 ---------------------------------------------------------------- deeper
 say("## Growing wider and deeper")
