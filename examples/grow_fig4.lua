@@ -14,10 +14,13 @@
 -- Default scale (minutes per method and seed on 2 cores; not the paper's):
 -- the networks at 1/32 of their width (VGG-19: 2 channels in the first
 -- block, 16 in the last; MobileNetV1: 1/16, stem 2, last block 64),
--- 4000 training examples, 1000 validation, 2000 test, 3 phases of 1 epoch,
--- NASH with 2 children of 1 epoch, 3 seeds. --full: 1/8 of the width,
+-- 4000 training examples, 1000 validation, 2000 test, 3 phases of 1 epoch
+-- (batches of 64; Adam, lr 2e-3 for VGG, 1e-2 for the thin MobileNet, which
+-- barely moves in so few steps otherwise), NASH with 2 children of 1
+-- epoch, 3 seeds. --full: 1/8 of the width,
 -- the whole training set (55000 after 5000 for validation), the test set,
--- 6 phases of 5 epochs, NASH with 4 children of 1 epoch (hours).
+-- 6 phases of 5 epochs (batches of 128), NASH with 4 children of 1 epoch
+-- (hours; not measured on this machine yet).
 -- Every point of the accuracy-vs-parameters curves is after the same
 -- training since its growth (one phase's epochs).
 -- Writes DIR/<method>_s<seed>/grow.* (per-phase rows), DIR/results.jsonl
@@ -55,9 +58,9 @@ end
 local o = parse(arg or {})
 local S = o.full
   and { width = { vgg19 = 1 / 8, mobilenet = 1 / 8 }, train = nil, val = 5000, test = nil, phases = 6, epochs = 5,
-        children = 4, child_epochs = 1 }
+        children = 4, child_epochs = 1, lr = { vgg19 = 2e-3, mobilenet = 5e-3 }, batch = 128 }
   or { width = { vgg19 = 1 / 32, mobilenet = 1 / 16 }, train = 4000, val = 1000, test = 2000, phases = 3, epochs = 1,
-       children = 2, child_epochs = 1 }
+       children = 2, child_epochs = 1, lr = { vgg19 = 2e-3, mobilenet = 1e-2 }, batch = 64 }
 
 ---------------------------------------------------------------- data
 
@@ -133,7 +136,7 @@ end
 
 local function neighbourhood(method, seed)
   local nb = ff.grow.neighbourhood { method = method, new = 8, lr = 1e-2, generator = ff.Generator(seed + 1),
-    quiet = true }
+    quiet = true, zero = method == "gradmax" and "outgoing" or nil }
   if method == "nash" then
     nb.children, nb.child_epochs = S.children, S.child_epochs
     nb.train = first(train, 2000, seed + 2)
@@ -142,13 +145,13 @@ local function neighbourhood(method, seed)
 end
 
 local function loader_of(seed)
-  return ff.data.DataLoader(train, { batch_size = 128, shuffle = true, generator = ff.Generator(seed) })
+  return ff.data.DataLoader(train, { batch_size = S.batch, shuffle = true, generator = ff.Generator(seed) })
 end
 
 local function grow(method, seed)
   ff.manual_seed(seed)
   local net = build()
-  local opt = ff.optim.Adam(net:named_parameters(), { lr = 2e-3 })
+  local opt = ff.optim.Adam(net:named_parameters(), { lr = S.lr[o.net] })
   local t0 = ff.clock()
   local rows = ff.grow.run { net = net, data = loader_of(seed), test = test, val = val, optim = opt,
     phases = S.phases, epochs = S.epochs, neighbourhood = neighbourhood(method, seed), eta = { ratio = 0.35 },
@@ -165,7 +168,7 @@ end
 local function scratch(widths, seed, epochs)
   ff.manual_seed(seed + 500)
   local net = build(widths)
-  local opt = ff.optim.Adam(net:named_parameters(), { lr = 2e-3 })
+  local opt = ff.optim.Adam(net:named_parameters(), { lr = S.lr[o.net] })
   local t0 = ff.clock()
   local fit = ff.train.fit { model = net, data = loader_of(seed), optim = opt, epochs = epochs, test = test,
     quiet = true }
@@ -175,6 +178,24 @@ end
 
 local all, summary, scratch_rows = {}, {}, {}
 local t_start = ff.clock()
+
+-- The logs so far, rewritten after every seed (a run stopped early still
+-- leaves whole seeds to read).
+local function write_logs(seeds_done)
+  local function write_jsonl(name, rows)
+    local lines = {}
+    for i, r in ipairs(rows) do lines[i] = require("cjson").encode(r) end
+    ff.io.write_atomic(o.out .. "/" .. name .. ".jsonl", table.concat(lines, "\n") .. (#lines > 0 and "\n" or ""))
+  end
+  write_jsonl("results", all)
+  write_jsonl("scratch", scratch_rows)
+  ff.io.write_atomic(o.out .. "/summary.json", require("cjson").encode {
+    experiment = "grow_fig4", net = o.net, data = o.data, scale = o.full and "full" or "default",
+    seeds = seeds_done, phases = S.phases, epochs = S.epochs, width = S.width[o.net], lr = S.lr[o.net],
+    batch_size = S.batch, train = train:size(), val = val:size(), test = test:size(), nash_children = S.children,
+    eta = 0.35, seconds = ff.clock() - t_start, runs = summary, scratch = scratch_rows })
+end
+
 for seed = 1, o.seeds do
   local final_firefly
   for _, m in ipairs(o.methods) do
@@ -186,6 +207,7 @@ for seed = 1, o.seeds do
       widths = last.widths, grow_seconds = grow_s, seconds = secs }
     print(string.format("%-9s %-12s seed %d  acc %.4f  params %8d  grow %7.1f s  total %7.1f s", o.net, m, seed,
       last.test_acc, last.params, grow_s, secs))
+    io.stdout:flush()
   end
   if final_firefly then
     local r = scratch(widths_of(final_firefly), seed, S.phases * S.epochs)
@@ -193,18 +215,6 @@ for seed = 1, o.seeds do
     print(string.format("%-9s %-12s seed %d  acc %.4f  params %8d  total %7.1f s", o.net, "scratch", seed,
       r.test_acc, r.params, r.seconds))
   end
+  write_logs(seed)
 end
-
-local function write_jsonl(name, rows)
-  local log = ff.logging.Logger { dir = o.out, name = name }
-  for _, r in ipairs(rows) do log:write(r) end
-  log:close()
-end
-write_jsonl("results", all)
-write_jsonl("scratch", scratch_rows)
-ff.io.write_atomic(o.out .. "/summary.json", require("cjson").encode {
-  experiment = "grow_fig4", net = o.net, data = o.data, scale = o.full and "full" or "default",
-  seeds = o.seeds, phases = S.phases, epochs = S.epochs, width = S.width[o.net],
-  train = train:size(), val = val:size(), test = test:size(), nash_children = S.children,
-  eta = 0.35, seconds = ff.clock() - t_start, runs = summary, scratch = scratch_rows })
 print(string.format("%s: %d runs in %.0f s; logs in %s", o.net, #summary + #scratch_rows, ff.clock() - t_start, o.out))

@@ -314,8 +314,8 @@ local function fig4_section(name, title)
   say("%s layout at 1/%d of its width grown on %s padded to 32×32 (%s scale): %d training examples, %d validation,",
     net == "vgg19" and "VGG-19's" or "MobileNetV1's", math.floor(1 / S.width + 0.5), S.data == "fashion" and "Fashion-MNIST" or "CIFAR-10",
     S.scale, S.train, S.val)
-  say("%d test; %d phases of %d epoch(s) (Adam, lr 2e-3), η = %.2f of the current neurons per phase, the same for",
-    S.test, S.phases, S.epochs, S.eta)
+  say("%d test; %d phases of %d epoch(s) (Adam, lr %g, batches of %d), η = %.2f of the current neurons per phase, the same for",
+    S.test, S.phases, S.epochs, S.lr or 2e-3, S.batch_size or 128, S.eta)
   say("every method; %d seed(s); %.1f hours in all on this machine (shared with other jobs: times are noisy).",
     S.seeds, S.seconds / 3600)
   say("Differs from the paper: the paper grows the full-width networks' thin versions on CIFAR-10 for many")
