@@ -425,21 +425,28 @@ local function fig4_section(name, title)
   say("Verdicts (rule: a difference counts only when it exceeds the sum of the two standard deviations over")
   say("seeds; else \"not shown\"):")
   say("")
-  local f = eq.firefly
-  if f and #sizes > 0 then
-    say("**Paper (Fig. 4a):** Firefly is more accurate than every baseline at the same size.")
+  if curves.firefly and #sizes > 0 then
+    say("**Paper (Fig. 4a):** Firefly is more accurate than every baseline at the same size. Each baseline is")
+    say("compared at the largest size both it and Firefly reach on every seed (their curves interpolated there):")
     for _, m in ipairs(methods) do
-      if m ~= "firefly" and eq[m] then
-        local parts = {}
-        for k, s in ipairs(sizes) do
-          local a, b = f[k], eq[m][k]
-          if a.mean and b.mean then
-            local diff, spread = a.mean - b.mean, a.sd + b.sd
-            parts[#parts + 1] = string.format("%d params: %+.4f ± %.4f, %s", s, diff, spread,
-              verdict(diff, spread, math.min(a.n, b.n)))
-          end
+      if m ~= "firefly" and curves[m] then
+        local top = math.huge
+        for _, name in ipairs { "firefly", m } do
+          for _, c in pairs(curves[name]) do top = math.min(top, c[#c].params) end
         end
-        say("- Firefly − %s: %s.", m, table.concat(parts, "; "))
+        local function accs(name)
+          local xs = {}
+          for _, c in pairs(curves[name]) do xs[#xs + 1] = at_size(c, top) end
+          return xs
+        end
+        local fa, ba = accs("firefly"), accs(m)
+        local mf, sf = mean_sd(fa)
+        local mb, sb = mean_sd(ba)
+        if mf and mb then
+          local diff, spread = mf - mb, sf + sb
+          say("- Firefly − %s at %d params: %.4f − %.4f = %+.4f ± %.4f: %s.", m, top, mf, mb, diff, spread,
+            verdict(diff, spread, math.min(#fa, #ba)))
+        end
       end
     end
     say("")
