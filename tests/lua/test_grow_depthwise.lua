@@ -205,4 +205,16 @@ function TestDepthwise:test_a_grown_network_checkpoints()
   lu.assertEquals(back:get(4).groups, net:get(4).groups)
 end
 
+function TestDepthwise:test_the_fig4_recipe_refuses_bad_arguments()
+  -- (parsed before any data is read: these cost no training)
+  for args, msg in pairs { ["--net resnet"] = "--net must be vgg19 or mobilenet",
+    ["--net vgg19 --seeds 0"] = "--seeds must be an integer >= 1",
+    ["--net vgg19 --epochs 3"] = "unknown argument --epochs" } do
+    local p = io.popen("./firefly examples/grow_fig4.lua " .. args .. " 2>&1")
+    local out = p:read("a")
+    lu.assertTrue(not p:close(), args .. ": exits with a failure")
+    lu.assertStrContains(out, msg)
+  end
+end
+
 os.exit(testlib.run())
