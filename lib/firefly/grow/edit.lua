@@ -12,7 +12,8 @@
 --
 -- Every edit is one row map of the neuron dimension: `src[j]` is the old
 -- neuron new neuron j copies (0: a new one). Each tensor indexed by neurons
--- follows it: rows of the producer, per-neuron entries, residual blocks in
+-- follows it: rows of the producer, per-neuron entries (batch norm, the
+-- kernels of a depthwise conv), residual blocks in
 -- between (their first layer's input columns, halved for split parents
 -- like the consumer's; their last layer's output rows, copied for split
 -- children, zero for new neurons, so a block adds the same to both
@@ -117,6 +118,19 @@ local function grow_between(unit, m_old, src, entries)
           add(replace(m, name, gather(m[name]:detach(), 1, rows, nil, defaults[name]), { [1] = rows }))
         end
       end
+    elseif m.per_neuron == "depthwise" then
+      -- a depthwise conv's kernels are per neuron: split children copy the
+      -- parent's, new neurons get the identity-like centre tap (the kernel
+      -- the over-grown network scored them with); groups = the new width
+      local w = gather(m.weight:detach(), 1, rows)
+      local centre = units.depthwise_kernel(m, 1)
+      for j, s in ipairs(src) do
+        if s == 0 then w:narrow(1, m_old + j, 1):copy_(centre) end
+      end
+      add(replace(m, "weight", w, { [1] = rows }))
+      if m.bias then add(replace(m, "bias", gather(m.bias:detach(), 1, rows), { [1] = rows })) end
+      m.groups = #rows
+      m.in_channels, m.out_channels = #rows, #rows
     elseif m.container == "residual" then
       local first, last = units.residual_ends(m, m_old)
       local csrc, cscale = column_map(m_old, src, 1)

@@ -19,7 +19,8 @@
 --                       consumer (conv units: before Flatten or global
 --                       pooling, as a conv-act-conv block)
 -- φ is the unit's per-neuron layers (batch norm in evaluation mode, the
--- activation, pooling). A new neuron's batch norm starts as the identity,
+-- activation, pooling, a depthwise conv: a new neuron's kernel is the
+-- centre tap). A new neuron's batch norm starts as the identity,
 -- so it sees only the activation and pooling, and it bypasses residual
 -- blocks in between (their rows and columns for it start at zero). The
 -- gates y are zeros: ∂L/∂y_i is the effect of scaling candidate i's step.
@@ -68,6 +69,15 @@ end
 
 local function is_bn(m) return m.per_neuron == "norm" end
 
+-- New neurons through a depthwise conv m (z holds only their channels):
+-- their kernels start as the centre tap (units.depthwise_kernel, what
+-- apply writes), so they pass at m's stride, padding and dilation.
+function O.depthwise_new(m, z)
+  local n = z:size(2)
+  return ff.conv2d(z, units_mod.depthwise_kernel(m, n), nil,
+    { stride = m.stride, padding = m.padding, dilation = m.dilation, groups = n })
+end
+
 -- A new neuron's output times its step, `scale` (one value per neuron):
 -- the activations and pooling of the unit, but not its batch norm (a new
 -- neuron's entries are the identity), dropout or residual blocks; the
@@ -83,6 +93,8 @@ local function phi_new(unit, z, scale)
     if m.per_neuron == "flatten" then
       if not scaled then z = apply_scale(z) end
       z = m(z)
+    elseif m.per_neuron == "depthwise" then
+      z = O.depthwise_new(m, z)
     elseif m.per_neuron and not is_bn(m) and m.per_neuron ~= "dropout" then
       z = m(z)
     end
@@ -272,6 +284,8 @@ function O:unit_forward(c, x, extra)
     else
       h = m(h)
     end
+    -- (a depthwise conv's output positions: its FLOP cost per neuron)
+    if m.per_neuron == "depthwise" then note(self, m, h or pair) end
   end
   layer_here(#between + 1)
   if pair then h = average(pair) end

@@ -47,7 +47,12 @@ local function weight_layers(self)
         table.insert(layer(first).dcols, { k, 1 })
         table.insert(layer(last).drows, { k, 1 })
       elseif m.weight then
-        bns[#bns + 1] = { k, 2 }
+        -- per-neuron parameters: a batch norm's γ and β (2), a depthwise
+        -- conv's kernel and bias (kh·kw + 1); FLOPs: the kernel at every
+        -- output position of the depthwise conv, nothing for batch norm
+        local per = m.weight:numel() // m.weight:size(1)
+        bns[#bns + 1] = { k, per + (m.bias and 1 or 0),
+          m.per_neuron == "depthwise" and per * (self.positions[m] or 1) or 0 }
       end
     end
   end
@@ -62,9 +67,7 @@ local function total_cost(self, n, l, flops, d)
     for _, d in ipairs(L.dcols) do c = c + n[d[1]] * d[2] end
     cost = cost + (r * c * L.kernel + (flops and 0 or r * L.bias)) * (flops and L.positions or 1)
   end
-  if not flops then
-    for _, b in ipairs(self.cost_bns) do cost = cost + n[b[1]] * b[2] end
-  end
+  for _, b in ipairs(self.cost_bns) do cost = cost + n[b[1]] * (flops and b[3] or b[2]) end
   -- new layers: a block of l[k] neurons at the unit's width w (two weight
   -- layers, the first one's bias and batch norm, the second one's bias)
   for k, cand in ipairs(self.og.units) do

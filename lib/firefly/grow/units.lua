@@ -9,6 +9,9 @@
 -- writes them): a neuron added to the unit adds an input column to f's
 -- first layer and an output row to f's last layer. This is what lets a
 -- layer keep growing after Firefly inserted a new layer behind it.
+-- A depthwise convolution (per_neuron = "depthwise", MobileNet's blocks) is
+-- one of those per-neuron layers: it filters each neuron alone, so a
+-- neuron added to the unit adds a kernel to it (see U.depthwise_kernel).
 -- Growing the producer adds output rows, entries of the per-neuron layers,
 -- and input columns of the consumer; through Flatten one conv channel is
 -- `spatial` consecutive input features of the next Linear.
@@ -17,6 +20,8 @@
 -- The last layer of a Sequential feeds whatever follows the Sequential (the
 -- network's output, or a residual sum whose width is tied to the trunk), so
 -- it is never a producer.
+local ff = require "firefly"
+
 local U = {}
 
 -- What a module is, as it says itself (nn declares `neurons`,
@@ -29,8 +34,10 @@ U.display_name = display_name
 local function per_neuron(m) return m.per_neuron ~= nil end
 U.per_neuron = per_neuron
 
+-- (a layer that says it is per-neuron never produces: a depthwise conv of
+-- one channel has groups = 1 but must stay depthwise when it grows)
 local function is_producer(m)
-  return m.neurons ~= nil and (m.groups or 1) == 1 and m.weight ~= nil
+  return m.neurons ~= nil and (m.groups or 1) == 1 and m.weight ~= nil and m.per_neuron == nil
 end
 U.is_producer = is_producer
 
@@ -43,6 +50,18 @@ local function width(m) return m.weight:size(1) end
 
 local function fan_in(m)
   return m.weight:size(2) * (m.groups or 1)
+end
+
+-- The kernels of n new neurons in a depthwise convolution m: zeros with
+-- the centre tap 1, so a new neuron passes through it as through the
+-- identity (at m's stride; exactly so for odd kernels padded by half of
+-- their dilated size, as MobileNet's 3x3 padding 1). Shared by apply
+-- (edit.lua) and the over-grown network, which must agree.
+function U.depthwise_kernel(m, n)
+  local kh, kw = m.weight:size(3), m.weight:size(4)
+  local k = ff.zeros(n, 1, kh, kw)
+  if n > 0 then k:narrow(3, (kh + 1) // 2, 1):narrow(4, (kw + 1) // 2, 1):fill_(1) end
+  return k
 end
 
 -- The first and last layers of a residual block's f when f is a Sequential

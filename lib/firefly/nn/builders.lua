@@ -92,14 +92,33 @@ end
 -- Howard et al. 2017: a 3x3 stem, then 13 depthwise-separable blocks
 -- (depthwise 3x3 conv with groups = channels, BN, ReLU, pointwise 1x1
 -- conv, BN, ReLU), global average pooling and a Linear classifier. Use
--- stem_stride = 1 for 28x28 or 32x32 inputs.
+-- stem_stride = 1 for 28x28 or 32x32 inputs. channels = {stem, block 1,
+-- ..., block 13} (14 numbers) sets every width instead of `width` (a grown
+-- network's widths, to train the same shape from scratch).
 local function mobilenet_v1(nn, spec)
   check_options("mobilenet_v1", spec, { width = true, in_channels = true, classes = true,
-    stem_stride = true, generator = true })
+    stem_stride = true, generator = true, channels = true })
   local width, g = spec.width or 1, spec.generator
-  local function ch(n) return math.max(1, math.floor(n * width + 0.5)) end
   local blocks = { { 64, 1 }, { 128, 2 }, { 128, 1 }, { 256, 2 }, { 256, 1 }, { 512, 2 },
     { 512, 1 }, { 512, 1 }, { 512, 1 }, { 512, 1 }, { 512, 1 }, { 1024, 2 }, { 1024, 1 } }
+  local chans = spec.channels
+  if chans ~= nil then
+    if type(chans) ~= "table" or #chans ~= #blocks + 1 then
+      error(string.format("mobilenet_v1: channels must be a list of %d widths (the stem, then each block), got %s",
+        #blocks + 1, type(chans) == "table" and #chans .. " entries" or type(chans)), 3)
+    end
+    for i, v in ipairs(chans) do
+      if math.type(v) ~= "integer" or v < 1 then
+        error(string.format("mobilenet_v1: channels[%d] must be an integer >= 1, got %s", i, tostring(v)), 3)
+      end
+    end
+  end
+  local k = 0
+  local function ch(n)
+    k = k + 1
+    if chans then return chans[k] end
+    return math.max(1, math.floor(n * width + 0.5))
+  end
   local net = nn.Sequential()
   local c = ch(32)
   net:add(nn.Conv2d(spec.in_channels or 3, c, 3,
@@ -108,7 +127,11 @@ local function mobilenet_v1(nn, spec)
   net:add(nn.ReLU())
   for _, b in ipairs(blocks) do
     local out = ch(b[1])
-    net:add(nn.Conv2d(c, c, 3, { stride = b[2], padding = 1, groups = c, bias = false, generator = g }))
+    local dw = nn.Conv2d(c, c, 3, { stride = b[2], padding = 1, groups = c, bias = false, generator = g })
+    -- (one channel: groups = 1 cannot say it; the block stays depthwise
+    -- when growth widens it)
+    dw.per_neuron = "depthwise"
+    net:add(dw)
     net:add(nn.BatchNorm2d(c))
     net:add(nn.ReLU())
     net:add(nn.Conv2d(c, out, 1, { bias = false, generator = g }))

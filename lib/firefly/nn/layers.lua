@@ -13,7 +13,9 @@ local L = {}
 -- `"channels"`: output channels of a Conv2d) and can be run with other
 -- weights (`with_weights`); a per-neuron layer acts on each neuron alone
 -- (`per_neuron` says how: "norm", "activation", "dropout", "maxpool",
--- "avgpool", "flatten" (channels become features), "identity"). A layer
+-- "avgpool", "flatten" (channels become features), "identity",
+-- "depthwise": a Conv2d with groups = in = out channels, one kernel per
+-- neuron, whose rows grow with the neurons it reads). A layer
 -- that mixes neurons (LayerNorm) declares neither. A new layer type that
 -- declares these is growable without any change to ff.grow.
 
@@ -102,6 +104,13 @@ function L.Conv2d_new(in_channels, out_channels, kernel, opts)
     fan_in, out_channels // o.groups * k[1] * k[2], o.generator or nil)
   self:register_parameter("weight", w)
   self:register_parameter("bias", o.bias and b or nil)
+  -- A depthwise convolution (groups = in = out > 1) filters each channel
+  -- alone: it is a per-neuron layer of the producer before it, not a
+  -- producer (is_producer needs groups = 1). Declared on the instance,
+  -- since it depends on the shape; growth keeps groups equal to the width.
+  if o.groups > 1 and o.groups == in_channels and o.groups == out_channels then
+    self.per_neuron = "depthwise"
+  end
   return self
 end
 

@@ -128,6 +128,9 @@ local function linear_path(unit, z)
       z = ff.avg_pool2d(z, m.kernel, { stride = m.stride, padding = m.padding })
     elseif role == "avgpool" or role == "flatten" then
       z = m(z)
+    elseif role == "depthwise" then
+      -- a new neuron's depthwise kernel starts as the centre tap (linear)
+      z = overgrown.depthwise_new(m, z)
     end
   end
   return z

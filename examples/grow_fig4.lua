@@ -1,0 +1,220 @@
+-- grow_fig4: the paper's Fig. 4 networks grown wider from a thin start:
+-- VGG-19's layout or MobileNetV1's (depthwise-separable blocks), with
+-- every growth method of the harness at the same schedule, budget (η =
+-- 0.35 of the current neurons per phase), data, training and seeds; then,
+-- per seed, a fixed network of Firefly's final widths trained from scratch
+-- for the same total epochs (accuracy, parameters, wall time).
+--
+--   ./firefly examples/grow_fig4.lua --net vgg19|mobilenet [--full] [--seeds N]
+--        [--data fashion|cifar10 --path DIR] [--methods firefly,random,...] [--out DIR]
+--
+-- Data: Fashion-MNIST padded to 32x32 (the paper's CIFAR-10 input size);
+-- --data cifar10 --path DIR uses CIFAR-10's binary files when they are
+-- there (else it says so and stops).
+-- Default scale (minutes per method and seed on 2 cores; not the paper's):
+-- the networks at 1/32 of their width (VGG-19: 2 channels in the first
+-- block, 16 in the last; MobileNetV1: 1/16, stem 2, last block 64),
+-- 4000 training examples, 1000 validation, 2000 test, 3 phases of 1 epoch
+-- (batches of 64; Adam, lr 2e-3 for VGG, 1e-2 for the thin MobileNet, which
+-- barely moves in so few steps otherwise), NASH with 2 children of 1
+-- epoch, 3 seeds. --full: 1/8 of the width,
+-- the whole training set (55000 after 5000 for validation), the test set,
+-- 6 phases of 5 epochs (batches of 128), NASH with 4 children of 1 epoch
+-- (hours; not measured on this machine yet).
+-- Every point of the accuracy-vs-parameters curves is after the same
+-- training since its growth (one phase's epochs).
+-- Writes DIR/<method>_s<seed>/grow.* (per-phase rows), DIR/results.jsonl
+-- (every phase of every method and seed, with growth and wall seconds),
+-- DIR/scratch.jsonl, DIR/summary.json; examples/results.lua turns them
+-- into RESULTS.md's table and verdicts.
+local ff = require "firefly"
+
+local ALL = { "firefly", "random", "nash", "split_exact", "split_fast", "net2net", "gradmax" }
+
+local function parse(args)
+  local o = { data = "fashion", seeds = 3, methods = ALL }
+  local i = 1
+  while args[i] do
+    local a, v = args[i], args[i + 1]
+    if a == "--full" then o.full = true; i = i - 1
+    elseif a == "--net" then o.net = v
+    elseif a == "--data" then o.data = v
+    elseif a == "--path" then o.path = v
+    elseif a == "--out" then o.out = v
+    elseif a == "--seeds" then o.seeds = math.tointeger(tonumber(v))
+    elseif a == "--methods" then
+      o.methods = {}
+      for m in v:gmatch("[^,]+") do o.methods[#o.methods + 1] = m end
+    else error("grow_fig4: unknown argument " .. a .. " (--net, --full, --seeds, --data, --path, --methods, --out)", 0) end
+    i = i + 2
+  end
+  if o.net ~= "vgg19" and o.net ~= "mobilenet" then error("grow_fig4: --net must be vgg19 or mobilenet", 0) end
+  if o.data ~= "fashion" and o.data ~= "cifar10" then error("grow_fig4: --data must be fashion or cifar10", 0) end
+  if not o.seeds or o.seeds < 1 then error("grow_fig4: --seeds must be an integer >= 1", 0) end
+  o.out = o.out or ("out/grow_fig4/" .. o.net .. (o.data == "cifar10" and "_cifar10" or ""))
+  return o
+end
+
+local o = parse(arg or {})
+local S = o.full
+  and { width = { vgg19 = 1 / 8, mobilenet = 1 / 8 }, train = nil, val = 5000, test = nil, phases = 6, epochs = 5,
+        children = 4, child_epochs = 1, lr = { vgg19 = 2e-3, mobilenet = 5e-3 }, batch = 128 }
+  or { width = { vgg19 = 1 / 32, mobilenet = 1 / 16 }, train = 4000, val = 1000, test = 2000, phases = 3, epochs = 1,
+       children = 2, child_epochs = 1, lr = { vgg19 = 2e-3, mobilenet = 1e-2 }, batch = 64 }
+
+---------------------------------------------------------------- data
+
+-- x (N, C, 28, 28) into the middle of (N, C, 32, 32) zeros.
+local function pad32(ds)
+  local x = ds.x
+  if x:size(3) == 32 then return ds end
+  local n, c = x:size(1), x:size(2)
+  local out = ff.zeros(n, c, 32, 32)
+  out:narrow(3, 3, 28):narrow(4, 3, 28):copy_(x)
+  return ff.data.Dataset(out, ds.y)
+end
+
+local function first(ds, n, seed)
+  if not n or n >= ds:size() then return ds end
+  return ds:subset(ff.data.randperm(ds:size(), ff.Generator(seed)):narrow(1, 1, n))
+end
+
+local function load_data()
+  local train, test
+  if o.data == "fashion" then
+    train, test = ff.data.fashion_mnist { split = "train" }, ff.data.fashion_mnist { split = "test" }
+  else
+    local ok, err = pcall(function()
+      train = ff.data.cifar10 { path = o.path or "data/cifar10", split = "train" }
+      test = ff.data.cifar10 { path = o.path or "data/cifar10", split = "test" }
+    end)
+    if not ok then
+      print("grow_fig4: CIFAR-10 skipped: its files are not there (" .. tostring(err) .. ")")
+      os.exit(0)
+    end
+  end
+  -- the same subsets for every method and seed (seed 1000): only the
+  -- networks' seeds vary
+  train, test = pad32(train), pad32(test)
+  local val, rest = train:split(S.val / train:size(), ff.Generator(1000))
+  return first(rest, S.train, 1001), val, first(test, S.test, 1002)
+end
+
+local train, val, test = load_data()
+local shape = train.x:size()
+ff.io.mkdir(o.out)
+
+---------------------------------------------------------------- networks
+
+-- The thin start; or, with widths (the units' widths in order), the same
+-- layout at those widths (the from-scratch baseline).
+local function build(widths)
+  local w = S.width[o.net]
+  if o.net == "vgg19" then
+    local cfg = {}
+    for i, v in ipairs(ff.nn.vgg.presets.vgg19) do cfg[i] = v end
+    local k = 0
+    for i, v in ipairs(cfg) do
+      if v ~= "M" then
+        k = k + 1
+        cfg[i] = widths and widths[k] or math.max(1, math.floor(v * w + 0.5))
+      end
+    end
+    return ff.nn.vgg { cfg = cfg, in_channels = shape[2], classes = 10 }
+  end
+  return ff.nn.mobilenet_v1 { width = not widths and w or nil, channels = widths, in_channels = shape[2],
+    classes = 10, stem_stride = 1 }
+end
+
+local function widths_of(s)
+  local out = {}
+  for v in s:gmatch("%d+") do out[#out + 1] = math.tointeger(tonumber(v)) end
+  return out
+end
+
+---------------------------------------------------------------- runs
+
+local function neighbourhood(method, seed)
+  local nb = ff.grow.neighbourhood { method = method, new = 8, lr = 1e-2, generator = ff.Generator(seed + 1),
+    quiet = true, zero = method == "gradmax" and "outgoing" or nil }
+  if method == "nash" then
+    nb.children, nb.child_epochs = S.children, S.child_epochs
+    nb.train = first(train, 2000, seed + 2)
+  end
+  return nb
+end
+
+local function loader_of(seed)
+  return ff.data.DataLoader(train, { batch_size = S.batch, shuffle = true, generator = ff.Generator(seed) })
+end
+
+local function grow(method, seed)
+  ff.manual_seed(seed)
+  local net = build()
+  local opt = ff.optim.Adam(net:named_parameters(), { lr = S.lr[o.net] })
+  local t0 = ff.clock()
+  local rows = ff.grow.run { net = net, data = loader_of(seed), test = test, val = val, optim = opt,
+    phases = S.phases, epochs = S.epochs, neighbourhood = neighbourhood(method, seed), eta = { ratio = 0.35 },
+    score_batches = 8, log = string.format("%s/%s_s%d", o.out, method, seed), plot = false, quiet = true }
+  local total, grow_s = ff.clock() - t0, 0
+  for _, r in ipairs(rows) do
+    grow_s = grow_s + (r.grow_seconds or 0)
+    r.seed, r.net, r.grow_seconds_total = seed, o.net, grow_s
+  end
+  return rows, total, grow_s
+end
+
+-- A fixed network of the given widths trained from scratch for `epochs`.
+local function scratch(widths, seed, epochs)
+  ff.manual_seed(seed + 500)
+  local net = build(widths)
+  local opt = ff.optim.Adam(net:named_parameters(), { lr = S.lr[o.net] })
+  local t0 = ff.clock()
+  local fit = ff.train.fit { model = net, data = loader_of(seed), optim = opt, epochs = epochs, test = test,
+    quiet = true }
+  return { seed = seed, net = o.net, widths = table.concat(widths, "-"), params = net:num_params(), epochs = epochs,
+    test_acc = fit[#fit].test_acc, seconds = ff.clock() - t0 }
+end
+
+local all, summary, scratch_rows = {}, {}, {}
+local t_start = ff.clock()
+
+-- The logs so far, rewritten after every seed (a run stopped early still
+-- leaves whole seeds to read).
+local function write_logs(seeds_done)
+  local function write_jsonl(name, rows)
+    local lines = {}
+    for i, r in ipairs(rows) do lines[i] = require("cjson").encode(r) end
+    ff.io.write_atomic(o.out .. "/" .. name .. ".jsonl", table.concat(lines, "\n") .. (#lines > 0 and "\n" or ""))
+  end
+  write_jsonl("results", all)
+  write_jsonl("scratch", scratch_rows)
+  ff.io.write_atomic(o.out .. "/summary.json", require("cjson").encode {
+    experiment = "grow_fig4", net = o.net, data = o.data, scale = o.full and "full" or "default",
+    seeds = seeds_done, phases = S.phases, epochs = S.epochs, width = S.width[o.net], lr = S.lr[o.net],
+    batch_size = S.batch, train = train:size(), val = val:size(), test = test:size(), nash_children = S.children,
+    eta = 0.35, seconds = ff.clock() - t_start, runs = summary, scratch = scratch_rows })
+end
+
+for seed = 1, o.seeds do
+  local final_firefly
+  for _, m in ipairs(o.methods) do
+    local rows, secs, grow_s = grow(m, seed)
+    for _, r in ipairs(rows) do r.run_seconds = secs; all[#all + 1] = r end
+    local last = rows[#rows]
+    if m == "firefly" then final_firefly = last.widths end
+    summary[#summary + 1] = { method = m, seed = seed, test_acc = last.test_acc, params = last.params,
+      widths = last.widths, grow_seconds = grow_s, seconds = secs }
+    print(string.format("%-9s %-12s seed %d  acc %.4f  params %8d  grow %7.1f s  total %7.1f s", o.net, m, seed,
+      last.test_acc, last.params, grow_s, secs))
+    io.stdout:flush()
+  end
+  if final_firefly then
+    local r = scratch(widths_of(final_firefly), seed, S.phases * S.epochs)
+    scratch_rows[#scratch_rows + 1] = r
+    print(string.format("%-9s %-12s seed %d  acc %.4f  params %8d  total %7.1f s", o.net, "scratch", seed,
+      r.test_acc, r.params, r.seconds))
+  end
+  write_logs(seed)
+end
+print(string.format("%s: %d runs in %.0f s; logs in %s", o.net, #summary + #scratch_rows, ff.clock() - t_start, o.out))
