@@ -6,8 +6,7 @@
 #   PREFIX=...   where `make install` puts bin/, lib/, include/ and share/
 #                (BINDIR, LIBDIR, INCDIR, LUADIR, CMODDIR, MANDIR: each part)
 #
-# Targets: all deps test bench bench-dist run install install-lua clean lint fuzz valgrind
-#   (fuzz and valgrind: see tests/fuzz/README.md)
+# Targets: `make help` lists them, one line each.
 
 DEBUG    ?= 0
 SANITIZE ?= 0
@@ -22,7 +21,7 @@ DEB_PKGS := lua5.4 liblua5.4-dev libopenblas-dev lua-unit libreadline-dev \
             clang-14 libclang-rt-14-dev \
             protobuf-c-compiler libprotobuf-c-dev libonnx-dev \
             python3-torch python3-onnx luarocks pkg-config \
-            libopenmpi-dev openmpi-bin
+            libopenmpi-dev openmpi-bin python3
 
 CC      ?= cc
 LUA_INC := /usr/include/lua5.4
@@ -74,7 +73,7 @@ INTERP_OBJ := $(INTERP_SRC:%.c=$(B)/%.o)
 CTEST_OBJ := $(CTEST_SRC:%.c=$(B)/%.o)
 HEADERS := $(wildcard engine/include/*.h engine/core/*.h engine/lua/*.h interp/*.h tests/c/*.h)
 
-.PHONY: all deps test bench bench-dist run install install-lua clean lint fuzz fuzz-build valgrind
+.PHONY: all deps test bench bench-dist run install install-lua clean lint fuzz fuzz-build valgrind help
 
 all: firefly $(B)/firefly/core.so
 
@@ -166,6 +165,7 @@ install-lua: all
 	install -m 755 firefly $(BINDIR)/firefly
 	install -m 755 $(B)/firefly/core.so $(CMODDIR)/firefly/core.so
 	cp -r lib/firefly $(LUADIR)/
+	install -d $(PREFIX)/share/firefly/spec && install -m 644 spec/*.md $(PREFIX)/share/firefly/spec/
 
 install: install-lua $(B)/libffcore.a $(B)/libfirefly.so.$(VERSION)
 	install -d $(INCDIR) $(LIBDIR)/pkgconfig $(MANDIR)/man1
@@ -217,3 +217,22 @@ lint:
 
 clean:
 	rm -rf $(B) firefly
+
+# One line per target (tests/lua/test_interp.lua checks that every .PHONY
+# target is here).
+help:
+	@echo "make [target] [DEBUG=1] [SANITIZE=1] [PREFIX=dir]"
+	@echo "  all         build ./firefly and build/firefly/core.so (the default)"
+	@echo "  deps        install the Debian packages the build and tests need"
+	@echo "  test        run every test suite; ends with 'N passed, N failed'"
+	@echo "  bench       run the benchmarks (tests/bench/README.md)"
+	@echo "  bench-dist  data-parallel throughput over MPI (spec/dist.md)"
+	@echo "  run         grow an MLP on Fashion-MNIST (examples/fashion_grow.lua)"
+	@echo "  install     install-lua, then the C library (headers, libfirefly, firefly.pc) and the man page"
+	@echo "  install-lua install firefly, the Lua module and spec/ under PREFIX ($(PREFIX))"
+	@echo "  lint        cppcheck over engine/ and interp/"
+	@echo "  fuzz        build and run each libFuzzer target for FUZZ_SECONDS"
+	@echo "  fuzz-build  build the libFuzzer targets only (build/fuzz)"
+	@echo "  valgrind    the Lua suites under valgrind memcheck (slow)"
+	@echo "  clean       remove build/ and ./firefly"
+	@echo "  help        this list"

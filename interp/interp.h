@@ -24,8 +24,8 @@ int ff_interp_report(lua_State *L, int status, const char *prefix);
 void ff_interp_version(void);
 
 /* Runs the read-eval-print loop on stdin until end of input (Ctrl-D).
- * Errors in the input are reported and never end the loop. The global `ff`
- * is set to require "firefly" first. */
+ * Errors in the input are reported and never end the loop. The globals
+ * `ff` and `help` are set by main.c before anything runs. */
 void ff_repl_run(lua_State *L);
 
 #endif

@@ -3,12 +3,14 @@
  * The skeleton is Lua 5.4's stand-alone interpreter: everything runs inside
  * one protected C function, so even a memory error while building the `arg`
  * table is reported instead of crashing. The REPL lives in repl.c. */
+#include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <lua.h>
@@ -32,7 +34,7 @@ static void print_usage(FILE *f)
     fputs("usage: " FF_PROGNAME " [options] [script [args...]]\n"
           "       " FF_PROGNAME " grow RECIPE.lua [--seed N] [--out DIR] [--resume] [--trust]\n"
           "                  [--max-seconds S] [--max-memory MB] [key=value ...]\n"
-          "                  (a recipe runs sandboxed; " FF_PROGNAME " grow --help says more)\n"
+          "                  (a recipe runs sandboxed; its options are listed below)\n"
           "       " FF_PROGNAME " export CHECKPOINT --to torch|onnx DIR [--input-shape 1,28,28]\n"
           "Options:\n"
           "  -e stat   execute string 'stat'\n"
@@ -48,17 +50,40 @@ static void print_usage(FILE *f)
           "terminal and runs stdin as a chunk otherwise. Script arguments are in\n"
           "the global table 'arg' (arg[0] is the script) and in '...'.\n"
           "\n"
-          "In the REPL, 'ff' is require \"firefly\"; expressions print their values;\n"
-          "a line ending in ';' prints nothing; Ctrl-C interrupts the running code,\n"
-          "Ctrl-D leaves.\n"
+          "Scripts, -e and the REPL start with the globals 'ff' (require \"firefly\")\n"
+          "and 'help' (help(ff.grow.propose) shows its entry in the reference,\n"
+          "help() lists the modules). In the REPL expressions print their values;\n"
+          "a line ending in ';' prints nothing; Tab completes names, fields and\n"
+          "methods; Ctrl-C interrupts the running code (ff.train.fit and\n"
+          "ff.grow.run stop after the current batch and return what they did;\n"
+          "a second Ctrl-C interrupts at once), Ctrl-D leaves.\n"
           "\n"
           "Environment:\n"
           "  " LUA_INIT_VERSIONED ", " LUA_INIT_NAME
           "  Lua code (or @file) run before the arguments\n"
           "  LUA_PATH, LUA_CPATH     module search paths (';;' = the default)\n"
           "  FIREFLY_HISTORY         REPL history file (default ~/.firefly_history;\n"
-          "                          empty: no history)\n",
+          "                          empty: no history)\n"
+          "  FIREFLY_SPEC            where help() reads the reference (spec/*.md)\n",
           f);
+}
+
+/* The subcommands' own help, asked of the Lua side that parses their
+ * options, so that this list never lags behind them. Each module that
+ * implements a subcommand exposes its usage text as `usage`; one that is
+ * not there (or has none) is skipped. */
+static void print_subcommands(lua_State *L)
+{
+    static const char *const modules[] = {"firefly.grow.command", "firefly.export"};
+    for (size_t i = 0; i < sizeof modules / sizeof *modules; i++) {
+        int top = lua_gettop(L);
+        lua_getglobal(L, "require");
+        lua_pushstring(L, modules[i]);
+        if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TTABLE &&
+            lua_getfield(L, -1, "usage") == LUA_TSTRING)
+            printf("\n%s\n", lua_tostring(L, -1));
+        lua_settop(L, top);
+    }
 }
 
 void ff_interp_version(void)
@@ -94,23 +119,70 @@ int ff_interp_report(lua_State *L, int status, const char *prefix)
 /* The state the SIGINT handler stops; set before each protected call. */
 static lua_State *running_L = NULL;
 
+/* Long loops (ff.train.fit, ff.grow.run) ask to be told of Ctrl-C instead
+ * of being cut short, so that they stop between two batches, clear their
+ * progress line and return what they did. `listeners` counts the loops
+ * running (nested ones included); `stop_asked` is their flag. */
+static volatile sig_atomic_t listeners = 0, stop_asked = 0;
+
+static void on_sigint_running(int sig);
+
 /* A hook cannot be avoided by Lua code, so raising the error from one
- * interrupts any loop; it fires at the next call, return or instruction. */
+ * interrupts any loop; it fires at the next call, return or instruction.
+ * Ctrl-C interrupts again afterwards (the chunk may catch the error and
+ * go on), so the handler is put back. */
 static void stop_hook(lua_State *L, lua_Debug *ar)
 {
+    struct sigaction sa;
     (void)ar;
     lua_sethook(L, NULL, 0, 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint_running;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
     luaL_error(L, "interrupted!");
 }
 
-/* Only lua_sethook is safe here (Lua documents it as signal-safe). A second
- * Ctrl-C before the hook fires (say, stuck in a long C call) gets the
- * default action, so the user can always kill the process. */
+/* Only lua_sethook and plain flag writes are safe here (Lua documents
+ * lua_sethook as signal-safe). A loop that listens gets the flag on the
+ * first Ctrl-C; the next one interrupts whatever runs. A Ctrl-C before the
+ * hook fires (say, stuck in a long C call) gets the default action, so the
+ * user can always kill the process. */
 static void on_sigint_running(int sig)
 {
     int mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT;
+    if (listeners > 0 && !stop_asked) {
+        stop_asked = 1;
+        return;
+    }
     signal(sig, SIG_DFL);
     lua_sethook(running_L, stop_hook, mask, 1);
+}
+
+/* firefly.interp.listen(): the calling loop wants Ctrl-C as a flag.
+ * Returns how many loops listen now (1: the outermost). */
+static int interp_listen(lua_State *L)
+{
+    lua_pushinteger(L, ++listeners);
+    return 1;
+}
+
+/* firefly.interp.unlisten(): the loop is done; the flag is cleared when
+ * the outermost one leaves, so an inner loop (a phase's training inside
+ * grow.run) leaves it for the outer one to see. */
+static int interp_unlisten(lua_State *L)
+{
+    (void)L;
+    if (listeners > 0 && --listeners == 0)
+        stop_asked = 0;
+    return 0;
+}
+
+/* firefly.interp.stop_asked(): true once Ctrl-C came while listening. */
+static int interp_stop_asked(lua_State *L)
+{
+    lua_pushboolean(L, stop_asked);
+    return 1;
 }
 
 /* Error objects that are not strings still get a readable message. */
@@ -142,6 +214,9 @@ int ff_interp_call(lua_State *L, int narg, int nres)
     sa.sa_handler = on_sigint_running;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &outside);
+    /* A loop left by an error nobody closed must not swallow Ctrl-C. */
+    listeners = 0;
+    stop_asked = 0;
     status = lua_pcall(L, narg, nres, base);
     sigaction(SIGINT, &outside, NULL);
     if (lua_gethook(L) == stop_hook) /* a Ctrl-C that came as the call ended */
@@ -443,6 +518,9 @@ static int luaopen_firefly_interp(lua_State *L)
                                    {"memory_used", interp_memory_used},
                                    {"memory_hit", interp_memory_hit},
                                    {"watch", interp_watch},
+                                   {"listen", interp_listen},
+                                   {"unlisten", interp_unlisten},
+                                   {"stop_asked", interp_stop_asked},
                                    {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;
@@ -487,6 +565,36 @@ static void push_lib_dir(lua_State *L)
     lua_pushstring(L, FIREFLY_LUADIR);
 }
 
+/* os.execute without system()'s blindness to Ctrl-C: system() ignores
+ * SIGINT in the caller while the child runs, so a Ctrl-C that stops gnuplot
+ * drawing a run's plots would never reach the run (grow.run would go on,
+ * or fail on the plot). Here the child runs as system() runs it, and the
+ * caller's handler sees the signal too. Results as os.execute's. */
+static int os_execute(lua_State *L)
+{
+    const char *cmd = luaL_optstring(L, 1, NULL);
+    int status;
+    pid_t pid;
+    if (cmd == NULL) { /* is a shell there? */
+        lua_pushboolean(L, access("/bin/sh", X_OK) == 0);
+        return 1;
+    }
+    fflush(NULL); /* the child's output comes after ours */
+    pid = fork();
+    if (pid < 0)
+        return luaL_fileresult(L, 0, NULL);
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            return luaL_fileresult(L, 0, NULL);
+    }
+    errno = 0; /* luaL_execresult reads a set errno as a failure to run */
+    return luaL_execresult(L, status);
+}
+
 /* The engine is linked in, so "firefly.core" comes from package.preload and
  * never from a stray core.so; the pure-Lua part comes first on the path. */
 static void setup_modules(lua_State *L)
@@ -499,6 +607,11 @@ static void setup_modules(lua_State *L)
     lua_setfield(L, -2, "firefly.interp");
     lua_pop(L, 1);
 
+    lua_getglobal(L, "os");
+    lua_pushcfunction(L, os_execute);
+    lua_setfield(L, -2, "execute");
+    lua_pop(L, 1);
+
     lua_getglobal(L, "package");
     push_lib_dir(L);
     dir = lua_tostring(L, -1);
@@ -506,6 +619,17 @@ static void setup_modules(lua_State *L)
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
     lua_setfield(L, -4, "path");
     lua_pop(L, 3);
+}
+
+/* Scripts, -e chunks and the REPL speak the same language: `ff` and
+ * `help` are globals in all of them (a spec example copied into a file
+ * runs as it is). `local ff = require "firefly"` gives the same table. */
+static int preload_globals(lua_State *L)
+{
+    static const char code[] =
+        "ff = require 'firefly'\n"
+        "help = require 'firefly.help'\n";
+    return run_chunk(L, luaL_loadbuffer(L, code, sizeof code - 1, "=(preload)"));
 }
 
 /* -- Protected main ------------------------------------------------------ */
@@ -530,6 +654,9 @@ static int protected_main(lua_State *L)
     }
     if (flags & HAS_HELP) {
         print_usage(stdout);
+        luaL_openlibs(L);
+        setup_modules(L);
+        print_subcommands(L);
         lua_pushboolean(L, 1);
         return 1;
     }
@@ -542,6 +669,8 @@ static int protected_main(lua_State *L)
     luaL_openlibs(L);
     setup_modules(L);
     make_arg_table(L, argc, argv, script);
+    if (preload_globals(L) != LUA_OK)
+        return 0;
 
     if (!(flags & NO_ENV) && run_lua_init(L) != LUA_OK)
         return 0;

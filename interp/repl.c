@@ -41,7 +41,7 @@ struct input {
  * on load so that a session that reassigns `string` or `table` still prints. */
 static const char helpers_lua[] =
     "local type, tostring, next, rawget, select = type, tostring, next, rawget, select\n"
-    "local ipairs, sort, concat = ipairs, table.sort, table.concat\n"
+    "local ipairs, sort, concat, package = ipairs, table.sort, table.concat, package\n"
     "local fmt, match, gmatch, sub, find = string.format, string.match, string.gmatch,\n"
     "      string.sub, string.find\n"
     "local gsub = string.gsub\n"
@@ -103,14 +103,22 @@ static const char helpers_lua[] =
     "  if match(last, '^%[Tensor [^%]]*%]$') then return last end\n"
     "  return (gsub(s, '\\n', '\\n' .. indent))\n"
     "end\n"
-    "-- all results on one line, separated by tabs\n"
+    "-- results on one line separated by tabs, as lua does; when one of them\n"
+    "-- takes several lines (a tensor, a network), each starts on a line of\n"
+    "-- its own, or the second would begin after the first one's footer\n"
     "local function format(...)\n"
-    "  local out = {}\n"
-    "  for i = 1, select('#', ...) do out[i] = show((select(i, ...)), 0, {}, '') end\n"
-    "  return concat(out, '\\t')\n"
+    "  local out, sep = {}, '\\t'\n"
+    "  for i = 1, select('#', ...) do\n"
+    "    out[i] = show((select(i, ...)), 0, {}, '')\n"
+    "    if find(out[i], '\\n') then sep = '\\n' end\n"
+    "  end\n"
+    "  return concat(out, sep)\n"
     "end\n"
     "-- 'ff.ra' -> {'ff.rand', 'ff.randn', ...}: fields of the value named by\n"
-    "-- the path and of its __index tables; after ':' only functions\n"
+    "-- the path and of its __index tables; after ':' only functions. A table\n"
+    "-- whose fields load on first use lists them in its metatable's\n"
+    "-- __submodules (ff.grow before it is loaded); a tensor's methods are\n"
+    "-- those of ff.Tensor, as its __index is a function\n"
     "local function complete(word)\n"
     "  local path, sep, part = match(word, '^(.-)([.:]?)([%w_]*)$')\n"
     "  local v, out, seen = _G, {}, {}\n"
@@ -129,9 +137,13 @@ static const char helpers_lua[] =
     "      end\n"
     "    end\n"
     "  end\n"
+    "  local ffm = rawget(package.loaded, 'firefly')\n"
+    "  if sep ~= '' and type(ffm) == 'table' and ffm.is_tensor(v) then v = ffm.Tensor end\n"
     "  for _ = 1, 5 do -- a bounded walk: __index chains may loop\n"
     "    if type(v) == 'table' then add(v) end\n"
     "    local mt = getmetatable(v)\n"
+    "    local lazy = type(mt) == 'table' and rawget(mt, '__submodules')\n"
+    "    if type(lazy) == 'table' then add(lazy) end\n"
     "    v = mt and rawget(mt, '__index')\n"
     "    if type(v) ~= 'table' then break end\n"
     "  end\n"
@@ -139,7 +151,16 @@ static const char helpers_lua[] =
     "  sort(out)\n"
     "  return out\n"
     "end\n"
-    "return format, complete\n";
+    "-- inside help(\"...\"): the names under ff, without 'ff.'\n"
+    "local function complete_help(word)\n"
+    "  local out = complete('ff.' .. word)\n"
+    "  for i, w in ipairs(out) do out[i] = sub(w, 4) end\n"
+    "  return out\n"
+    "end\n"
+    "return format, function(word, inhelp)\n"
+    "  if inhelp then return complete_help(word) end\n"
+    "  return complete(word)\n"
+    "end\n";
 
 /* Registry keys (their addresses are unique). */
 static const char format_key = 'f', complete_key = 'c', matches_key = 'm';
@@ -420,6 +441,12 @@ static void history_open(struct input *in)
 
     using_history();
     stifle_history(HISTORY_MAX);
+    /* A multi-line entry (a function typed over several lines) stays one
+     * entry: the file gets a "#<time>" line before each entry and reading
+     * joins the lines between two of them, as bash's lithist does. */
+    history_comment_char = '#'; /* else add_history() stamps no time */
+    history_write_timestamps = 1;
+    history_multiline_entries = 1;
     /* Errors are ignored: a session without history is still a session. A
      * missing file is created, because append_history() only appends. */
     if (in->history[0] != '\0' && read_history(in->history) == ENOENT)
@@ -459,15 +486,19 @@ static char **complete(const char *text, int start, int end)
     lua_State *L = completion_L;
     int top = lua_gettop(L);
     (void)end;
-    /* Inside a string, readline's file name completion is more useful. */
-    if (start > 0 && strchr("\"'", rl_line_buffer[start - 1]) != NULL)
+    /* Inside a string, readline's file name completion is more useful,
+     * except in help("grow.pro"), which takes a dotted name. */
+    int inhelp = start >= 6 && strchr("\"'", rl_line_buffer[start - 1]) != NULL &&
+                 strncmp(rl_line_buffer + start - 6, "help(", 5) == 0;
+    if (start > 0 && strchr("\"'", rl_line_buffer[start - 1]) != NULL && !inhelp)
         return NULL;
     rl_attempted_completion_over = 1;
     rl_completion_append_character = '\0'; /* `ff.randn` wants '(' next */
     lua_rawgetp(L, LUA_REGISTRYINDEX, &complete_key);
     lua_pushstring(L, text);
+    lua_pushboolean(L, inhelp);
     /* Indexing may run __index metamethods: errors mean no matches. */
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK)
         lua_pushnil(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &matches_key);
     lua_settop(L, top);
@@ -488,24 +519,6 @@ static void readline_setup(lua_State *L)
 
 /* -- The loop ------------------------------------------------------------ */
 
-/* `ff` is preloaded unless a script already set it. */
-static void load_ff(lua_State *L)
-{
-    int status;
-    if (lua_getglobal(L, "ff") != LUA_TNIL) {
-        lua_pop(L, 1);
-        return;
-    }
-    lua_pop(L, 1);
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "firefly");
-    status = ff_interp_call(L, 1, 1);
-    if (status == LUA_OK)
-        lua_setglobal(L, "ff");
-    else
-        ff_interp_report(L, status, FF_PROGNAME);
-}
-
 void ff_repl_run(lua_State *L)
 {
     struct input in;
@@ -516,12 +529,12 @@ void ff_repl_run(lua_State *L)
     in.history[0] = '\0';
     if (in.tty) {
         ff_interp_version();
-        puts("'ff' is the firefly module. Ctrl-C interrupts, Ctrl-D leaves.");
+        puts("'ff' is the firefly module; help() lists its parts, Tab completes.\n"
+             "Ctrl-C interrupts, Ctrl-D leaves.");
         readline_setup(L);
         history_open(&in);
     }
     have_format = load_helpers(L) == LUA_OK;
-    load_ff(L);
     fflush(stdout);
     catch_sigint(&outside);
 

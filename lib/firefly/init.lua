@@ -78,10 +78,12 @@ function ff.is_tensor(x)
   return getmetatable(x) == tensor_mt
 end
 
--- Submodules load on first use: ff.nn, ff.optim, ff.data, ...
+-- Submodules load on first use: ff.nn, ff.optim, ff.data, ... The set is
+-- in the metatable as __submodules, for what lists a module's names before
+-- loading them (the REPL's completion, help()).
 local submodules = { nn = true, optim = true, data = true, train = true, io = true,
   grow = true, schedule = true, logging = true, plot = true, continual = true,
-  profile = true, dist = true }
+  profile = true, dist = true, help = true }
 -- ff.io.export(net, dir, opts) is firefly.export's: it builds on
 -- firefly.io (files, JSON), so firefly.io cannot require it back.
 local function with_export(io_mod)
@@ -92,6 +94,7 @@ local function with_export(io_mod)
 end
 
 setmetatable(ff, {
+  __submodules = submodules,
   __index = function(t, key)
     if submodules[key] then
       local m = require("firefly." .. key)

@@ -169,11 +169,13 @@ local function nonfinite_error(bar, label, step, what)
   error(string.format("train.fit: %s: non-finite %s at step %d", label, what, step), 0)
 end
 
--- One epoch over loader; returns mean loss, accuracy, seconds.
-local function run_epoch(opts, loader, lf, label)
+-- One epoch over loader; returns mean loss, accuracy, seconds, and true
+-- when Ctrl-C (`stop`) ended it after a batch.
+local function run_epoch(opts, loader, lf, label, stop)
   local model, opt = opts.model, opts.optim
   model:train()
-  local bar = ff.logging.progress { total = #loader, label = label, quiet = opts.quiet, unit = "batch" }
+  local bar <close> = ff.logging.progress { total = #loader, label = label, quiet = opts.quiet, unit = "batch",
+    run_step = true }
   local total, hits, n, classify, step = 0, 0, 0, true, 0
   for x, y in loader:iter() do
     local out = model(x)
@@ -204,6 +206,7 @@ local function run_epoch(opts, loader, lf, label)
     n, step = n + b, step + 1
     if opts.on_step then opts.on_step(step, l) end
     bar:update(step, { loss = total / n })
+    if stop:asked() then return nil, nil, bar:finish(), true end
   end
   local secs = bar:finish()
   return total / math.max(n, 1), classify and hits / math.max(n, 1) or nil, secs
@@ -287,7 +290,7 @@ local function run_epoch_dist(opts, loader, lf, label)
   local det = opts.deterministic
   local K = det == true and 4 or det
   model:train()
-  local bar = ff.logging.progress { total = #loader, label = label, unit = "batch",
+  local bar = ff.logging.progress { total = #loader, label = label, unit = "batch", run_step = true,
     quiet = opts.quiet or not dist.is_main() }
   local params = opt:params()
   local total, hits, n, classify, step = 0, 0, 0, true, 0
@@ -339,9 +342,12 @@ local function fmt(v, f) return v and string.format(f, v) or "-" end
 -- data/val/test: DataLoaders or datasets. schedule: a scheduler stepped once
 -- per epoch. log: a directory (writes train.csv and train.jsonl there) or a
 -- log.Logger. on_epoch(epoch, row) may return false to stop early.
--- Returns the list of per-epoch rows.
+-- Returns the list of per-epoch rows. Ctrl-C (under the firefly
+-- interpreter) ends the epoch after its batch: the rows of the epochs done
+-- are returned, with rows.interrupted = true.
 function train.fit(opts)
   check_fit(opts)
+  local stop <close> = ff.logging.on_interrupt()
   local loader = as_loader(opts.data)
   local lf = loss_fn(opts.loss)
   local logger = opts.log
@@ -360,11 +366,18 @@ function train.fit(opts)
   for epoch = first, first + (opts.epochs or 1) - 1 do
     local label = (opts.label and opts.label .. " " or "") .. "epoch " .. epoch
     local lr = opts.optim.lr
-    local tl, ta, secs
+    local tl, ta, secs, stopped
     if parallel then
       tl, ta, secs = run_epoch_dist(opts, loader, lf, label)
     else
-      tl, ta, secs = run_epoch(opts, loader, lf, label)
+      tl, ta, secs, stopped = run_epoch(opts, loader, lf, label, stop)
+    end
+    if stopped then
+      rows.interrupted = true
+      if stop.outermost and not opts.quiet then
+        io.stderr:write(string.format("train.fit: interrupted in %s; %d epochs done\n", label, #rows))
+      end
+      break
     end
     if opts.schedule then opts.schedule:step() end
     local row = { epoch = epoch, train_loss = tl, train_acc = ta, lr = lr, seconds = secs }

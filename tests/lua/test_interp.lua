@@ -178,6 +178,38 @@ function TestInterp:test_ff_is_preloaded()
   lu.assertEquals(err, "")
 end
 
+function TestInterp:test_ff_and_help_are_preloaded_in_scripts_and_e()
+  local out, err, code = run(FIREFLY .. " -e 'print(type(ff), ff == require \"firefly\", type(help))'")
+  lu.assertEquals({ out, err, code }, { "table\ttrue\ttable\n", "", 0 })
+  local script = tmp("print(ff.ones(2):sum():item())\nlocal ff2 = require 'firefly'\nprint(ff2 == ff)\n")
+  out, err, code = run(FIREFLY .. " " .. script)
+  lu.assertEquals({ out, err, code }, { "2.0\ntrue\n", "", 0 })
+  -- from stdin as a chunk too
+  out = run(FIREFLY, "print(ff.zeros(3):size(1))\n")
+  lu.assertEquals(out, "3\n")
+end
+
+-- The first example of every spec file, copied into a file as it is, runs
+-- under ./firefly and prints what the spec says.
+function TestInterp:test_spec_examples_run_as_scripts()
+  local n = 0
+  for path in io.popen("ls spec/*.md"):lines() do
+    local text = read_file(path)
+    local code, rest = text:match("```lua\n(.-)```(.*)")
+    if code then
+      local expected = rest:match("^%s*```output\n(.-)```")
+      local out, err, status = run(FIREFLY .. " " .. tmp(code))
+      lu.assertEquals({ err, status }, { "", 0 }, path)
+      if expected then
+        local function trim(s) return (s:gsub("[ \t]+\n", "\n"):gsub("\n+$", "")) end
+        lu.assertEquals(trim(out), trim(expected), path)
+      end
+      n = n + 1
+    end
+  end
+  lu.assertTrue(n >= 8, "spec examples found: " .. n)
+end
+
 function TestInterp:test_eof_ends_with_status_0()
   local out, err, code = repl("")
   lu.assertEquals({ out, err, code }, { "", "", 0 })
@@ -194,6 +226,13 @@ end
 function TestInterp:test_print_scalars_and_several_results()
   local out = repl("'x', 2, 2.5, nil, true\n'top level strings are raw'\n")
   lu.assertEquals(out, "x\t2\t2.5\tnil\ttrue\ntop level strings are raw\n")
+end
+
+function TestInterp:test_several_results_with_many_lines_each_start_a_line()
+  -- tabs as lua when every value fits on a line; a tensor (or any value of
+  -- several lines) makes each value start on a line of its own
+  local out = repl("1, ff.ones(2), 'x'\nff.zeros(1), ff.ones(1)\n")
+  lu.assertEquals(out, "1\n 1  1\n[Tensor 2]\nx\n 0\n[Tensor 1]\n 1\n[Tensor 1]\n")
 end
 
 function TestInterp:test_print_tables()
@@ -318,6 +357,56 @@ function TestInterp:test_help()
     lu.assertStrContains(out, word)
   end
   lu.assertEquals({ err, code }, { "", 0 })
+end
+
+-- Every option `firefly grow` parses (an `a == "--x"` in command.lua) is in
+-- firefly --help, and so is every subcommand's usage.
+function TestInterp:test_help_lists_every_grow_option()
+  local out = run(FIREFLY .. " --help")
+  local source = read_file("lib/firefly/grow/command.lua")
+  local n = 0
+  for opt in source:gmatch('a == "(%-%-[%w%-]+)"') do
+    if opt ~= "--help" then
+      lu.assertStrContains(out, "  " .. opt, false, "firefly --help misses grow's " .. opt)
+      n = n + 1
+    end
+  end
+  lu.assertTrue(n >= 4, "grow options found in command.lua: " .. n)
+  -- and every option of `firefly export`
+  local m = 0
+  for opt in read_file("lib/firefly/export/init.lua"):gmatch('a == "(%-%-[%w%-]+)"') do
+    if opt ~= "--help" then
+      lu.assertStrContains(out, opt, false, "firefly --help misses export's " .. opt)
+      m = m + 1
+    end
+  end
+  lu.assertTrue(m >= 2, "export options found: " .. m)
+  lu.assertStrContains(out, "usage: firefly export CHECKPOINT")
+  lu.assertStrContains(out, "usage: firefly grow RECIPE.lua")
+  lu.assertStrContains(out, "key=value")
+  lu.assertStrContains(out, "help(")
+end
+
+-- make help: one line for each target of .PHONY.
+function TestInterp:test_make_help_lists_every_target()
+  local out, _, code = run("make --no-print-directory -s help")
+  lu.assertEquals(code, 0)
+  local phony = read_file("Makefile"):match("\n%.PHONY:([^\n]*)")
+  lu.assertNotNil(phony)
+  local n = 0
+  for target in phony:gmatch("%S+") do
+    lu.assertNotNil(out:find("\n  " .. target:gsub("%-", "%%-") .. " +%S[^\n]*\n"), "make help misses " .. target)
+    n = n + 1
+  end
+  lu.assertTrue(n >= 10)
+end
+
+function TestInterp:test_help_in_the_repl_prints_the_spec_entry()
+  local out, err = repl("help(ff.grow.propose)\nhelp('nn.Linear')\nhelp()\n")
+  lu.assertEquals(err, "")
+  lu.assertStrContains(out, "ff.grow.propose  (spec/grow.md)\n\n## One growth step: `propose`")
+  lu.assertStrContains(out, "| `nn.Linear(in, out")
+  lu.assertStrContains(out, "  ff.optim ")
 end
 
 function TestInterp:test_bad_options_exit_1_with_usage()
@@ -445,6 +534,85 @@ function TestInterp:test_sigint_at_the_prompt_keeps_the_session()
   lu.assertEquals(read_file(h.out), "1\n2\n")
 end
 
+-- Ctrl-C during train.fit and grow.run: they stop after the batch and
+-- return what they did (here without a terminal: no progress line; the
+-- terminal's side is in test_repl_tty.lua).
+local fit_script = [[
+ff.manual_seed(1)
+local ds = ff.data.DataLoader(ff.data.two_moons{n = 64, noise = 0.1, seed = 1},
+  {batch_size = 32, generator = ff.Generator(1)})
+local net = ff.nn.mlp{2, 4, 2}
+local opt = ff.optim.SGD(net:named_parameters(), {lr = 0.1})
+local rows
+if arg[1] == "fit" then
+  rows = ff.train.fit{model = net, optim = opt, data = ds, epochs = 1000000,
+    on_epoch = function(e) if e == 3 then io.write("ready\n") io.stdout:flush() end end}
+else
+  rows = ff.grow.run{net = net, optim = opt, data = ds, phases = 100000, eta = 1,
+    on_phase = function(t) if t == 2 then io.write("ready\n") io.stdout:flush() end end}
+end
+print("returned", #rows >= 2, rows.interrupted, rows[#rows].epoch or rows[#rows].phase)
+print("after")
+]]
+
+local function interrupt_loop(which)
+  local h = spawn(tmp(fit_script) .. " " .. which, "/dev/null")
+  lu.assertTrue(wait_for(function() return read_file(h.out):find("ready\n") ~= nil end, 10))
+  signal(h, "INT")
+  lu.assertEquals(finish(h), 0, read_file(h.err))
+  local out, err = read_file(h.out), read_file(h.err)
+  lu.assertNotNil(out:find("returned\ttrue\ttrue\t%d+\nafter\n"), out:sub(-3000))
+  lu.assertNotStrContains(err, "traceback")
+  return out, err
+end
+
+function TestInterp:test_sigint_stops_train_fit_which_returns_its_rows()
+  local _, err = interrupt_loop("fit")
+  lu.assertNotNil(err:find("train%.fit: interrupted in epoch %d+; %d+ epochs done\n"), err:sub(-3000))
+end
+
+function TestInterp:test_sigint_stops_grow_run_which_returns_its_rows()
+  local out, err = interrupt_loop("grow")
+  lu.assertNotNil(err:find("grow%.run: interrupted; %d+ phases done\n"), err:sub(-3000))
+  lu.assertNotStrContains(err, "train.fit: interrupted") -- the outer loop says it
+  lu.assertStrContains(out, "phase  widths  params") -- the table of the phases done
+  lu.assertNotStrContains(err, "run ETA") -- no progress line off a terminal
+  lu.assertNotStrContains(err, "\r")
+end
+
+function TestInterp:test_os_execute_results_and_sigint_while_it_waits()
+  local out = run(FIREFLY .. [[ -e 'print(os.execute("exit 3")); print(os.execute("true")); ]]
+    .. [[print(os.execute()); print(os.execute("kill -INT $$"))']])
+  lu.assertEquals(out, "nil\texit\t3\ntrue\texit\t0\ntrue\nnil\tsignal\t2\n") -- as lua5.4's
+  -- system() would ignore a Ctrl-C that comes while the child runs
+  local h = spawn(tmp("io.write('ready\\n') io.stdout:flush() os.execute('sleep 1') print('after')\n"), "/dev/null")
+  lu.assertTrue(wait_for(function() return read_file(h.out) == "ready\n" end, 10))
+  signal(h, "INT")
+  lu.assertEquals(finish(h), 1)
+  lu.assertEquals(read_file(h.out), "ready\n")
+  lu.assertStrContains(read_file(h.err), "interrupted!")
+end
+
+function TestInterp:test_a_second_sigint_interrupts_at_once()
+  -- the loop that stops after its batch may be stuck in one: Ctrl-C again
+  local script = tmp([[
+local ds = ff.data.two_moons{n = 64, noise = 0.1, seed = 1}
+local net = ff.nn.mlp{2, 4, 2}
+ff.train.fit{model = net, optim = ff.optim.SGD(net:named_parameters(), {lr = 0.1}), data = ds,
+  epochs = 10, quiet = true, on_step = function()
+    io.write("ready\n") io.stdout:flush()
+    while true do end
+  end}
+]])
+  local h = spawn(script, "/dev/null")
+  lu.assertTrue(wait_for(function() return read_file(h.out) == "ready\n" end, 10))
+  signal(h, "INT")
+  sleep(0.2)
+  signal(h, "INT")
+  lu.assertEquals(finish(h), 1)
+  lu.assertStrContains(read_file(h.err), "interrupted!")
+end
+
 -- History -----------------------------------------------------------------
 -- History is kept only when stdin is a terminal (readline), so this test
 -- runs the REPL under script(1), which gives it a pseudo-terminal.
@@ -461,8 +629,8 @@ function TestInterp:test_history_goes_to_FIREFLY_HISTORY()
   lu.assertEquals(code, 0)
   lu.assertStrContains(out, "Firefly ") -- the banner, on a terminal only
   lu.assertStrContains(out, "42")
-  -- Repeated lines are kept once.
-  lu.assertEquals(read_file(hist), "x = 41\nx + 1\n")
+  -- Repeated lines are kept once; each entry follows its "#<time>" line.
+  lu.assertStrMatches(read_file(hist), "#%d+\nx = 41\n#%d+\nx %+ 1\n")
 end
 
 os.exit(testlib.run())

@@ -75,6 +75,8 @@ for another framework:
          DIR/architecture.json; rebuild with tools/firefly_torch.py
   onnx   DIR/model.onnx (opset 13)
   --input-shape   one example's shape (default: read off the first layer)]]
+-- (firefly --help prints it too)
+E.usage = usage
 
 -- The `firefly export` command: args as strings.
 function E.main(...)

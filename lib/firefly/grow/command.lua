@@ -36,6 +36,8 @@ and paths given here, and writes only under --out.
   --max-memory MB    stop the recipe past MB of Lua memory or of tensors
                      (default: 8192 MB of Lua memory, tensors unbounded)
   key=value          override a recipe field; dotted keys reach into tables]]
+-- (firefly --help prints it too)
+C.usage = usage
 
 local function number_arg(args, i, name, what)
   local v = tonumber(args[i + 1])
@@ -121,6 +123,13 @@ function C.main(...)
   if not ok then
     if why then error("grow: " .. path .. ": " .. why .. "; " .. checkpoint_note(opts.out), 0) end
     error(type(rows) == "string" and rows or "grow: the recipe raised a " .. type(rows) .. " value", 0)
+  end
+  if rows.interrupted then -- Ctrl-C: grow.run returned the phases done
+    if dist.is_main() then
+      print(string.format("interrupted after %d phases; log and checkpoint in %s (--resume goes on)", #rows,
+        opts.out))
+    end
+    return
   end
   local last = rows[#rows]
   if not dist.is_main() then return end

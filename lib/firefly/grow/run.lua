@@ -221,7 +221,7 @@ local function train_phase(opts, t, epoch, state, rows, timings)
       test = opts.test, quiet = opts.quiet, start_epoch = epoch + #done + 1, label = "phase " .. t,
       schedule = sched, loss = opts.loss, on_epoch = on_epoch })
     if ok then
-      local all = {}
+      local all = { interrupted = fit.interrupted }
       for _, r in ipairs(done) do all[#all + 1] = r end
       for _, r in ipairs(fit) do all[#all + 1] = r end
       return all
@@ -247,9 +247,19 @@ local function train_phase(opts, t, epoch, state, rows, timings)
   end
 end
 
+-- The table printed at the end of a run: columns as wide as their cells.
+local summary_columns = {
+  { "phase" }, { "widths" }, { "params" }, { "train_loss", "train loss", "%.4f" },
+  { "test_acc", "test acc", "%.4f" }, { "grown", "grew" }, { "predicted_dloss", "dL predicted", "%.2e" },
+  { "measured_dloss", "dL measured", "%.2e" }, { "grow_seconds", "grow s", "%.2f" },
+}
+
 -- Returns the list of per-phase rows. With `checkpoint = path` the state
 -- after every phase is saved there; `resume = <a loaded checkpoint>` goes
--- on from it (the caller has rebuilt net and optim from it).
+-- on from it (the caller has rebuilt net and optim from it). Ctrl-C (under
+-- the firefly interpreter) stops after the current batch: the rows of the
+-- phases done are returned, with rows.interrupted = true (the checkpoint
+-- and logs hold those phases).
 -- A preset's run defaults under the user's options, and its neighbourhood
 -- when none is given.
 local function with_preset(opts)
@@ -272,6 +282,7 @@ function R.run(opts)
     copy.data = ff.data.DataLoader(opts.data, { batch_size = opts.batch_size or 128, shuffle = true })
     opts = copy
   end
+  local stop <close> = ff.logging.on_interrupt()
   local net, loader = opts.net, opts.data
   local nb = opts.neighbourhood or {}
   -- a function(unit) -> settings: the per-unit form, as propose reads it
@@ -295,8 +306,13 @@ function R.run(opts)
     state.partial = ck.partial or nil
     restore_streams(ck, loader, nb)
   end
+  -- phase k of N and the run's ETA, in front of the epochs' bars
+  local progress <close> = ff.logging.run_progress { phases = opts.phases or 4, steps = opts.epochs or 1,
+    first = first, quiet = opts.quiet }
   for t = first, opts.phases or 4 do
+    progress:set_phase(t)
     local fit = train_phase(opts, t, epoch, state, rows, timings)
+    if fit.interrupted then rows.interrupted = true; break end
     local opt = state.opt
     epoch = epoch + #fit
     local last = fit[#fit]
@@ -310,6 +326,7 @@ function R.run(opts)
     if t < (opts.phases or 4) then
       local t0 = ff.clock()
       dist.sync_rng() -- dist: every rank draws the candidates' initialisation alike
+      progress:show("growing")
       local p = propose.propose(net, step_nb, first_batches(loader, step_batches))
       p:select(schedule.resolve(eta, t, net, "grow.run"))
       -- the optimiser's state follows every edit; the released code then
@@ -332,19 +349,33 @@ function R.run(opts)
       logs.grow:write(logged(row))
       logs.timing:write(timings[#timings])
     end
+    progress:clear()
     if not opts.quiet and dist.is_main() then
       print(string.format("phase %d  widths %-12s params %7d  train loss %.4f  test acc %s  %s", t,
         row.widths, row.params, row.train_loss, row.test_acc and string.format("%.4f", row.test_acc) or "-",
         row.grown and string.format("grew %d (dL predicted %.2e, measured %.2e, %.2f s)", row.grown,
           row.predicted_dloss, row.measured_dloss, row.grow_seconds) or ""))
     end
-    if logs and opts.plot ~= false and #rows >= 2 then R.plot(opts.log, rows) end
+    -- Ctrl-C on a terminal reaches gnuplot (or mkdir) too: a plot it
+    -- stopped is the run's interrupt, not its failure
+    local plot_stopped = false
+    if logs and opts.plot ~= false and #rows >= 2 then
+      local ok, err = pcall(R.plot, opts.log, rows)
+      plot_stopped = not ok and (stop:asked() or tostring(err):find("gnuplot failed (signal 2)", 1, true) ~= nil)
+      if not ok and not plot_stopped then error(err, 0) end
+    end
     if opts.checkpoint and dist.is_main() then -- dist: rank 0 writes
       save_checkpoint(opts.checkpoint, net, state.opt, loader, nb, t, epoch, rows, timings, nil, opts.recipe)
     end
     if opts.on_phase and opts.on_phase(t, row) == false then break end
+    if stop:asked() or plot_stopped then rows.interrupted = true; break end
   end
   if logs then logs.grow:close(); logs.timing:close() end
+  progress:close()
+  if rows.interrupted and stop.outermost and not opts.quiet then
+    io.stderr:write(string.format("grow.run: interrupted; %d phases done\n", #rows))
+  end
+  if not opts.quiet and dist.is_main() and #rows > 0 then print(ff.logging.table(rows, summary_columns)) end
   return rows
 end
 
