@@ -11,6 +11,7 @@
 -- makes the synthetic sets. The reference is spec/data.md.
 local ff = require "firefly"
 local sandbox = require "firefly.sandbox" -- file access of a sandboxed recipe
+local options = require "firefly.options"
 
 local data = {}
 
@@ -25,16 +26,7 @@ local function check_options(fn, opts, known)
   if type(opts) ~= "table" then
     error(string.format("%s: options must be a table, got %s", fn, type(opts)), 3)
   end
-  for k in pairs(opts) do
-    if not known[k] then
-      local names = {}
-      for name in pairs(known) do names[#names + 1] = name end
-      table.sort(names)
-      error(string.format("%s: unknown option '%s' (known: %s)", fn, tostring(k),
-        table.concat(names, ", ")), 3)
-    end
-  end
-  return opts
+  return options.check(fn, opts, known, "option", 3)
 end
 
 local function set(list)

@@ -119,16 +119,15 @@ local function number_list(fn, where, name, v)
   return v
 end
 
+local SERIES_FIELDS = { "name", "x", "y", "spread" }
+
 local function check_series(fn, i, s, logx, logy)
   local o_log = { x = logx, y = logy }
   if type(s) ~= "table" then
     fail("%s: series %d is %s, expected a table {name=, x=, y=}", fn, i, describe(s))
   end
-  for k in pairs(s) do
-    if k ~= "name" and k ~= "x" and k ~= "y" and k ~= "spread" then
-      fail("%s: series %d: unknown field '%s' (expected name, x, y, spread)", fn, i, tostring(k))
-    end
-  end
+  local ok, err = pcall(options.check, string.format("%s: series %d", fn, i), s, SERIES_FIELDS, "field", 0)
+  if not ok then fail("%s", err) end
   local name = s.name
   if name ~= nil and type(name) ~= "string" and type(name) ~= "number" then
     fail("%s: series %d: name must be a string, got %s", fn, i, describe(name))

@@ -107,9 +107,7 @@ local function check_fit(opts)
   local allowed = { model = 1, data = 1, optim = 1, epochs = 1, schedule = 1, loss = 1, val = 1,
     test = 1, on_epoch = 1, log = 1, quiet = 1, label = 1, clip = 1, start_epoch = 1, on_step = 1,
     deterministic = 1 }
-  for k in pairs(opts) do
-    if not allowed[k] then error("train.fit: unknown option '" .. tostring(k) .. "'", 3) end
-  end
+  require("firefly.options").check("train.fit", opts, allowed, "option", 3)
   local det = opts.deterministic
   if det == nil then det = dist.deterministic() end
   if det ~= nil and det ~= false then

@@ -82,6 +82,19 @@ function TestStructure:test_grow_files_are_small_and_ask_modules()
   end
 end
 
+-- One checker for option tables (firefly.options: one message shape, the
+-- nearest known key): no module writes its own "unknown option" loop.
+-- (grow/command.lua names unknown command-line flags, through the same
+-- options.hint.)
+function TestStructure:test_one_options_checker()
+  for _, path in ipairs(lua_files("lib/firefly")) do
+    if not path:find("options%.lua$") and not path:find("grow/command%.lua$") then
+      local s = lines_of(path)
+      lu.assertNil(s:find("unknown option '", 1, true), path .. " writes its own unknown-option message")
+    end
+  end
+end
+
 function TestStructure:test_no_references_to_missing_documents()
   for _, dir in ipairs { "lib", "spec", "examples" } do
     local p = assert(io.popen("grep -rln 'firefly-method.md' " .. dir .. " 2>/dev/null"))

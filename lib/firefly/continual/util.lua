@@ -15,15 +15,7 @@ function U.options(fname, opts, defaults, checks)
     error(string.format("%s: options must be a table, got %s", fname, type(opts)), 3)
   end
   opts = opts or {}
-  for k in pairs(opts) do
-    if defaults[k] == nil then
-      local names = {}
-      for name in pairs(defaults) do names[#names + 1] = name end
-      table.sort(names)
-      error(string.format("%s: unknown option '%s' (expected one of %s)", fname, tostring(k),
-        table.concat(names, ", ")), 3)
-    end
-  end
+  require("firefly.options").check(fname, opts, defaults, "option", 3)
   local o = {}
   for k, v in pairs(defaults) do
     if opts[k] == nil then o[k] = v else o[k] = opts[k] end
