@@ -149,6 +149,35 @@ function TestPerUnit:test_methods_read_settings()
   lu.assertEquals(kinds(q), { ["1"] = "", ["3"] = "split:4" })
 end
 
+-- A recipe (run sandboxed, as `firefly grow` runs it) grows only where its
+-- neighbourhood has candidates: new neurons on unit "1", nothing on "3".
+function TestPerUnit:test_recipe_with_per_unit_neighbourhood()
+  local dir = os.tmpname()
+  os.remove(dir)
+  local path = dir .. ".lua"
+  testlib.write_file(path, [[
+return {
+  seed = 2, phases = 3, epochs = 1, score_batches = 2, batch_size = 64,
+  data = function(ff)
+    local ds = ff.data.two_moons { n = 256, noise = 0.1, seed = 7 }
+    return ds, ds
+  end,
+  net = function(ff) return ff.nn.mlp { 2, 3, 3, 2, act = "tanh" } end,
+  optim = function(ff, params) return ff.optim.SGD(params, { lr = 0.1, momentum = 0.9 }) end,
+  neighbourhood = { steps = 1, lr = 1e-2, split = false, ["1"] = { new = 4 } },
+  eta = 2,
+}]])
+  local R = ff.grow.recipe
+  local rows = R.run(R.load(path), { out = dir, quiet = true })
+  os.remove(path)
+  os.execute("rm -rf '" .. dir .. "'")
+  lu.assertEquals(#rows, 3)
+  -- unit 1 grew by the whole budget each phase, unit 3 not at all
+  lu.assertEquals(rows[1].widths, "3-3")
+  lu.assertEquals(rows[2].widths, "5-3")
+  lu.assertEquals(rows[3].widths, "7-3")
+end
+
 TestBudget = {}
 
 -- One resolve: the same forms in select and in grow.run.
