@@ -867,17 +867,19 @@ end
 -- batches (y nil when the data set has none). Each call starts an epoch:
 -- with shuffle, a new permutation is drawn first (data.randperm's algorithm
 -- on the loader's generator); augmentation draws come after, batch by batch.
-function Loader:iter()
+-- The row order of a new epoch (each call starts one): a fresh
+-- permutation with shuffle, else 1..n.
+local function epoch_order(self)
   self.epoch = self.epoch + 1
+  if self.shuffle then return data.randperm(self.n, self.generator) end
+  self._arange = self._arange or ff.arange(1, self.n + 1)
+  return self._arange
+end
+
+function Loader:iter()
   local ds, n, bs = self.dataset, self.n, self.batch_size
   local X, Y = ds.x, ds.y
-  local order
-  if self.shuffle then
-    order = data.randperm(n, self.generator)
-  else
-    self._arange = self._arange or ff.arange(1, n + 1)
-    order = self._arange
-  end
+  local order = epoch_order(self)
   local nb, b = self.nbatches, 0
   local augment, crop, flip, g = self.augment, self.crop, self.flip, self.generator
   return function()
@@ -917,16 +919,9 @@ function Loader:iter_shard(rank, size)
     error(string.format("DataLoader:iter_shard: rank %s of size %s: expected 0 <= rank < size",
       tostring(rank), tostring(size)), 2)
   end
-  self.epoch = self.epoch + 1
   local ds, n, bs = self.dataset, self.n, self.batch_size
   local X, Y = ds.x, ds.y
-  local order
-  if self.shuffle then
-    order = data.randperm(n, self.generator)
-  else
-    self._arange = self._arange or ff.arange(1, n + 1)
-    order = self._arange
-  end
+  local order = epoch_order(self)
   local nb, b = self.nbatches, 0
   local augment, crop, flip, g = self.augment, self.crop, self.flip, self.generator
   return function()
