@@ -219,10 +219,23 @@ static void mul_acc(int64_t n, const float *restrict a, const float *restrict b,
 
 /* Outputs o in [*lo, *hi) read input o*s + off inside [0, in). Padding is
  * handled by these ranges, so the copy loops have no per-element branch. */
+/* ceil(x / s) for x >= 0, s >= 1, without forming x + s - 1: offsets come
+ * from the caller's padding, which may be as large as INT64_MAX. */
+static int64_t ceil_div(int64_t x, int64_t s)
+{
+    return x / s + (x % s != 0);
+}
+
 static void valid_range(int64_t off, int64_t s, int64_t in, int64_t out, int64_t *lo, int64_t *hi)
 {
-    int64_t a = off >= 0 ? 0 : (-off + s - 1) / s;
-    int64_t b = in - off <= 0 ? 0 : (in - off + s - 1) / s;
+    int64_t a = off >= 0 ? 0 : ceil_div(-off, s);
+    int64_t b, span;
+    if (off >= in)
+        b = 0;
+    else if (__builtin_sub_overflow(in, off, &span))
+        b = out; /* past every output */
+    else
+        b = ceil_div(span, s);
     *lo = a < out ? a : out;
     *hi = b < out ? b : out;
     if (*hi < *lo)
