@@ -48,8 +48,10 @@ static void geom_free(pool_geom *g)
 }
 
 /* Largest output side of adaptive pooling: far beyond any image, small
- * enough that window arithmetic cannot overflow. */
-#define POOL_MAX_OUT ((int64_t)1 << 30)
+ * enough that window arithmetic cannot overflow and that the window table
+ * (16 bytes per output row and column) stays a few MiB: at 2^30 a fuzzed
+ * size asked malloc for 17 GB before the output's own size was refused. */
+#define POOL_MAX_OUT ((int64_t)1 << 20)
 
 static ff_status geom_alloc(pool_geom *g, const char *fn)
 {
