@@ -27,6 +27,7 @@ static atomic_size_t live_bytes;
 static atomic_size_t peak_bytes;
 static atomic_size_t total_bytes; /* ever allocated: paces the Lua collector */
 static long fail_countdown; /* testing hook; 0 = off */
+static size_t alloc_limit;   /* largest single buffer; 0 = none */
 
 static struct {
     pthread_mutex_t lock;
@@ -125,6 +126,10 @@ void *ff_alloc(size_t nbytes)
         ff_error(FF_ERR_MEM, "out of memory allocating %zu bytes (injected failure)", nbytes);
         return NULL;
     }
+    if (alloc_limit && nbytes > alloc_limit) {
+        ff_error(FF_ERR_MEM, "out of memory allocating %zu bytes (over the limit of %zu)", nbytes, alloc_limit);
+        return NULL;
+    }
     size_t size = rounded_size(nbytes);
     if (size == 0) {
         ff_error(FF_ERR_MEM, "out of memory: %zu bytes overflows", nbytes);
@@ -177,3 +182,5 @@ size_t ff_mem_cached_bytes(void)
     return b;
 }
 void ff_mem_fail_after(long n) { fail_countdown = n; }
+
+void ff_mem_set_limit(size_t nbytes) { alloc_limit = nbytes; }

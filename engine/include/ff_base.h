@@ -56,4 +56,11 @@ void ff_mem_release_cache(void);    /* give cached buffers back to the OS */
 /* Testing hook: make the n-th next allocation fail (0 disables). */
 void ff_mem_fail_after(long n);
 
+/* The largest single buffer ff_alloc hands out (0: no limit, the
+ * default); a larger request fails with FF_ERR_MEM as if memory ran out.
+ * The fuzzers set it so that a legitimate but huge tensor (a sum over a
+ * 2^40-element expanded view keeps 2^31 of them) is an error, not a
+ * malloc past their memory limit. */
+void ff_mem_set_limit(size_t nbytes);
+
 #endif

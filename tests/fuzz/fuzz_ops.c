@@ -404,6 +404,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz_in in = {data, size};
+    /* a huge but legitimate result is an error here, not a malloc past
+     * libFuzzer's -malloc_limit_mb */
+    ff_mem_set_limit((size_t)512 << 20);
     size_t live = ff_mem_live_bytes();
     ff_rng_seed(ff_rng_default(), 1); /* dropout: a reproducible stream */
     bool grad_mode = ff_set_grad_enabled(true);
