@@ -84,28 +84,7 @@ function TestDepthwise:test_gate_gradients_match_finite_differences()
   lu.assertTrue(ok, tostring(report))
 end
 
--- The over-grown network with only the selected candidates at their
--- chosen steps (as test_grow_overgrown's restrict).
-local function restrict(p)
-  local chosen = {}
-  for _, c in ipairs(p.selected) do chosen[c.unit .. c.kind .. c.index] = c end
-  ff.no_grad(function()
-    for k, cand in ipairs(p.og.units) do
-      local v = cand.split.v
-      for i = 1, v:size(1) do
-        local c = chosen[k .. "split" .. i]
-        if c then v[i]:mul_(c.eps_hat * c.dir / v[i]:norm():item()) else v[i]:zero_() end
-      end
-      for _, kind in ipairs { "new", "layer" } do
-        local e = cand[kind].e
-        for i = 1, e:size(1) do
-          local c = chosen[k .. kind .. i]
-          e[i] = c and c.eps_hat * c.dir or 0
-        end
-      end
-    end
-  end)
-end
+local restrict = testlib.restrict_to_selection
 
 function TestDepthwise:test_materialised_equals_the_restricted_overgrown_network()
   local net, x, y = block_net()

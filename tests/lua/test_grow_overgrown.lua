@@ -201,28 +201,7 @@ function TestNested:test_fused_split_act_agrees_with_the_composition()
   end
 end
 
--- The over-grown network with only the selected candidates at their
--- chosen steps (every other step zero).
-local function restrict(p)
-  local chosen = {}
-  for _, c in ipairs(p.selected) do chosen[c.unit .. c.kind .. c.index] = c end
-  ff.no_grad(function()
-    for k, cand in ipairs(p.og.units) do
-      local v = cand.split.v
-      for i = 1, v:size(1) do
-        local c = chosen[k .. "split" .. i]
-        if c then v[i]:mul_(c.eps_hat * c.dir / v[i]:norm():item()) else v[i]:zero_() end
-      end
-      for _, kind in ipairs { "new", "layer" } do
-        local e = cand[kind].e
-        for i = 1, e:size(1) do
-          local c = chosen[k .. kind .. i]
-          e[i] = c and c.eps_hat * c.dir or 0
-        end
-      end
-    end
-  end)
-end
+local restrict = testlib.restrict_to_selection
 
 function TestNested:test_materialised_equals_the_restricted_overgrown_network()
   for _, kind in ipairs { "mlp", "conv" } do

@@ -48,6 +48,31 @@ function M.error_of(fn, ...)
   return tostring(err)
 end
 
+-- A proposal's over-grown network with only the selected candidates at
+-- their chosen steps ε̂·dir (every other step zero): what apply must
+-- materialise, for the growth tests that compare the two.
+function M.restrict_to_selection(p)
+  local ff = require "firefly"
+  local chosen = {}
+  for _, c in ipairs(p.selected) do chosen[c.unit .. c.kind .. c.index] = c end
+  ff.no_grad(function()
+    for k, cand in ipairs(p.og.units) do
+      local v = cand.split.v
+      for i = 1, v:size(1) do
+        local c = chosen[k .. "split" .. i]
+        if c then v[i]:mul_(c.eps_hat * c.dir / v[i]:norm():item()) else v[i]:zero_() end
+      end
+      for _, kind in ipairs { "new", "layer" } do
+        local e = cand[kind].e
+        for i = 1, e:size(1) do
+          local c = chosen[k .. kind .. i]
+          e[i] = c and c.eps_hat * c.dir or 0
+        end
+      end
+    end
+  end)
+end
+
 -- A whole file as a string (fails the test when it cannot be read).
 function M.read_file(path)
   local f = assert(io.open(path, "rb"))
