@@ -877,20 +877,13 @@ local function epoch_order(self)
 end
 
 function Loader:iter()
-  local ds, n, bs = self.dataset, self.n, self.batch_size
-  local X, Y = ds.x, ds.y
-  local order = epoch_order(self)
-  local nb, b = self.nbatches, 0
-  local augment, crop, flip, g = self.augment, self.crop, self.flip, self.generator
+  -- one process's epoch is rank 0 of 1: the batch arithmetic lives in
+  -- iter_shard alone
+  local shard = self:iter_shard(0, 1)
   return function()
-    if b >= nb then return nil end
-    local start = b * bs + 1
-    local len = math.min(bs, n - start + 1)
-    b = b + 1
-    local idx = order:narrow(1, start, len)
-    local x = X:index_select(1, idx)
-    if augment then x = ff.random_crop_flip(x, crop, flip, g) end
-    return x, Y and Y:index_select(1, idx)
+    local len, _, x, y = shard()
+    if len == nil then return nil end
+    return x, y
   end
 end
 

@@ -21,13 +21,7 @@ local function firefly_opts(extra)
   return o
 end
 
--- The float32 bytes of a tensor's values (equal bytes, not just equal values).
-local function bytes(t)
-  local flat = t:contiguous():view(-1):totable()
-  local parts = {}
-  for i, v in ipairs(flat) do parts[i] = string.pack("<f", v) end
-  return table.concat(parts)
-end
+local bytes = testlib.float_bytes
 
 -- Every tensor task t owns, as bytes, keyed by a readable name.
 local function snapshot(net, t)

@@ -23,12 +23,7 @@ local function conv_opts(extra)
   return o
 end
 
-local function bytes(t)
-  local flat = t:contiguous():view(-1):totable()
-  local parts = {}
-  for i, v in ipairs(flat) do parts[i] = string.pack("<f", v) end
-  return table.concat(parts)
-end
+local bytes = testlib.float_bytes
 
 -- Every tensor task t owns (blocks, biases, batch norm with its running
 -- statistics, masks, head) as bytes.

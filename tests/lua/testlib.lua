@@ -73,6 +73,15 @@ function M.restrict_to_selection(p)
   end)
 end
 
+-- The float32 bytes of a tensor's values (equal bytes, not just equal
+-- values: -0 and 0, or two NaNs, tell apart).
+function M.float_bytes(t)
+  local flat = t:contiguous():view(-1):totable()
+  local parts = {}
+  for i, v in ipairs(flat) do parts[i] = string.pack("<f", v) end
+  return table.concat(parts)
+end
+
 -- A whole file as a string (fails the test when it cannot be read).
 function M.read_file(path)
   local f = assert(io.open(path, "rb"))

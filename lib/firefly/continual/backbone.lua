@@ -89,6 +89,33 @@ end
 
 -- The trunk as an nn.Sequential (the baselines' network without its head):
 -- stages with batch norm and ReLU, then the pooling or flatten the head reads.
+-- One task's forward pass over d's stages (the block network's and CPG's
+-- alike): layer l computes with layer(l) -> W, b, bn (a table of batch
+-- norm tensors, or nil), then ReLU, then after(l, h) when given; 2x2 max
+-- pooling between; the head {weight, bias} last. `train`: batch norm uses
+-- (and updates) batch statistics, with `momentum`.
+function B.forward(d, x, layer, head, train, momentum, after)
+  local h = B.input(d, x)
+  local l = 0
+  for _, s in ipairs(d.stages) do
+    if s.kind == "pool" then
+      h = ff.max_pool2d(h, 2)
+    else
+      l = l + 1
+      local W, b, bn = layer(l)
+      h = d.conv and ff.conv2d(h, W, b, { padding = 1 }) or ff.linear(h, W, b)
+      if bn then
+        h = ff.batch_norm(h, { weight = bn.weight, bias = bn.bias, running_mean = bn.running_mean,
+          running_var = bn.running_var, training = train == true, momentum = momentum })
+      end
+      h = h:relu()
+      if after then h = after(l, h) end
+    end
+  end
+  if d.conv then h = d.head == "avg" and ff.flatten(ff.adaptive_avg_pool2d(h, 1)) or ff.flatten(h) end
+  return ff.linear(h, head.weight, head.bias)
+end
+
 function B.trunk(d, gen)
   local mods, prev = {}, d.in_features
   for _, s in ipairs(d.stages) do

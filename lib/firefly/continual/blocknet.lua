@@ -160,28 +160,15 @@ function BN:forward(k, x, gates, train, momentum)
     error(string.format("continual: task must be an integer in 1..%d, got %s", self.tasks, tostring(k)), 2)
   end
   local d = self.d
-  local h = backbone.input(d, x)
-  local l = 0
-  for _, s in ipairs(d.stages) do
-    if s.kind == "pool" then
-      h = ff.max_pool2d(h, 2)
-    else
-      l = l + 1
-      local W, b = self:layer(l, k)
-      h = d.conv and ff.conv2d(h, W, b, { padding = 1 }) or ff.linear(h, W, b)
-      if d.bn then
-        local B = self.bn[k][l]
-        h = ff.batch_norm(h, { weight = B.weight, bias = B.bias, running_mean = B.running_mean,
-          running_var = B.running_var, training = train == true, momentum = momentum or self.momentum })
-      end
-      h = h:relu()
-      local m = self:mask(l, k, gates)
-      if m then h = h * (d.conv and m:view(1, -1, 1, 1) or m) end
-    end
-  end
-  if d.conv then h = d.head == "avg" and ff.flatten(ff.adaptive_avg_pool2d(h, 1)) or ff.flatten(h) end
-  local head = self.heads[k]
-  return ff.linear(h, head.weight, head.bias)
+  return backbone.forward(d, x, function(l)
+    local W, b = self:layer(l, k)
+    return W, b, d.bn and self.bn[k][l] or nil
+  end, self.heads[k], train, momentum or self.momentum, function(l, h)
+    -- task k's mask over the old neurons of layer l
+    local m = self:mask(l, k, gates)
+    if m then h = h * (d.conv and m:view(1, -1, 1, 1) or m) end
+    return h
+  end)
 end
 
 -- The tensors task t owns and trains (its pieces, its batch norm's affine

@@ -95,26 +95,9 @@ end
 -- task k's biases, batch norm (batch statistics when `train`) and head.
 function CPG:run(k, x, weight, widths, train, momentum)
   local d = self.d
-  local h = backbone.input(d, x)
-  local l = 0
-  for _, s in ipairs(d.stages) do
-    if s.kind == "pool" then
-      h = ff.max_pool2d(h, 2)
-    else
-      l = l + 1
-      local W, b = weight(l), self.bias[k] and self.bias[k][l]
-      h = d.conv and ff.conv2d(h, W, b, { padding = 1 }) or ff.linear(h, W, b)
-      if d.bn then
-        local B = self.bn[k][l]
-        h = ff.batch_norm(h, { weight = B.weight, bias = B.bias, running_mean = B.running_mean,
-          running_var = B.running_var, training = train == true, momentum = momentum or 0.1 })
-      end
-      h = h:relu()
-    end
-  end
-  if d.conv then h = d.head == "avg" and ff.flatten(ff.adaptive_avg_pool2d(h, 1)) or ff.flatten(h) end
-  local head = self.heads[k]
-  return ff.linear(h, head.weight, head.bias)
+  return backbone.forward(d, x, function(l)
+    return weight(l), self.bias[k] and self.bias[k][l], d.bn and self.bn[k][l] or nil
+  end, self.heads[k], train, momentum or 0.1)
 end
 
 function CPG:forward(k, x, train)
