@@ -12,6 +12,10 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-allocator_may_return_null=1:detect_leaks=1}
 # The MPI suite (test_dist) starts jobs with mpirun, which refuses to run
 # as root (as CI does) unless told; set here only, never in the product.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# Containers often forbid process_vm_readv, the shared-memory transport's
+# single-copy path, and Open MPI then prints "Read -1, expected ..." and
+# loses large messages; the copy-in/copy-out path works everywhere.
+export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
 passed=0 failed=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

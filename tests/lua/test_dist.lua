@@ -212,6 +212,15 @@ local function phases(out)
   return list
 end
 
+-- The phase lines of a growth helper's output, verbatim.
+local function phase_lines(out)
+  local list = {}
+  for line in out:gmatch("[^\n]+") do
+    if line:match("^phase %d+ widths ") then list[#list + 1] = line end
+  end
+  return table.concat(list, "\n")
+end
+
 local function assert_same_growth(a, b, tol)
   local pa, pb = phases(a), phases(b)
   lu.assertEquals(#pa, 3, a)
@@ -263,7 +272,8 @@ function TestDist.test_deterministic_growth_is_bit_identical_on_one_and_two_rank
   rmdir(d1)
   rmdir(d2)
   lu.assertEquals(#phases(one), 3, one)
-  lu.assertEquals(two, one)
+  -- the phase lines, not the whole output: Open MPI may add notices
+  lu.assertEquals(phase_lines(two), phase_lines(one))
   lu.assertEquals(log2, log1)
 end
 
