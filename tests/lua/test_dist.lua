@@ -277,6 +277,47 @@ function TestDist.test_deterministic_growth_is_bit_identical_on_one_and_two_rank
   lu.assertEquals(log2, log1)
 end
 
+-- Every growth method of the harness on two ranks: the selections (which
+-- candidates, in which order) are one process's, and every rank holds the
+-- same network after each phase (the run's own check). Gradmax and the
+-- splitting methods sum their data terms over ranks; the others' data
+-- goes through train.fit, train.evaluate and the shared scoring loss.
+function TestDist.test_every_growth_method_on_two_ranks_takes_one_process_decisions()
+  local methods = "firefly,random,nash,split_exact,split_fast,net2net,gradmax,gradmax_in"
+  local d1, d2 = tmpdir(), tmpdir()
+  local one, rc = run(string.format("env OPENBLAS_NUM_THREADS=1 %s tests/lua/dist/methods.lua %s %s", FIREFLY, d1,
+    methods))
+  rmdir(d1)
+  lu.assertEquals(rc, 0, one)
+  local two
+  two, rc = mpirun("tests/lua/dist/methods.lua", d2 .. " " .. methods)
+  rmdir(d2)
+  lu.assertEquals(rc, 0, two)
+  local function lines(out, what)
+    local list = {}
+    for line in out:gmatch("[^\n]+") do
+      local m, rest = line:match("^(%S+) " .. what .. " (.*)$")
+      if m then list[#list + 1] = { method = m, rest = rest } end
+    end
+    return list
+  end
+  local c1, c2 = lines(one, "decision"), lines(two, "decision")
+  lu.assertEquals(#c1, 11, one) -- one per method; NASH: its own, each child's, the replay
+  for i, c in ipairs(c1) do
+    lu.assertEquals(c2[i] and c2[i].method, c.method)
+    lu.assertEquals(c2[i].rest, c.rest, c.method .. "'s selection on two ranks")
+  end
+  local p1, p2 = lines(one, "phase"), lines(two, "phase")
+  lu.assertEquals(#p1, 16, one)
+  lu.assertEquals(#p2, 16, two)
+  for i, p in ipairs(p1) do
+    local head1, loss1 = p.rest:match("^(.- params %d+) train_loss (%S+)")
+    local head2, loss2 = p2[i].rest:match("^(.- params %d+) train_loss (%S+)")
+    lu.assertEquals(head2, head1, p.method)
+    lu.assertAlmostEquals(tonumber(loss2), tonumber(loss1), 1e-5)
+  end
+end
+
 function TestDist.test_resume_under_mpi_after_a_rank_is_killed()
   local dir = tmpdir()
   local out, rc = mpirun("tests/lua/dist/grow.lua", dir .. " fresh kill")

@@ -72,6 +72,7 @@ local overgrown = require "firefly.grow.overgrown"
 local taps_mod = require "firefly.grow.taps"
 local units_mod = require "firefly.grow.units"
 local subspace = require "firefly.grow.methods.subspace"
+local dist = require "firefly.dist" -- several ranks: spec/dist.md, "Growth"
 
 local M = { name = "gradmax", options = { norm = true, iters = true, zero = true } }
 local top_singular = subspace.top_singular
@@ -120,6 +121,15 @@ end
 
 local produce, consume = overgrown.produce, overgrown.consume
 
+-- dist: a sum over this rank's rows made the sum over every rank's (one
+-- allreduce), so every rank finds the same singular vectors
+local function over_ranks(t)
+  if not dist.parallel() then return t end
+  t = t:contiguous()
+  dist.allreduce(t, "sum")
+  return t
+end
+
 -- The per-neuron layers linearised for a new neuron (see the top).
 local function linear_path(unit, z)
   for _, m in ipairs(unit.between) do
@@ -161,6 +171,7 @@ local function explicit_operator(unit, data)
     local term = b.g:t():matmul(b.x) * b.w
     Mt = Mt and Mt + term or term
   end
+  Mt = over_ranks(Mt)
   return {
     d = Mt:size(2), n_out = Mt:size(1), matrix = Mt,
     fwd = function(V) return V:matmul(Mt:t()) end,
@@ -195,13 +206,13 @@ local function autograd_operator(unit, data)
       local p = V:size(1)
       local o = ff.zeros(out_shape(unit, p)):requires_grad(true)
       pairing(V:reshape(in_shape(unit, p)), o)
-      return to_rows(o.grad, p)
+      return to_rows(over_ranks(o.grad), p)
     end,
     bwd = function(W)
       local p = W:size(1)
       local u = ff.zeros(in_shape(unit, p)):requires_grad(true)
       pairing(u, from_rows(W, p))
-      return u.grad:reshape(p, -1)
+      return over_ranks(u.grad):reshape(p, -1)
     end,
     to_consumer = function(W) return from_rows(W, W:size(1)) end,
   }
@@ -273,6 +284,7 @@ local function collect(ctx)
       table.insert(data[k], { x = tk.input, g = tk.out_grad, w = n })
     end
   end)
+  total = dist.sum_numbers(total) -- dist: every rank's rows weigh alike
   for k = 1, #data do for _, b in ipairs(data[k]) do b.w = b.w / total end end
   return data
 end

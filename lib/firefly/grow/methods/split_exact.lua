@@ -46,6 +46,8 @@ function M.build(ctx)
   local t1 = ff.clock()
   local lambdas, dirs = {}, {}
   for k, S in ipairs(mats) do
+    S = splitting.over_ranks(S)
+    mats[k] = S
     local values, vectors = ff.linalg.eigh(S:div_(total), { k = 1 })
     lambdas[k] = values:view(-1)
     dirs[k] = vectors:view(S:size(1), S:size(2))

@@ -20,6 +20,7 @@
 -- nb.generator (reproducible for a seed).
 local ff = require "firefly"
 local splitting = require "firefly.grow.methods.splitting"
+local dist = require "firefly.dist"
 
 local M = { name = "split_fast", options = { step = true, fraction = true, iters = true } }
 
@@ -40,7 +41,7 @@ local function hvp_of(u, stored, total)
       local q = (b.a * y * y):sum() * 0.5
       q:backward()
     end
-    return leaf.grad:view(V:size(1), -1) / total
+    return splitting.over_ranks(leaf.grad):view(V:size(1), -1) / total
   end
 end
 
@@ -122,6 +123,7 @@ function M.build(ctx)
   for k, u in ipairs(ctx.units) do
     local w = u.producer.weight
     local v0 = ff.randn({ w:size(1), w:numel() // w:size(1) }, nb.generator)
+    dist.broadcast_list({ v0 }) -- dist: rank 0's start on every rank
     lambdas[k], dirs[k] = minimise(hvp_of(u, stored[k], total), v0, iters)
   end
   local self = splitting.proposal(ctx, lambdas, dirs)

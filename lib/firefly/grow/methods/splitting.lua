@@ -20,6 +20,7 @@
 -- ±step·v_min (a unit eigenvector of λ_min(S_i)) changes the loss by
 -- (step²/2)·λ_min, which lowers it only when λ_min < 0.
 local ff = require "firefly"
+local dist = require "firefly.dist" -- several ranks: spec/dist.md, "Growth"
 local overgrown = require "firefly.grow.overgrown"
 local taps_mod = require "firefly.grow.taps"
 local units_mod = require "firefly.grow.units"
@@ -104,6 +105,15 @@ end
 
 ---------------------------------------------------------------- taps
 
+-- dist: a sum over this rank's rows made the sum over every rank's (one
+-- allreduce), so every rank finds the same eigenpairs
+function S.over_ranks(t)
+  if not dist.parallel() then return t end
+  t = t:contiguous()
+  dist.allreduce(t, "sum")
+  return t
+end
+
 -- The batches used: the first ceil(fraction · #batches) of them (at least
 -- one), in order, so that a seed gives the same ones.
 local function used_count(batches, fraction)
@@ -128,7 +138,8 @@ end
 -- For every used batch, one forward and backward through the taps, and
 -- per unit k: fn(k, input, a, n) with the producer's input, a = ∂L/∂h ·
 -- σ''(u) · c² in the producer's output layout ((N, m) or (N, m, H, W)),
--- and n the batch's examples. Returns the examples seen in all.
+-- and n the batch's examples. Returns the examples seen in all (over
+-- every rank: the methods sum their own terms over ranks).
 function S.collect(ctx, method, fn)
   local curv = {}
   for k, u in ipairs(ctx.units) do curv[k] = unit_curvature(method, u) end
@@ -155,7 +166,7 @@ function S.collect(ctx, method, fn)
       end
     end)
   end)
-  return total
+  return dist.sum_numbers(total) -- dist: every rank's examples
 end
 
 -- The rows z_r and coefficients a_r of the splitting matrices: (R, d) and

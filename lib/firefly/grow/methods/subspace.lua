@@ -3,6 +3,15 @@
 -- autograd), by subspace iteration with a Jacobi eigensolver on the small
 -- projected problem, in double precision.
 local ff = require "firefly"
+local dist = require "firefly.dist"
+
+-- dist: a random draw is rank 0's on every rank (the operator's products
+-- are summed over ranks, so everything else is already the same)
+local function randn(shape, g)
+  local t = ff.randn(shape, g)
+  dist.broadcast_list({ t })
+  return t
+end
 
 local S = {}
 
@@ -87,7 +96,7 @@ local function orthonormal_rows(A, g)
         Q[i] = v / n
         break
       end
-      v = ff.randn({ d }, g)
+      v = randn({ d }, g)
     end
   end
   return Q
@@ -104,7 +113,7 @@ local function top_singular(op, k, iters, g)
   if p == d then
     V = ff.eye(d)
   else
-    V = orthonormal_rows(op.bwd(ff.randn({ p, op.n_out }, g)), g)
+    V = orthonormal_rows(op.bwd(randn({ p, op.n_out }, g)), g)
     for _ = 1, iters do V = orthonormal_rows(op.bwd(op.fwd(V)), g) end
   end
   local W = op.fwd(V)
