@@ -277,6 +277,44 @@ function TestDist.test_deterministic_growth_is_bit_identical_on_one_and_two_rank
   lu.assertEquals(log2, log1)
 end
 
+-- The shipped recipe (reduced to seconds) in the mode it ships with: two
+-- ranks select what one process selects; deterministic, the logs are the
+-- same bytes (spec/dist.md, "Growth", has the full run's widths).
+function TestDist.test_the_fashion_recipe_on_two_ranks_takes_one_process_decisions()
+  local d1, d2 = tmpdir(), tmpdir()
+  local one, rc = run(string.format("env OPENBLAS_NUM_THREADS=1 %s tests/lua/dist/fashion.lua %s", FIREFLY, d1))
+  lu.assertEquals(rc, 0, one)
+  local two
+  two, rc = mpirun("tests/lua/dist/fashion.lua", d2)
+  lu.assertEquals(rc, 0, two)
+  local log1, log2 = testlib.read_file(d1 .. "/grow.csv"), testlib.read_file(d2 .. "/grow.csv")
+  rmdir(d1)
+  rmdir(d2)
+  local function grab(out, pattern)
+    local list = {}
+    for line in out:gmatch("[^\n]+") do
+      if line:match(pattern) then list[#list + 1] = line end
+    end
+    return list
+  end
+  local c1, c2 = grab(one, "^decision "), grab(two, "^decision ")
+  lu.assertEquals(#c1, 1, one)
+  lu.assertEquals(c2, c1)
+  local deterministic = one:match("deterministic (%S+)")
+  lu.assertEquals(two:match("deterministic (%S+)"), deterministic)
+  if deterministic ~= "nil" then
+    lu.assertEquals(grab(two, "^phase "), grab(one, "^phase "))
+    lu.assertEquals(log2, log1)
+  else
+    local p1, p2 = phases(one), phases(two)
+    lu.assertEquals(#p1, 2, one)
+    for i = 1, 2 do
+      lu.assertEquals(p2[i].head, p1[i].head)
+      lu.assertAlmostEquals(p2[i].loss, p1[i].loss, 1e-5)
+    end
+  end
+end
+
 -- Every growth method of the harness on two ranks: the selections (which
 -- candidates, in which order) are one process's, and every rank holds the
 -- same network after each phase (the run's own check). Gradmax and the
