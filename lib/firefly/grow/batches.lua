@@ -100,6 +100,16 @@ function B.mean_loss(net, batches, lf, who)
   return total / math.max(n, 1)
 end
 
+-- dist: t, a sum over this rank's rows of the scoring batches, becomes the
+-- sum over every rank's rows (one allreduce, in place when t is
+-- contiguous), so every rank decides on the same numbers. One rank: t.
+function B.over_ranks(t)
+  if not dist.parallel() then return t end
+  t = t:contiguous()
+  dist.allreduce(t, "sum")
+  return t
+end
+
 -- The batches' checks, for a proposal's inputs: a list or a loader.
 function B.check_arg(who, batches)
   if type(batches) ~= "table" and type(batches) ~= "userdata" then

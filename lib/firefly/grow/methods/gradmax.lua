@@ -121,14 +121,9 @@ end
 
 local produce, consume = overgrown.produce, overgrown.consume
 
--- dist: a sum over this rank's rows made the sum over every rank's (one
--- allreduce), so every rank finds the same singular vectors
-local function over_ranks(t)
-  if not dist.parallel() then return t end
-  t = t:contiguous()
-  dist.allreduce(t, "sum")
-  return t
-end
+-- dist: the data sums over every rank's rows, so every rank finds the
+-- same singular vectors
+local over_ranks = require("firefly.grow.batches").over_ranks
 
 -- The per-neuron layers linearised for a new neuron (see the top).
 local function linear_path(unit, z)

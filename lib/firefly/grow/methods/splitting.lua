@@ -105,14 +105,9 @@ end
 
 ---------------------------------------------------------------- taps
 
--- dist: a sum over this rank's rows made the sum over every rank's (one
--- allreduce), so every rank finds the same eigenpairs
-function S.over_ranks(t)
-  if not dist.parallel() then return t end
-  t = t:contiguous()
-  dist.allreduce(t, "sum")
-  return t
-end
+-- dist: the data sums over every rank's rows, so every rank finds the
+-- same eigenpairs
+S.over_ranks = require("firefly.grow.batches").over_ranks
 
 -- The batches used: the first ceil(fraction · #batches) of them (at least
 -- one), in order, so that a seed gives the same ones.
