@@ -5,7 +5,7 @@
 -- Deterministic (4 fixed parts per batch): 1, 2 and 4 processes grow the
 -- same widths with bit-identical logs; without it, summation order alone
 -- changes the grown network from phase 2 (spec/dist.md, "Growth").
--- On one process it costs 2.1x the wall time (48-68 s against 22-35 s,
+-- On one process it costs 2.1x the wall time (47-68 s against 22-35 s,
 -- 10 phases): deterministic=false on the command line to skip it.
 return {
   seed = 1, phases = 10, epochs = 2, score_batches = 8, batch_size = 128, deterministic = 4,
