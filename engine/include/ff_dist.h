@@ -11,7 +11,8 @@
  * (ff_dist_set_timeout): a rank that died or took another path makes the
  * others fail with a message instead of hanging. MPI's own errors come
  * back (MPI_ERRORS_RETURN) and become FF_ERR_STATE with the call named.
- * Buffers are borrowed; nothing here allocates tensors.
+ * Buffers are borrowed; nothing here allocates tensors (ff_dist_scratch is
+ * the one buffer of its own).
  */
 #ifndef FF_DIST_H
 #define FF_DIST_H
@@ -45,6 +46,15 @@ ff_status ff_dist_barrier(const char *who);
  * most 1 Mi values, all in flight at once. */
 ff_status ff_dist_allreduce_f32(const char *who, float *buf, int64_t n, ff_dist_op op);
 ff_status ff_dist_allreduce_f64(const char *who, double *buf, int64_t n, ff_dist_op op);
+/* The same allreduce (sum/max/min, in buckets of at most 1 Mi values),
+ * posted now and finished by ff_dist_wait_posted: buf must stay untouched
+ * until then. Every rank must post the same sizes in the same order.
+ * ff_dist_progress drives posted requests without waiting (MPI moves data
+ * only inside MPI calls when it has no progress thread); wait_posted waits
+ * for all of them with the deadline. */
+ff_status ff_dist_post_allreduce_f32(const char *who, float *buf, int64_t n, ff_dist_op op);
+ff_status ff_dist_progress(const char *who);
+ff_status ff_dist_wait_posted(const char *who);
 /* root's n values to every rank; error when root is not in 0..size-1. */
 ff_status ff_dist_broadcast_f32(const char *who, float *buf, int64_t n, int root);
 /* out (n * size values) = every rank's n values of in, in rank order. */
@@ -58,6 +68,12 @@ ff_status ff_dist_allgather_i64(const char *who, const int64_t *in, int64_t n, i
  * instead of hanging or mixing data. n <= 64. */
 ff_status ff_dist_agree(const char *who, const int64_t *sig, int n,
                         void (*describe)(const int64_t *sig, int n, char *buf, size_t len));
+
+/* A buffer of at least n floats that lives as long as the process (grown
+ * when asked for more): collectives over many tensors copy them into it.
+ * NULL (with the error set) when out of memory. Not reentrant: one user
+ * at a time. */
+float *ff_dist_scratch(int64_t n);
 
 /* Bytes this rank sent through allreduce and the seconds spent waiting in
  * collectives since the last reset (for the benchmark). */

@@ -12,6 +12,7 @@
 #include <string.h>
 #include "lf.h"
 #include "ff_dist.h"
+#include "dist_reduce.h"
 
 enum { SIG_ALLREDUCE = 1, SIG_BROADCAST, SIG_ALLGATHER, SIG_ALLREDUCE_LIST, SIG_NUMBERS,
        SIG_BARRIER };
@@ -158,7 +159,9 @@ static int d_allreduce_list(lua_State *L)
     int64_t sig[4] = {SIG_ALLREDUCE_LIST, op, n, total};
     agree(L, who, sig, 4);
     float post = op == 1 ? 1.0f / (float)ff_dist_size() : 1.0f;
-    float *buf = lua_newuserdatauv(L, sizeof(float) * (size_t)(total > 0 ? total : 1), 0);
+    float *buf = ff_dist_scratch(total);
+    if (!buf)
+        lf_check(L, ff_last_status());
     int64_t off = 0;
     for (int i = 1; i <= n; i++) {
         lua_geti(L, 1, i);
@@ -354,13 +357,15 @@ static const luaL_Reg dist_fns[] = {
     {"size", d_size}, {"barrier", d_barrier}, {"allreduce", d_allreduce},
     {"allreduce_list", d_allreduce_list}, {"allreduce_numbers", d_allreduce_numbers},
     {"broadcast", d_broadcast}, {"allgather", d_allgather}, {"set_timeout", d_set_timeout},
-    {"timeout", d_timeout}, {"stats", d_stats}, {"abort", d_abort}, {"mismatch", d_mismatch}, {NULL, NULL}};
+    {"timeout", d_timeout}, {"stats", d_stats}, {"abort", d_abort}, {"mismatch", d_mismatch},
+    {"reducer", lf_dist_reducer}, {NULL, NULL}};
 
 void lf_open_dist(lua_State *L)
 {
     /* started by mpirun: every rank knows its place before any user code */
     if (ff_dist_launched() && ff_dist_init() != FF_OK)
         luaL_error(L, "firefly: started by mpirun, but %s", ff_last_error());
+    lf_dist_reducer_open(L);
     luaL_newlib(L, dist_fns);
     lua_setfield(L, -2, "dist");
 }

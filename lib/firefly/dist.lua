@@ -85,6 +85,62 @@ function dist.sum_grads(params, weight, extra)
   end
 end
 
+-- Overlap of the gradient allreduce with the backward (dist.grad_reducer):
+-- off by default, since it did not pay on two ranks sharing a machine
+-- (spec/dist.md, "Speed: measured"); dist.set_overlap(true) turns it on.
+local overlap = false
+function dist.set_overlap(on)
+  if type(on) ~= "boolean" then error("dist.set_overlap: expected true or false, got " .. tostring(on), 2) end
+  overlap = on
+end
+function dist.overlap() return overlap end
+
+-- dist.grad_reducer(params [, {overlap =, bucket_values = 65536}]) -> r:
+-- the data-parallel step's gradient sum, with r:begin(weight) before the
+-- backward and r:finish([extra]) after it, which together do what
+-- dist.sum_grads(params, weight, extra) does: every gradient becomes the
+-- sum over ranks of weight x its local gradient (missing ones as there).
+-- The buffer lives as long as r (r:close() frees it); its buckets of about
+-- bucket_values floats follow the backward's order and, with overlap, are
+-- posted while the backward runs. Overlap on or off gives the same bits.
+function dist.grad_reducer(params, opts)
+  opts = opts or {}
+  options.check("dist.grad_reducer", opts, { overlap = true, bucket_values = true })
+  local bucket = opts.bucket_values or 65536
+  if math.type(bucket) ~= "integer" or bucket < 1 then
+    error("dist.grad_reducer: bucket_values must be an integer >= 1, got " .. tostring(bucket), 2)
+  end
+  local ov = opts.overlap
+  if ov == nil then ov = overlap end
+  local r = C.reducer(params, bucket, ov)
+  local core_zeros, core_tensor = core.zeros, core.tensor
+  local self = {}
+  function self.begin(_, weight) r:begin(weight or 1) end
+  function self.finish(_, extra)
+    local had = {}
+    for i, p in ipairs(params) do
+      local g = p.grad
+      had[i] = g ~= nil and 1 or 0
+      if g == nil then
+        p.grad = core_zeros(p:size())
+      elseif not g:is_contiguous() then
+        p.grad = g:contiguous()
+      end
+    end
+    local flags = core_tensor(#had > 0 and had or { 0 })
+    local list = { flags }
+    for _, t in ipairs(extra or {}) do list[#list + 1] = t end
+    r:finish(list)
+    local any = flags:totable()
+    for i, p in ipairs(params) do
+      if had[i] == 0 and not (any[i] > 0) then p.grad = nil end
+    end
+  end
+  function self.layout() return r:layout() end
+  function self.close() r:close() end
+  return self
+end
+
 -- dist.mean_grads(params, n): the gradients become the mean over every
 -- rank's rows, given that each holds the gradient of its mean loss over
 -- its n rows: sum of n x gradient over ranks, divided by the sum of n (one

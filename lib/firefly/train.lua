@@ -291,6 +291,10 @@ local function run_epoch_dist(opts, loader, lf, label)
   local bar = ff.logging.progress { total = #loader, label = label, unit = "batch", run_step = true,
     quiet = opts.quiet or not dist.is_main() }
   local params = opt:params()
+  local reducer = not K and dist.grad_reducer(params)
+  -- closed however the epoch ends, so its hooks never act on a later
+  -- backward outside this loop
+  local _ <close> = reducer and setmetatable({}, { __close = function() reducer:close() end }) or nil
   local total, hits, n, classify, step = 0, 0, 0, true, 0
   for len, off, x, y in loader:iter_shard(R, N) do
     local l
@@ -300,6 +304,7 @@ local function run_epoch_dist(opts, loader, lf, label)
       hits, classify = hits + h, classify and c
     else
       opt:zero_grad()
+      reducer:begin((x and x:size(1) or 0) / len)
       local local_loss = 0
       if x then
         local out = model(x)
@@ -310,7 +315,7 @@ local function run_epoch_dist(opts, loader, lf, label)
         if c then hits = hits + c else classify = false end
       end
       local lt = ff.tensor({ local_loss })
-      dist.sum_grads(params, (x and x:size(1) or 0) / len, { lt })
+      reducer:finish({ lt })
       l = lt:item()
     end
     if l ~= l or l == math.huge or l == -math.huge then

@@ -1,14 +1,23 @@
 -- bench_dist: data-parallel throughput and growth under MPI (run by
 -- tests/bench/dist.sh, which starts it on 1 rank x 1 thread, 2 ranks x 1
--- thread and 1 rank x 2 threads). arg[1] = "mlp" | "vgg" | "grow".
--- Prints one line on the main rank:
---   bench_dist <case> ranks R threads T samples/s S step_ms M allreduce_ms A allreduce_MB B
+-- thread and 1 rank x 2 threads). arg[1] = "mlp" | "vgg" | "grow";
+-- arg[2] = steps; arg[3] = "overlap" to overlap the allreduce with the
+-- backward (dist.set_overlap). Prints one line on the main rank:
+--   bench_dist <case> ranks R threads T overlap O samples/s S step_ms M allreduce_ms A allreduce_MB B
+-- and on several ranks a second line, the parts of a step (medians over
+-- the steps, the slower rank's where ranks differ):
+--   bench_dist <case> parts compute_ms C wait_ms W reduce_ms R raw_ms X
+-- compute = forward and backward of the local rows; wait = a barrier
+-- after it (the other rank's lag); reduce = the gradient sum proper
+-- (dist.grad_reducer, no overlap); raw = one allreduce of the same bytes
+-- on a buffer used step after step, the transport's ceiling.
 -- Synthetic data (the speed does not depend on the values); the global
 -- batch is 128 on any number of ranks.
 local ff = require "firefly"
 local d = ff.dist
 local case = arg[1] or "mlp"
 local steps = tonumber(arg[2]) or (case == "vgg" and 12 or 120)
+d.set_overlap(arg[3] == "overlap")
 
 local function synthetic(n, shape, classes)
   local g = ff.Generator(1)
@@ -65,6 +74,47 @@ local secs = d.allreduce_numbers({ ff.clock() - t0 }, "max")[1]
 local bytes, wait = d.stats()
 local n = #loader
 if d.is_main() then
-  print(string.format("bench_dist %s ranks %d threads %d samples/s %.0f step_ms %.2f allreduce_ms %.2f allreduce_MB %.3f",
-    case, d.size(), ff.get_num_threads(), n * 128 / secs, secs / n * 1e3, wait / n * 1e3, bytes / n / 2 ^ 20))
+  print(string.format("bench_dist %s ranks %d threads %d overlap %s samples/s %.0f step_ms %.2f allreduce_ms %.2f allreduce_MB %.3f",
+    case, d.size(), ff.get_num_threads(), d.overlap() and "on" or "off", n * 128 / secs, secs / n * 1e3, wait / n * 1e3, bytes / n / 2 ^ 20))
+end
+if d.size() == 1 then return end
+
+-- The parts of a step, timed one by one with barriers between them.
+local params = opt:params()
+local red = d.grad_reducer(params, { overlap = false })
+local P = 0
+for _, p in ipairs(params) do P = P + p:numel() end
+local raw = ff.zeros(P + 1)
+local T = { {}, {}, {}, {} }
+local k = 0
+for len, _, x, y in loader:iter_shard(d.rank(), d.size()) do
+  k = k + 1
+  if k > math.min(n, 40) then break end
+  d.barrier()
+  local t0 = ff.clock()
+  opt:zero_grad()
+  red:begin(x:size(1) / len)
+  local loss = ff.cross_entropy(net(x), y)
+  loss:backward()
+  local lt = ff.tensor({ loss:item() })
+  local t1 = ff.clock()
+  d.barrier()
+  local t2 = ff.clock()
+  red:finish({ lt })
+  local t3 = ff.clock()
+  d.barrier()
+  local t4 = ff.clock()
+  d.allreduce(raw)
+  local t5 = ff.clock()
+  local v = d.allreduce_numbers({ t1 - t0, t2 - t1, t3 - t2, t5 - t4 }, "max")
+  for i = 1, 4 do T[i][k] = v[i] end
+end
+red:close()
+local function median(v)
+  table.sort(v)
+  return v[(#v + 1) // 2] * 1e3
+end
+if d.is_main() then
+  print(string.format("bench_dist %s parts compute_ms %.3f wait_ms %.3f reduce_ms %.3f raw_ms %.3f",
+    case, median(T[1]), median(T[2]), median(T[3]), median(T[4])))
 end

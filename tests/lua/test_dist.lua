@@ -387,4 +387,37 @@ function TestDist.test_a_rank_that_diverges_stops_the_growth_run()
   lu.assertStrContains(out, "dist.check_consistent: ranks diverged after phase 1: 3.bias differs between rank 0 and rank 1")
 end
 
+-- (speed) The gradient reducer: overlap on and off and dist.sum_grads give
+-- the same bytes on two ranks, including a parameter used twice, one
+-- without a gradient anywhere, one with a gradient on rank 0 only and a
+-- rank without rows; train.fit's weights do not depend on overlap.
+function TestDist.test_gradient_reducer_on_two_ranks()
+  local out, rc = mpirun("tests/lua/dist/reducer.lua")
+  lu.assertEquals(rc, 0, out)
+  lu.assertStrContains(out, "rank 0: reducer ok")
+  lu.assertStrContains(out, "rank 1: reducer ok")
+end
+
+-- (speed) In one process the reducer only weights the gradients, and
+-- overlap (which needs other ranks) stays off.
+function TestDist.test_gradient_reducer_in_one_process()
+  local w = ff.randn({ 3, 2 }, ff.Generator(1)):requires_grad(true)
+  local b = ff.zeros({ 2 }):requires_grad(true)
+  local red = ff.dist.grad_reducer({ w, b }, { overlap = true, bucket_values = 2 })
+  lu.assertEquals(red.layout().buckets, 2)
+  lu.assertFalse(red.layout().overlap)
+  local loss = ff.tensor({ 0 })
+  red:begin(0.5)
+  local y = ff.ones({ 1, 3 }):matmul(w):sum()
+  y:backward()
+  local want = testlib.float_bytes(w.grad * 0.5)
+  loss = ff.tensor({ y:item() })
+  red:finish({ loss })
+  lu.assertEquals(testlib.float_bytes(w.grad), want)
+  lu.assertNil(b.grad)
+  lu.assertEquals(loss:item(), y:item() * 0.5)
+  red.close()
+  lu.assertErrorMsgContains("the reducer was closed", function() red:begin(1) end)
+end
+
 os.exit(testlib.run())
