@@ -4,6 +4,7 @@
 -- arg[2] = steps; arg[3] = "overlap" to overlap the allreduce with the
 -- backward (dist.set_overlap). Prints one line on the main rank:
 --   bench_dist <case> ranks R threads T overlap O samples/s S step_ms M allreduce_ms A allreduce_MB B
+--     median_step_ms MS median_samples/s MSS
 -- and on several ranks a second line, the parts of a step (medians over
 -- the steps, the slower rank's where ranks differ):
 --   bench_dist <case> parts compute_ms C wait_ms W reduce_ms R raw_ms X
@@ -69,13 +70,20 @@ ff.train.fit { model = net, data = warm, optim = opt, quiet = true }
 d.barrier()
 d.stats(true)
 local t0 = ff.clock()
-ff.train.fit { model = net, data = loader, optim = opt, quiet = true }
+local step_s, last = {}, t0
+ff.train.fit { model = net, data = loader, optim = opt, quiet = true,
+  on_step = function(k) local t = ff.clock(); step_s[k] = t - last; last = t end }
 local secs = d.allreduce_numbers({ ff.clock() - t0 }, "max")[1]
+-- the median step (the slower rank's): on a shared machine a few steps
+-- that wait for a time slice move the mean far more than the median
+table.sort(step_s)
+local median_step = d.allreduce_numbers({ step_s[(#step_s + 1) // 2] }, "max")[1]
 local bytes, wait = d.stats()
 local n = #loader
 if d.is_main() then
-  print(string.format("bench_dist %s ranks %d threads %d overlap %s samples/s %.0f step_ms %.2f allreduce_ms %.2f allreduce_MB %.3f",
-    case, d.size(), ff.get_num_threads(), d.overlap() and "on" or "off", n * 128 / secs, secs / n * 1e3, wait / n * 1e3, bytes / n / 2 ^ 20))
+  print(string.format("bench_dist %s ranks %d threads %d overlap %s samples/s %.0f step_ms %.2f allreduce_ms %.2f allreduce_MB %.3f median_step_ms %.2f median_samples/s %.0f",
+    case, d.size(), ff.get_num_threads(), d.overlap() and "on" or "off", n * 128 / secs, secs / n * 1e3, wait / n * 1e3, bytes / n / 2 ^ 20,
+    median_step * 1e3, 128 / median_step))
 end
 if d.size() == 1 then return end
 
