@@ -201,6 +201,43 @@ function TestNested:test_fused_split_act_agrees_with_the_composition()
   end
 end
 
+function TestNested:test_memo_keeps_every_bit()
+  -- propose memoises the first unit's products per batch (overgrown.memo):
+  -- with it off, partly filled or whole, the same scores and steps, and
+  -- the loss before growth is the network's own, bit for bit
+  local batches_mod = require "firefly.grow.batches"
+  for _, kind in ipairs { "mlp", "conv" } do
+    local net, x, y = nested(kind)
+    local g = ff.Generator(67)
+    local x2 = kind == "mlp" and ff.randn(12, 5, g) or ff.randn(6, 2, 4, 4, g)
+    local batches = { { x, y }, { x2, ff.randint(1, 3, x2:size(1), g) } }
+    local function propose(cap, rule)
+      local saved = overgrown.MEMO_BYTES
+      overgrown.MEMO_BYTES = cap or saved
+      local ok, p = pcall(ff.grow.propose, net, { new = 2, layers = 2, steps = 2, lr = 1e-2, rule = rule,
+        points = 3, generator = ff.Generator(68), quiet = true }, batches)
+      overgrown.MEMO_BYTES = saved
+      assert(ok, p)
+      return p
+    end
+    for _, rule in ipairs { "midpoint", "endpoint" } do
+      local off, part, on = propose(0, rule), propose(4 * x:size(1) * 4 * 2, rule), propose(nil, rule)
+      local a, b, c = off:candidates(), part:candidates(), on:candidates()
+      lu.assertEquals(#a, #c)
+      lu.assertTrue(#a > 0)
+      for i = 1, #a do
+        lu.assertEquals(b[i].score, a[i].score, kind .. " " .. rule .. " candidate " .. i)
+        lu.assertEquals(c[i].score, a[i].score, kind .. " " .. rule .. " candidate " .. i)
+        lu.assertEquals(c[i].step, a[i].step)
+      end
+      net:eval()
+      local own = batches_mod.mean_loss(net, batches, batches_mod.loss_of({}))
+      lu.assertEquals(on.loss_before, own, kind)
+      lu.assertEquals(off.loss_before, own, kind)
+    end
+  end
+end
+
 local restrict = testlib.restrict_to_selection
 
 function TestNested:test_materialised_equals_the_restricted_overgrown_network()

@@ -228,6 +228,35 @@ function tap_probe(tap, key, t)
   return t + probe
 end
 
+-- Products that repeat from pass to pass (og.memo, which a method sets for
+-- one propose: O.new_memo()). A unit whose input needs no gradient (the
+-- data: the first unit) reads the same batch tensor every pass, and its
+-- producer's weights are frozen: its output is computed once per batch.
+-- While the perturbations stay put (memo.fixed: step 2 on several points)
+-- so are its split product and its new neurons' pre-activations. The same
+-- op on the same inputs gives the same bits; the memo stops growing at
+-- O.MEMO_BYTES (a loader over a whole training set would not fit).
+O.MEMO_BYTES = 128 * 2 ^ 20
+
+function O.new_memo()
+  return { bytes = 0, by_input = setmetatable({}, { __mode = "k" }), fixed = false }
+end
+
+local function memoised(self, c, key, x, fn)
+  local memo = rawget(self, "memo")
+  if not memo or (key ~= "z" and not memo.fixed) or x:requires_grad() then return fn() end
+  local per = memo.by_input[x]
+  local entry = per and per[c]
+  if entry and entry[key] then return entry[key] end
+  local t = fn()
+  if memo.bytes + 4 * t:numel() > O.MEMO_BYTES then return t end
+  memo.bytes = memo.bytes + 4 * t:numel()
+  if not per then per = {}; memo.by_input[x] = per end
+  if not entry then entry = {}; per[c] = entry end
+  entry[key] = t
+  return t
+end
+
 -- A unit's producer applied with every candidate: returns the consumer's
 -- input and the new neurons' contribution to the consumer's output.
 -- `extra` is the previous unit's contribution to this producer's output
@@ -236,15 +265,17 @@ function O:unit_forward(c, x, extra)
   local u = c.unit
   local tap = self.taps and self.taps[c]
   if tap then tap.input = x end
-  local z = produce(u, x, u.producer.weight, u.producer.bias)
+  local z = memoised(self, c, "z", x, function() return produce(u, x, u.producer.weight, u.producer.bias) end)
   note(self, u.producer, z)
   if extra then z = z + extra end
   if self.out_tap then z = tap_probe(self.out_tap, "out", z); self.out_tap = nil end
-  local between, L = u.between, c.layer
+  local between, split, L, new = u.between, c.split, c.layer, c.new
+  if self.bare then split, L, new = nil, nil, nil end
   local h, pair = z, nil
   local first = 1
-  if c.split then
-    local s = produce(u, x, c.split.v) * per_neuron(c.split.gate + self.alpha, z)
+  if split then
+    local s = memoised(self, c, "s", x, function() return produce(u, x, split.v) end)
+      * per_neuron(split.gate + self.alpha, z)
     local fused, taken = nil, 0
     -- (O.no_fuse: the plain composition, for tests)
     if not O.no_fuse then fused, taken = fusable_prefix(between) end
@@ -290,9 +321,10 @@ function O:unit_forward(c, x, extra)
   layer_here(#between + 1)
   if pair then h = average(pair) end
   local contribution
-  if c.new then
-    local n = c.new
-    local a = phi_new(u, produce(u, x, n.u, n.b), n.e * (n.gate + self.alpha))
+  if new then
+    local n = new
+    local pre = memoised(self, c, "new", x, function() return produce(u, x, n.u, n.b) end)
+    local a = phi_new(u, pre, n.e * (n.gate + self.alpha))
     contribution = consume(u, a, n.o)
   end
   return h, contribution
@@ -334,6 +366,17 @@ end
 
 -- The over-grown network's output for input x.
 function O:forward(x) return self:module(self.net, x) end
+
+-- The network's own output, every candidate left out (the same ops as
+-- net(x)), through the memo: the loss before growth reuses what the memo
+-- holds.
+function O:forward_bare(x)
+  self.bare = true
+  local ok, y = pcall(self.forward, self, x)
+  self.bare = nil
+  if not ok then error(y, 0) end
+  return y
+end
 
 O.__call = function(self, x) return self:forward(x) end
 

@@ -40,7 +40,8 @@ end
 -- function: NASH proposes for its children)} with the network in
 -- evaluation mode and its weights frozen, and returns the over-grown
 -- network `og` holding its candidates (split rows v, new neurons' u, b, o,
--- e, candidate layers) and their `scores`, shaped as Firefly's;
+-- e, candidate layers) and their `scores`, shaped as Firefly's (and
+-- `loss_before`, the network's mean loss on the batches, when it measured it);
 -- optionally `order(self, list, budget)` (the candidates in the order
 -- selection considers them, and only those it may keep), `predict(self,
 -- c)` (the loss change it predicts for candidate c; else ε̂·s),
@@ -75,7 +76,8 @@ function P.propose(net, nb, batches)
     self.net, self.nb, self.batches, self.lf, self.method = net, opts, batches, lf, method.name
     self.units, self.settings = us, settings
     self.max_new_layers = neighbourhood.max_new_layers(opts)
-    self.loss_before = batches_mod.mean_loss(net, batches, lf)
+    -- (a method may have measured it on the way: Firefly's, through its memo)
+    self.loss_before = self.loss_before or batches_mod.mean_loss(net, batches, lf)
     self.widths_before, self.neurons_before = units_mod.widths(us), units_mod.neuron_count(us)
     setmetatable(self, P)
     self.positions = select_mod.record_positions(self) -- in evaluation mode, like the rest of the step

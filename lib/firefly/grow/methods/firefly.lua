@@ -148,6 +148,8 @@ local function gradient_sums(og, nb, batches, lf)
   -- gates' gradients are the same bits)
   local held = og:perturbations()
   for _, t in ipairs(held) do t:requires_grad(false) end
+  -- (several points: the perturbations' own products are computed once per batch)
+  if og.memo then og.memo.fixed = #alphas > 1 end
   local ok, err = pcall(function()
   for _, a in ipairs(alphas) do
     og.alpha = a
@@ -166,6 +168,7 @@ local function gradient_sums(og, nb, batches, lf)
   end)
   for _, t in ipairs(held) do t:requires_grad(true) end
   og.alpha = 1
+  if og.memo then og.memo.fixed = false end
   if not ok then error(err, 0) end
   return sums, count
 end
@@ -211,8 +214,18 @@ function M.build(ctx)
   local nb = ctx.nb
   local og = overgrown.build(ctx.net, ctx.units, { per_unit = ctx.settings, generator = nb.generator })
   dist.broadcast_list(og:perturbations()) -- dist: rank 0's random initialisation
-  step1(og, nb, ctx.batches, ctx.lf)
-  local scores = step2(og, nb, ctx.batches, ctx.lf)
+  og.memo = overgrown.new_memo() -- for this propose only (the perturbations move after it)
+  local loss_before
+  local ok, err = pcall(function()
+    step1(og, nb, ctx.batches, ctx.lf)
+    local sc = step2(og, nb, ctx.batches, ctx.lf)
+    -- the loss before growth while the memo holds the first unit's products
+    loss_before = batches_mod.mean_loss(function(x) return og:forward_bare(x) end, ctx.batches, ctx.lf)
+    return sc
+  end)
+  og.memo = nil
+  if not ok then error(err, 0) end
+  local scores = err
   for k, entry in ipairs(scores) do
     for kind, sc in pairs(entry) do
       if not batches_mod.finite(sc) then
@@ -221,7 +234,7 @@ function M.build(ctx)
       end
     end
   end
-  return { og = og, scores = scores }
+  return { og = og, scores = scores, loss_before = loss_before }
 end
 
 return M
