@@ -7,7 +7,11 @@
 --       perturbations (exactly what propose builds from the same
 --       generator) to FILE (safetensors), for the PyTorch twin
 --   ./firefly tests/bench/bench_grow_peer.lua run FILE THREADS [REPS]
---       loads FILE, runs one untimed propose, then REPS timed ones; prints
+--       loads FILE, runs two untimed proposes, then REPS timed ones (a
+--       process that has trained is warm: glibc's malloc starts with a
+--       128 KiB mmap threshold, exactly one 128x256 float buffer, and the
+--       first two proposes of a fresh process pay mmap and page faults on
+--       most of their buffers until it adapts, 1.6x a warm one); prints
 --       one JSON line: seconds per propose (wall and CPU time: os.clock
 --       counts every thread), and every candidate's gate
 --       gradient (the `effect` of p:candidates()) by unit and kind
@@ -53,6 +57,7 @@ elseif mode == "run" then
   local batches = {}
   for b = 1, #saved.x do batches[b] = { saved.x[b], saved.y[b] } end
   local p = ff.grow.propose(net, neighbourhood(), batches) -- warm-up (and the check below)
+  ff.grow.propose(net, neighbourhood(), batches)
   local seconds, cpu = {}, {}
   for r = 1, reps do
     collectgarbage()

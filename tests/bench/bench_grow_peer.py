@@ -24,8 +24,8 @@ Before timing, the gate gradients of both sides must agree (relative to
 each group's largest, 2e-2: Adam normalises each step, so float rounding in
 a near-zero gradient moves a coordinate by up to lr; the check still
 catches a wrong rule, sign or scale). Then both are timed interleaved, each
-sample in a fresh engine process (the ff side times propose inside it, wall
-and CPU), at 1 and 2 threads (torch: OpenMP threads = BLAS threads = n, and
+sample in a fresh engine process (the ff side times propose inside it,
+after two untimed ones, wall and CPU), at 1 and 2 threads (torch: OpenMP threads = BLAS threads = n, and
 the best of 1/2 and 2/1 at 2). Writes build/bench/grow_peer.json.
 """
 import argparse, ctypes, json, os, struct, subprocess, sys, time

@@ -57,14 +57,20 @@ local function project(og)
 end
 
 -- The released code's penalty: λ(‖v‖² + 10⁻²‖new neurons' weights‖²).
+-- Squares as t * t, not t:pow(2): powf per element in forward and again
+-- in backward was a third of the official preset's step 1; the gradient
+-- is the same bits (g·2t against 2(g·t): doubling is exact), only the
+-- loss's printed value may differ in its last bit.
+local function sq(t) return (t * t):sum() end
+
 local function penalty(og, lambda)
   local total
   for _, c in ipairs(og.units) do
     local terms = {}
-    if c.split then terms[#terms + 1] = c.split.v:pow(2):sum() end
+    if c.split then terms[#terms + 1] = sq(c.split.v) end
     for _, kind in ipairs { "new", "layer" } do
       local n = c[kind]
-      if n then terms[#terms + 1] = (n.u:pow(2):sum() + n.o:pow(2):sum()) * 1e-2 end
+      if n then terms[#terms + 1] = (sq(n.u) + sq(n.o)) * 1e-2 end
     end
     for _, t in ipairs(terms) do total = total and total + t or t end
   end
@@ -214,7 +220,9 @@ function M.build(ctx)
   local nb = ctx.nb
   local og = overgrown.build(ctx.net, ctx.units, { per_unit = ctx.settings, generator = nb.generator })
   dist.broadcast_list(og:perturbations()) -- dist: rank 0's random initialisation
-  og.memo = overgrown.new_memo() -- for this propose only (the perturbations move after it)
+  -- for this propose only (the perturbations move after it); a loader
+  -- hands out new tensors every pass, so only a list of batches gains
+  og.memo = not ctx.batches.iter and overgrown.new_memo() or nil
   local loss_before
   local ok, err = pcall(function()
     step1(og, nb, ctx.batches, ctx.lf)
