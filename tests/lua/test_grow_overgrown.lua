@@ -238,6 +238,19 @@ function TestNested:test_memo_keeps_every_bit()
   end
 end
 
+function TestNested:test_penalty_squares_keep_the_gradient_bits()
+  -- the official preset's penalty squares as t * t, not t:pow(2) (powf is
+  -- slow): the gradient step 1 follows must be the same bits
+  local t = ff.randn({ 64, 33 }, ff.Generator(69)):mul_(1e-2):requires_grad(true)
+  local by_mul = (t * t):sum() * 1e-2
+  by_mul:backward()
+  local a = t.grad:clone()
+  t.grad = nil
+  local by_pow = t:pow(2):sum() * 1e-2
+  by_pow:backward()
+  lu.assertTrue(a:equal(t.grad))
+end
+
 local restrict = testlib.restrict_to_selection
 
 function TestNested:test_materialised_equals_the_restricted_overgrown_network()
