@@ -68,8 +68,8 @@ local function case(label, make, data, nb, step_batches, epoch_batches)
   local step = step_batches == "all" and loader or { table.unpack(batches, 1, step_batches) }
   -- memory of training: parameters, gradients and momentum, and one
   -- batch's graph; of growth: the frozen parameters, every candidate's
-  -- perturbation with its gradient and two moments (Adam, RMSprop), and one
-  -- batch's graph of the over-grown network
+  -- perturbation with its gradient and two moments (Adam, RMSprop), one
+  -- batch's graph of the over-grown network and propose's memo
   local x, y = batches[1][1], batches[1][2]
   local params = numel(net:parameters())
   local train_mem = 3 * params * 4 + graph_bytes(function(t) return net(t) end, x, y)
@@ -83,7 +83,9 @@ local function case(label, make, data, nb, step_batches, epoch_batches)
     if rep == 1 then
       net:eval()
       for _, w in ipairs(net:parameters()) do w:requires_grad(false) end
+      -- (+ what propose memoised per batch: the first unit's products)
       grow_mem = (params + 4 * numel(p.og:perturbations())) * 4 + graph_bytes(function(t) return p.og(t) end, x, y)
+        + (p.memo_bytes or 0)
       for _, w in ipairs(net:parameters()) do w:requires_grad(true) end
       net:train()
     end

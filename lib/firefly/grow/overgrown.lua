@@ -235,8 +235,10 @@ end
 -- While the perturbations stay put (memo.fixed: step 2 on several points)
 -- so are its split product and its new neurons' pre-activations. The same
 -- op on the same inputs gives the same bits; the memo stops growing at
--- O.MEMO_BYTES (a loader over a whole training set would not fit).
-O.MEMO_BYTES = 128 * 2 ^ 20
+-- O.MEMO_BYTES, which the phase's memory counts (the MLP's 8 batches need
+-- 2 MiB; the small VGG's first conv 13 MiB per batch and product, so it
+-- keeps two batches and stays near twice the training memory).
+O.MEMO_BYTES = 32 * 2 ^ 20
 
 function O.new_memo()
   return { bytes = 0, by_input = setmetatable({}, { __mode = "k" }), fixed = false }

@@ -41,7 +41,8 @@ end
 -- evaluation mode and its weights frozen, and returns the over-grown
 -- network `og` holding its candidates (split rows v, new neurons' u, b, o,
 -- e, candidate layers) and their `scores`, shaped as Firefly's (and
--- `loss_before`, the network's mean loss on the batches, when it measured it);
+-- `loss_before`, the network's mean loss on the batches, when it measured it,
+-- and `memo_bytes`, what it kept per batch on the way);
 -- optionally `order(self, list, budget)` (the candidates in the order
 -- selection considers them, and only those it may keep), `predict(self,
 -- c)` (the loss change it predicts for candidate c; else ε̂·s),

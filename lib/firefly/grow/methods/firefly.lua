@@ -231,6 +231,7 @@ function M.build(ctx)
     loss_before = batches_mod.mean_loss(function(x) return og:forward_bare(x) end, ctx.batches, ctx.lf)
     return sc
   end)
+  local memo_bytes = og.memo and og.memo.bytes or 0
   og.memo = nil
   if not ok then error(err, 0) end
   local scores = err
@@ -242,7 +243,7 @@ function M.build(ctx)
       end
     end
   end
-  return { og = og, scores = scores, loss_before = loss_before }
+  return { og = og, scores = scores, loss_before = loss_before, memo_bytes = memo_bytes }
 end
 
 return M
