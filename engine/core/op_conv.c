@@ -28,9 +28,9 @@
  * BLAS, and im2col would cost more than the arithmetic.
  *
  * Threads: with OpenBLAS on T > 1 threads, the batch is split into T runs
- * of whole samples, each on its own short-lived thread with OpenBLAS set
- * to 1 thread meanwhile (see run_split); otherwise everything runs on the
- * calling thread.
+ * of whole samples, each on a thread of the split-loop pool (parallel.c)
+ * with OpenBLAS set to 1 thread meanwhile (see run_split); otherwise
+ * everything runs on the calling thread.
  */
 #include <cblas.h>
 #include <limits.h>

@@ -1,12 +1,13 @@
 /*
- * parallel.h: a loop's index range split over short-lived threads
+ * parallel.h: a loop's index range split over the engine's threads
  * (internal: not part of the public API in engine/include).
  *
  * The engine's thread count is OpenBLAS's (ff_blas_set_threads). Kernels
  * that are not products (batch norm, activations, pooling, elementwise)
- * split their outer loop over that many threads, created for the call and
- * joined before it returns: nothing waits between calls, so no second
- * busy-waiting pool runs beside OpenBLAS's.
+ * split their outer loop over that many threads: the caller and workers of
+ * a persistent pool, which poll briefly after a range and then sleep, so
+ * no second busy-waiting pool runs beside OpenBLAS's (parallel.c says
+ * how). A call returns when every range is done.
  *
  * Every range is a contiguous run of whole items, and an item is computed
  * by the same code whatever the split, so results do not depend on the
@@ -15,6 +16,7 @@
 #ifndef FF_PARALLEL_H
 #define FF_PARALLEL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define FF_PAR_MAX 8
@@ -35,5 +37,20 @@ void ff_par_run(int nt, int64_t n, ff_range_fn fn, void *arg);
  * n), for flat kernels whose vector bulk and scalar tail must fall at the
  * same places whatever the split. */
 void ff_par_run_aligned(int nt, int64_t n, int64_t align, ff_range_fn fn, void *arg);
+
+/* What the pool has done since the process started (for tests): workers
+ * running now, workers ever started, loops handed to workers, and loops
+ * run on the caller's thread alone because a dispatch was already running
+ * (a nested call, or another thread's). */
+typedef struct {
+    int workers;
+    long started, dispatches, inline_runs;
+} ff_par_stat;
+void ff_par_stats(ff_par_stat *s);
+
+/* Stops and joins the pool's workers (they start again on the next split
+ * loop). Runs at exit and when the library is unloaded; false, doing
+ * nothing, when a dispatch is running on another thread. */
+bool ff_par_shutdown(void);
 
 #endif

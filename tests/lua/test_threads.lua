@@ -1,7 +1,8 @@
 -- test_threads: the ops that split their loops over the engine's threads
 -- (batch norm, activations, pooling, elementwise, the backward of sum and
 -- mean, conv2d) give the same bits on 1 and on 2 threads, forward and
--- backward, and the op profile counts what ran. The inputs are large enough (over 2^20 floats touched) for the
+-- backward, also over many loops back to back on the persistent pool, whose
+-- workers stop cleanly at exit and unload; and the op profile counts what ran. The inputs are large enough (over 2^20 floats touched) for the
 -- loops to split.
 package.path = "tests/lua/?.lua;" .. package.path
 local testlib = require "testlib"
@@ -142,6 +143,55 @@ function TestThreads:test_conv_algo_errors()
   lu.assertEquals(before, "auto")
   lu.assertEquals(select(2, ff.conv_algo()), "im2col")
   lu.assertEquals(ff.set_conv_algo("auto"), "im2col")
+end
+
+-- The split loops run on a persistent pool (engine/core/parallel.c): many
+-- loops back to back, with the thread count changing between them, give
+-- the bits of one thread each time.
+function TestThreads:test_pool_back_to_back_loops()
+  local g = ff.Generator(8)
+  local a, c = ff.randn({ 1 << 20 }, g), ff.randn({ 1 << 20 }, g)
+  ff.set_num_threads(1)
+  local ref = { (a + c):relu(), (a * c):exp() }
+  local bad = 0
+  for k = 1, 60 do
+    ff.set_num_threads(({ 2, 3, 1, 2 })[k % 4 + 1])
+    local r = { (a + c):relu(), (a * c):exp() }
+    for i = 1, 2 do
+      if not r[i]:equal(ref[i]) then bad = bad + 1 end
+    end
+  end
+  ff.set_num_threads(initial_threads)
+  lu.assertEquals(bad, 0)
+end
+
+-- The pool's workers are stopped when the process exits and when stock
+-- lua5.4 unloads core.so at lua_close (a worker left running would run
+-- code of an unmapped library: a crash in about 1 run of 5 without the
+-- pool's destructor, hence 5 runs); os.exit too.
+function TestThreads:test_pool_exit_and_unload()
+  local preload = ""
+  if os.getenv("SANITIZE") == "1" then
+    local p = io.popen("${CC:-cc} -print-file-name=libasan.so")
+    preload = "LD_PRELOAD=" .. p:read("l") .. " ASAN_OPTIONS=detect_leaks=0 "
+    p:close()
+  end
+  local chunk = [[local ff = require "firefly"; ff.set_num_threads(2); ]] ..
+    [[local x = ff.randn({ 1 << 21 }); for i = 1, 20 do x = (x * 0.5):relu() end; print("done", x:numel())]]
+  local stock = preload .. "LUA_PATH='lib/?.lua;lib/?/init.lua;;' LUA_CPATH='build/?.so;;' lua5.4 -e '" .. chunk .. "'"
+  local cmds = {
+    stock, stock, stock, stock, stock,
+    "./firefly -e '" .. chunk .. "'",
+    "./firefly -e '" .. chunk .. "; os.exit(0, true)'",
+    "./firefly -e '" .. chunk .. "; os.exit(0)'",
+  }
+  for _, cmd in ipairs(cmds) do
+    local p = io.popen("timeout 60 env " .. cmd .. " 2>&1")
+    local out = p:read("a")
+    local ok = p:close()
+    lu.assertTrue(ok, cmd .. ": " .. out)
+    lu.assertStrContains(out, "done\t2097152")
+  end
 end
 
 TestProfile = {}
