@@ -84,6 +84,8 @@ static ff_status mat_prepare(ff_mat *m, const ff_tensor *t, int arg, bool copy,
     return FF_OK;
 }
 
+#define FF_GEMM_SERIAL_WORK ((int64_t)1 << 21)
+
 /* C (batch x n x m, contiguous) = beta*C + alpha*A.B, one sgemm per matrix.
  * When every product shares B and A's matrices are stacked rows, the batch
  * is one tall product, which BLAS runs faster than many small ones. */
@@ -96,10 +98,21 @@ static void gemm_batch(const ff_mat *A, const ff_mat *B, float *C, int64_t batch
         n *= batch;
         batch = 1;
     }
+    /* OpenBLAS splits a product over its threads from n*m*k = 2^18 on;
+     * up to FF_GEMM_SERIAL_WORK the split costs more than it saves (a
+     * 128x256 by 256x10 product: ~9 us on one thread, slower on two), so
+     * such products run on one (a variable write in OpenBLAS, no thread
+     * is stopped). Such a product's bits are then one thread's on any
+     * thread count. */
+    int nt = n * m * k < FF_GEMM_SERIAL_WORK ? ff_blas_threads() : 1;
+    if (nt > 1)
+        ff_blas_set_threads(1);
     for (int64_t i = 0; i < batch; i++)
         cblas_sgemm(CblasRowMajor, A->trans, B->trans, (int)n, (int)m, (int)k, alpha,
                     A->data + i * A->bstride, (int)A->ld, B->data + i * B->bstride,
                     (int)B->ld, beta, C + i * n * m, (int)m);
+    if (nt > 1)
+        ff_blas_set_threads(nt);
 }
 
 static ff_status check_rank(const char *fn, const ff_tensor *t, int arg, int lo, int hi)

@@ -145,6 +145,23 @@ function TestThreads:test_conv_algo_errors()
   lu.assertEquals(ff.set_conv_algo("auto"), "im2col")
 end
 
+-- Small products run on one BLAS thread (matmul.c): the thread count is
+-- back afterwards, and a small product gives one thread's bits on any
+-- count (a large one need not: OpenBLAS's split changes its rounding).
+function TestThreads:test_small_products_on_one_thread()
+  local g = ff.Generator(9)
+  local x = ff.randn({ 128, 256 }, g):requires_grad(true)
+  local W = ff.randn({ 10, 256 }, g):requires_grad(true)
+  local gy = ff.randn({ 128, 10 }, g)
+  local one, two = on_1_and_2(function()
+    local r = forward_backward(function() return ff.linear(x, W) end, { x, W }, gy)
+    r[#r + 1] = ff.tensor(ff.get_num_threads())
+    return r
+  end)
+  assert_same_bits({ one[1], one[2], one[3] }, { two[1], two[2], two[3] }, "128x256 by 256x10, forward and backward")
+  lu.assertEquals(two[4]:item(), 2)
+end
+
 -- The split loops run on a persistent pool (engine/core/parallel.c): many
 -- loops back to back, with the thread count changing between them, give
 -- the bits of one thread each time.
