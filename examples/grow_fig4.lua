@@ -6,7 +6,7 @@
 -- for the same total epochs (accuracy, parameters, wall time).
 --
 --   ./firefly examples/grow_fig4.lua --net vgg19|mobilenet [--full] [--seeds N]
---        [--data fashion|cifar10 --path DIR] [--methods firefly,random,...] [--out DIR]
+--        [--data fashion|cifar10 --path DIR] [--methods firefly,random,...] [--out DIR] [--probe N]
 --
 -- Data: Fashion-MNIST padded to 32x32 (the paper's CIFAR-10 input size);
 -- --data cifar10 --path DIR uses CIFAR-10's binary files when they are
@@ -20,7 +20,13 @@
 -- epoch, 3 seeds. --full: 1/8 of the width,
 -- the whole training set (55000 after 5000 for validation), the test set,
 -- 6 phases of 5 epochs (batches of 128), NASH with 4 children of 1 epoch
--- (hours; not measured on this machine yet).
+-- (about 50 hours of training alone on this machine, extrapolated from
+-- --probe: it does not finish here).
+-- --probe N: no growth; trains the scale's start network on N batches and
+-- writes DIR/probe_<scale>.json, the measured seconds per batch and the
+-- hours the whole run's training would take at that rate (an
+-- extrapolation, and a lower bound: growth, NASH's children, testing and
+-- the wider networks of later phases come on top).
 -- Every point of the accuracy-vs-parameters curves is after the same
 -- training since its growth (one phase's epochs).
 -- Writes DIR/<method>_s<seed>/grow.* (per-phase rows), DIR/results.jsonl
@@ -42,10 +48,13 @@ local function parse(args)
     elseif a == "--path" then o.path = v
     elseif a == "--out" then o.out = v
     elseif a == "--seeds" then o.seeds = math.tointeger(tonumber(v))
+    elseif a == "--probe" then
+      o.probe = math.tointeger(tonumber(v))
+      if not o.probe or o.probe < 1 then error("grow_fig4: --probe must be a number of batches >= 1, got " .. tostring(v), 0) end
     elseif a == "--methods" then
       o.methods = {}
       for m in v:gmatch("[^,]+") do o.methods[#o.methods + 1] = m end
-    else error("grow_fig4: unknown argument " .. a .. " (--net, --full, --seeds, --data, --path, --methods, --out)", 0) end
+    else error("grow_fig4: unknown argument " .. a .. " (--net, --full, --seeds, --data, --path, --methods, --out, --probe)", 0) end
     i = i + 2
   end
   if o.net ~= "vgg19" and o.net ~= "mobilenet" then error("grow_fig4: --net must be vgg19 or mobilenet", 0) end
@@ -174,6 +183,33 @@ local function scratch(widths, seed, epochs)
     quiet = true }
   return { seed = seed, net = o.net, widths = table.concat(widths, "-"), params = net:num_params(), epochs = epochs,
     test_acc = fit[#fit].test_acc, seconds = ff.clock() - t0 }
+end
+
+if o.probe then
+  ff.manual_seed(1)
+  local net = build()
+  local opt = ff.optim.Adam(net:named_parameters(), { lr = S.lr[o.net] })
+  local sub = first(train, o.probe * S.batch, 1)
+  local t0 = ff.clock()
+  ff.train.fit { model = net, data = ff.data.DataLoader(sub, { batch_size = S.batch, shuffle = true,
+    generator = ff.Generator(1) }), optim = opt, epochs = 1, quiet = true }
+  local secs = ff.clock() - t0
+  local per_batch = secs / o.probe
+  local per_epoch = math.ceil(train:size() / S.batch)
+  local epochs = S.phases * S.epochs
+  local p = { net = o.net, scale = o.full and "full" or "default", batches = o.probe, batch_size = S.batch,
+    seconds = secs, seconds_per_batch = per_batch, batches_per_epoch = per_epoch, params = net:num_params(),
+    hours_per_epoch = per_batch * per_epoch / 3600, epochs = epochs, methods = #o.methods, seeds = o.seeds,
+    hours_extrapolated = per_batch * per_epoch * epochs * #o.methods * o.seeds / 3600,
+    runs = string.format("%s's layout at 1/%d of its width, %d training examples, %d validation, %d test, %d phases "
+      .. "of %d epochs (batches of %d), NASH with %d children, %d methods x %d seeds", o.net == "vgg19" and "VGG-19"
+      or "MobileNetV1", math.floor(1 / S.width[o.net] + 0.5), train:size(), val:size(), test:size(), S.phases,
+      S.epochs, S.batch, S.children, #o.methods, o.seeds) }
+  ff.io.write_atomic(string.format("%s/probe_%s.json", o.out, p.scale), require("cjson").encode(p))
+  print(string.format("%s %s: %d batches of %d in %.1f s (%.3f s per batch); %.2f h per epoch; the whole run's "
+    .. "training extrapolated: %.1f h (a lower bound)", o.net, p.scale, o.probe, S.batch, secs, per_batch,
+    p.hours_per_epoch, p.hours_extrapolated))
+  os.exit(0)
 end
 
 local all, summary, scratch_rows = {}, {}, {}

@@ -3,11 +3,14 @@
 -- machine, the measured table, the plot (copied to examples/results/),
 -- the paper's claim and what the run shows, computed from the numbers.
 --
---   ./firefly examples/results.lua [--out DIR_OF_LOGS] [--page PATH]
+--   ./firefly examples/results.lua [--out DIR_OF_LOGS] [--page PATH] [--images DIR]
 --
--- Reads out/toy_teacher/summary.json, out/grow_wider/summary.json and
--- results.jsonl, out/grow_fig4/NET/ (copied to examples/results/fig4_NET/,
--- read from there when out/ lacks them), out/grow_deeper/summary.json and
+-- (--images: where the plots and the committed logs go, beside the page;
+-- examples/results by default, a scratch directory in the tests)
+--
+-- Reads out/toy_teacher/summary.json, out/grow_wider/ (copied to
+-- examples/results/wider/), out/grow_fig4/NET/ (copied to
+-- examples/results/fig4_NET/; both read from there when out/ lacks them), out/grow_deeper/summary.json and
 -- out/continual/continual.jsonl (the recipes' default output directories);
 -- an experiment whose logs are missing is listed with the command that
 -- makes them.
@@ -20,7 +23,8 @@ do
   while args[i] do
     if args[i] == "--out" then o.out = args[i + 1]
     elseif args[i] == "--page" then o.page = args[i + 1]
-    else error("results: unknown argument " .. args[i] .. " (--out DIR, --page PATH)", 0) end
+    elseif args[i] == "--images" then o.images = args[i + 1]
+    else error("results: unknown argument " .. args[i] .. " (--out DIR, --page PATH, --images DIR)", 0) end
     i = i + 2
   end
 end
@@ -55,7 +59,7 @@ local function image(src, name)
   if not data then return nil end
   ff.io.mkdir(o.images)
   ff.io.write_atomic(o.images .. "/" .. name, data)
-  return "results/" .. name
+  return (o.images:match("[^/]+$") or "results") .. "/" .. name
 end
 
 local function machine()
@@ -69,7 +73,6 @@ end
 
 local page = {}
 local function say(fmt, ...) page[#page + 1] = select("#", ...) > 0 and string.format(fmt, ...) or fmt end
-local function yesno(b) return b and "yes" or "**no**" end
 
 say("# Results: the paper's experiments, rerun here")
 say("")
@@ -79,6 +82,9 @@ say("The recipes run at a default scale that fits this machine (minutes, 2 cores
 say("`--full` runs a larger setting (each section says which); none is the paper's scale (full-width VGG-19 and")
 say("MobileNetV1 on CIFAR-10 for hundreds of epochs). Where a result differs from the paper, it says so.")
 say("Wall times were measured on a shared machine: compare them only within a table.")
+say("Every verdict uses one rule: a claim is **reproduced** only when the difference in its favour exceeds the")
+say("spread (the sum of the two sides' standard deviations over seeds), **contradicted** when the difference")
+say("against it does, else \"not shown\"; a claim made of several comparisons is reproduced when all of them are.")
 say("")
 say("What the growth step does in these runs (changed on 2026-12-08, the runs below are after the change):")
 say("every new neuron and new-layer neuron is added along the sign of its trained step (before, a neuron whose")
@@ -88,6 +94,80 @@ say("splits about 2x); the paper's selection never keeps a split with a score >=
 say("step and cannot lower the loss then); GradMax is the published one (zero incoming weights), used with")
 say("`zero = \"outgoing\"` (the earlier variant) on ReLU networks, where the published one cannot train.")
 say("")
+
+---------------------------------------------------------------- statistics
+-- A method's accuracy at `size` parameters on one seed's curve: linear
+-- interpolation in log(parameters) between the two phases around it (each
+-- phase's point is after the same training since its growth); nil outside
+-- the curve.
+local function at_size(curve, size)
+  for i = 1, #curve - 1 do
+    local a, b = curve[i], curve[i + 1]
+    if size >= a.params and size <= b.params then
+      if b.params == a.params then return math.max(a.test_acc, b.test_acc) end
+      local t = (math.log(size) - math.log(a.params)) / (math.log(b.params) - math.log(a.params))
+      return a.test_acc + t * (b.test_acc - a.test_acc)
+    end
+  end
+  if #curve == 1 and curve[1].params == size then return curve[1].test_acc end
+  return nil
+end
+
+-- Mean and sample standard deviation (0 for one value; nil for none).
+local function mean_sd(xs)
+  local n, s = #xs, 0
+  if n == 0 then return nil, nil end
+  for _, x in ipairs(xs) do s = s + x end
+  local m, v = s / n, 0
+  for _, x in ipairs(xs) do v = v + (x - m) ^ 2 end
+  return m, n > 1 and math.sqrt(v / (n - 1)) or 0
+end
+
+-- THE rule, the only one every verdict on this page uses: a difference
+-- in the claim's favour (diff > 0) is "reproduced", against it
+-- "contradicted", only when it exceeds the spread (the sum of the two
+-- sides' standard deviations over seeds, or one standard deviation for a
+-- per-seed ratio or difference); otherwise "not shown". One seed has no
+-- spread: never more than "not shown". Counting wins ("k of n seeds")
+-- is not a verdict.
+local function spread_rule(diff, spread, n)
+  if n < 2 then return "not shown" end
+  if diff > spread then return "reproduced" end
+  if diff < -spread then return "contradicted" end
+  return "not shown"
+end
+
+-- The rule's word as printed.
+local function verdict(diff, spread, n)
+  local w = spread_rule(diff, spread, n)
+  if n < 2 then return w .. " (one seed)" end
+  return w == "not shown" and w or "**" .. w .. "**"
+end
+
+-- The rule on two samples (values per seed, higher is the claim's side
+-- for xs): { diff, spread, word, text, mx, sx, my, sy, n }.
+local function judge(xs, ys)
+  local mx, sx = mean_sd(xs)
+  local my, sy = mean_sd(ys)
+  if not (mx and my) then return nil end
+  local n = math.min(#xs, #ys)
+  local diff, spread = mx - my, sx + sy
+  return { diff = diff, spread = spread, word = spread_rule(diff, spread, n), text = verdict(diff, spread, n),
+    mx = mx, sx = sx, my = my, sy = sy, n = n }
+end
+
+-- A claim made of several comparisons ("at every size", "smaller and more
+-- accurate"): reproduced when every part is, contradicted when any part
+-- is, else not shown.
+local function all_of(words)
+  local all, any_against = #words > 0, false
+  for _, w in ipairs(words) do
+    all = all and w == "reproduced"
+    any_against = any_against or w == "contradicted"
+  end
+  local w = any_against and "contradicted" or all and "reproduced" or "not shown"
+  return w, w == "not shown" and w or "**" .. w .. "**"
+end
 
 ---------------------------------------------------------------- toy
 say("## Toy teacher (paper Fig. 3a, 3b)")
@@ -130,176 +210,63 @@ else
   if a then say("![Fig. 3a](%s)", a) end
   if b then say("![Fig. 3b](%s)", b) end
   say("")
-  -- the claims, checked size by size
-  local function below(m1, m2)
-    local wins, total = 0, 0
-    for n = 3, S.phases do
-      local x, y = by[m1] and by[m1][n], by[m2] and by[m2][n]
-      if x and y then
-        total = total + 1
-        if x.mean < y.mean then wins = wins + 1 end
-      end
-    end
-    return wins, total
+  -- the claims, size by size, by the rule (lower loss is the claim's side)
+  local n = math.tointeger(S.seeds) or 1
+  local function lower(m1, m2, size)
+    local x, y = by[m1] and by[m1][size], by[m2] and by[m2][size]
+    if not (x and y) then return nil end
+    local diff, spread = y.mean - x.mean, x.sd + y.sd
+    return { diff = diff, spread = spread, word = spread_rule(diff, spread, n), text = verdict(diff, spread, n), x = x, y = y }
   end
+  say("Verdicts (rule, the same on the whole page: a difference counts only when it exceeds the sum of the two")
+  say("standard deviations over the %d seeds; else \"not shown\"):", n)
+  say("")
   say("**Paper (Fig. 3a):** Firefly's loss is below random growth's and splitting-only's at every size.")
+  local top = math.tointeger(S.phases)
   for _, other in ipairs { "random", "firefly split only", "exact splitting", "firefly new only" } do
-    local w, t = below("firefly", other)
-    if t > 0 then say("- Firefly below %s: at %d of %d sizes (3 to %d neurons).", other, w, t, S.phases) end
-  end
-  local w1, t1 = below("firefly new only", "firefly")
-  if t1 > 0 and w1 > t1 / 2 then
-    say("- Differs: here Firefly with new neurons only is below Firefly with splits and new neurons at %d of", w1)
-    say("  %d sizes: on this teacher, growing one neuron per phase, the split candidates did not help.", t1)
+    local words, c = {}, { reproduced = 0, ["not shown"] = 0, contradicted = 0 }
+    for size = 3, top do
+      local j = lower("firefly", other, size)
+      if j then words[#words + 1] = j.word; c[j.word] = c[j.word] + 1 end
+    end
+    local last = lower("firefly", other, top)
+    if last then
+      local _, claim = all_of(words)
+      say("- Firefly below %s: reproduced at %d of %d sizes (3 to %d neurons), not shown at %d, contradicted at %d;",
+        other, c.reproduced, #words, top, c["not shown"], c.contradicted)
+      say("  at %d neurons %.4f against %.4f, difference %.4f ± %.4f: %s. The claim (below at every size): %s.", top, last.x.mean,
+        last.y.mean, last.diff, last.spread, last.text, claim)
+    end
   end
   say("")
   say("**Paper (Fig. 3b):** more new-neuron candidates m' give a lower loss.")
-  local last = {}
+  local ms = {}
   for _, m in ipairs { "m'=1", "m'=5", "m'=20", "m'=50" } do
-    if by[m] and by[m][S.phases] then last[#last + 1] = { m = m, loss = by[m][S.phases].mean } end
+    if by[m] and by[m][top] then ms[#ms + 1] = m end
   end
-  if #last > 1 then
-    local mono = true
-    for i = 2, #last do if last[i].loss > last[i - 1].loss then mono = false end end
+  if #ms > 1 then
     local parts = {}
-    for _, l in ipairs(last) do parts[#parts + 1] = string.format("%s: %.4f", l.m, l.loss) end
-    say("- Final loss by m': %s. Monotone in m': %s.", table.concat(parts, ", "), yesno(mono))
-    if not mono then
-      local lo, hi, sd = math.huge, -math.huge, 0
-      for _, l in ipairs(last) do
-        lo, hi = math.min(lo, l.loss), math.max(hi, l.loss)
-        sd = math.max(sd, by[l.m][S.phases].sd)
-      end
-      if hi - lo <= sd then
-        say("  Differs: the final losses differ by %.4f, within the spread over seeds (up to %.4f): m' >= 5", hi - lo, sd)
-        say("  gives no measurable gain at this scale.")
-      else
-        say("  Differs: the ordering is not monotone (spread %.4f, differences %.4f).", sd, hi - lo)
-      end
+    for _, m in ipairs(ms) do parts[#parts + 1] = string.format("%s %.4f (%.4f)", m, by[m][top].mean, by[m][top].sd) end
+    say("- Final loss (%d neurons), mean (sd): %s.", top, table.concat(parts, ", "))
+    for i = 2, #ms do
+      local j = lower(ms[i], ms[i - 1], top)
+      say("- %s below %s: difference %.4f ± %.4f: %s.", ms[i], ms[i - 1], j.diff, j.spread, j.text)
+    end
+    local j = lower(ms[#ms], ms[1], top)
+    say("- The claim, %s against %s (the extremes): %.4f ± %.4f: %s.", ms[#ms], ms[1], j.diff, j.spread, j.text)
+    if j.word ~= "reproduced" then
+      say("  Differs from the paper: at this scale more candidates give no gain larger than the spread over seeds.")
     end
   end
 end
 say("")
 
----------------------------------------------------------------- statistics
--- A method's accuracy at `size` parameters on one seed's curve: linear
--- interpolation in log(parameters) between the two phases around it (each
--- phase's point is after the same training since its growth); nil outside
--- the curve.
-local function at_size(curve, size)
-  for i = 1, #curve - 1 do
-    local a, b = curve[i], curve[i + 1]
-    if size >= a.params and size <= b.params then
-      if b.params == a.params then return math.max(a.test_acc, b.test_acc) end
-      local t = (math.log(size) - math.log(a.params)) / (math.log(b.params) - math.log(a.params))
-      return a.test_acc + t * (b.test_acc - a.test_acc)
-    end
-  end
-  if #curve == 1 and curve[1].params == size then return curve[1].test_acc end
-  return nil
-end
-
-local function mean_sd(xs)
-  local n, s = #xs, 0
-  if n == 0 then return nil, nil end
-  for _, x in ipairs(xs) do s = s + x end
-  local m, v = s / n, 0
-  for _, x in ipairs(xs) do v = v + (x - m) ^ 2 end
-  return m, n > 1 and math.sqrt(v / (n - 1)) or 0
-end
-
--- The rule every verdict below uses: a difference is "reproduced" (or
--- "contradicted", against the claim) only when it exceeds the spread, the
--- sum of the two sides' standard deviations over seeds; otherwise "not
--- shown". One seed has no spread: never more than "not shown".
-local function verdict(diff, spread, n)
-  if n < 2 then return "not shown (one seed)" end
-  if diff > spread then return "**reproduced**" end
-  if diff < -spread then return "**contradicted**" end
-  return "not shown"
-end
-
----------------------------------------------------------------- wider
-say("## Growing wider (paper Fig. 4a, 4b)")
-say("")
-say("Command: `./firefly examples/grow_wider.lua` (writes `out/grow_wider/`).")
-say("")
-local gw = json(o.out .. "/grow_wider/summary.json")
-if not gw then
-  say("*Not run yet.*")
-else
-  say("A VGG-style net from a tiny width on %s, %d phases of %d epoch(s), the same budget (0.35 of the", gw.data,
-    gw.phases, gw.epochs)
-  say("current neurons per phase), data, seed and training for every method; 5000 training examples held out as")
-  say("validation data (NASH ranks on them). Final phase:")
-  say("")
-  say("| method | test accuracy | parameters | widths | time growing (s) | total time (s) |")
-  say("|---|---|---|---|---|---|")
-  local by = {}
-  for _, s in ipairs(gw.methods) do
-    by[s.method] = s
-    say("| %s | %.4f | %d | %s | %.2f | %.1f |", s.method, s.test_acc, s.params, s.widths, s.grow_seconds, s.seconds)
-  end
-  say("")
-  local a = image(o.out .. "/grow_wider/fig4a.png", "wider_fig4a.png")
-  local b = image(o.out .. "/grow_wider/fig4b.png", "wider_fig4b.png")
-  if a then say("![Fig. 4a](%s)", a) end
-  if b then say("![Fig. 4b](%s)", b) end
-  say("")
-  say("**Paper (Fig. 4a):** Firefly reaches a higher accuracy than the baselines at the same size.")
-  local f = by.firefly
-  local phases = jsonl(o.out .. "/grow_wider/results.jsonl") or {}
-  if f then
-    -- each baseline at Firefly's final size, interpolated on its own
-    -- accuracy-vs-parameters curve (every point after one phase's training
-    -- since its growth); one seed, so no verdict beyond "not shown"
-    local curves = {}
-    for _, r in ipairs(phases) do
-      curves[r.method] = curves[r.method] or {}
-      table.insert(curves[r.method], r)
-    end
-    for _, c in pairs(curves) do table.sort(c, function(a, b) return a.params < b.params end) end
-    for _, s in ipairs(gw.methods) do
-      if s.method ~= "firefly" and curves[s.method] then
-        local acc = at_size(curves[s.method], f.params)
-        if acc then
-          say("- %s at Firefly's final size (%d params), interpolated: %.4f; Firefly %.4f; difference %+.4f: %s.",
-            s.method, f.params, acc, f.test_acc, f.test_acc - acc, verdict(f.test_acc - acc, 0, 1))
-        else
-          say("- %s never reaches Firefly's final size (%d params; its curve ends at %d): not compared.", s.method,
-            f.params, curves[s.method][#curves[s.method]].params)
-        end
-      end
-    end
-    say("- One seed: a difference cannot be told from noise here; examples/grow_fig4.lua compares over seeds.")
-    say("")
-    say("**Paper (Fig. 4b):** Firefly's growth is far cheaper than exact splitting's and NASH's.")
-    for _, m in ipairs { "split_exact", "nash", "split_fast", "gradmax", "net2net", "random" } do
-      local s = by[m]
-      if s and f.grow_seconds > 0 then
-        say("- %s spends %.2f× Firefly's time growing (%.2f s against %.2f s).", m, s.grow_seconds / f.grow_seconds,
-          s.grow_seconds, f.grow_seconds)
-        if m == "split_exact" and s.grow_seconds < 3 * f.grow_seconds then
-          say("  Differs: exact splitting is not far costlier here: its matrices are fan-in² per neuron and its")
-          say("  eigensolves fan-in³, and this net's fan-ins are small (9 and 36); at VGG-19's (up to 4608) they")
-          say("  dominate.")
-        end
-      end
-    end
-  end
-end
-say("")
-
----------------------------------------------------------------- fig4 networks
--- The paper's own Fig. 4 networks (examples/grow_fig4.lua), compared at
--- equal size with the spread over seeds. The logs are read from
--- out/grow_fig4/NET/ when a run made them, copied to examples/results/
--- (so the page regenerates from committed logs), else read from there.
-
--- The logs of one Fig. 4 run (summary, per-phase rows, scratch rows).
-local function fig4_logs(name)
-  local src, dst = o.out .. "/grow_fig4/" .. name, o.images .. "/fig4_" .. name
-  local files = { "summary.json", "results.jsonl", "scratch.jsonl" }
+---------------------------------------------------------------- logs
+-- A run's logs (summary.json, results.jsonl, scratch.jsonl), copied from
+-- out/... (when a run made them) to examples/results/... beside the page,
+-- and read from there: the page regenerates from committed logs.
+local function logs(src, dst)
+  local files = { "summary.json", "results.jsonl", "scratch.jsonl", "probe_full.json" }
   if read(src .. "/summary.json") then
     ff.io.mkdir(dst)
     for _, f in ipairs(files) do
@@ -310,26 +277,18 @@ local function fig4_logs(name)
   return json(dst .. "/summary.json"), jsonl(dst .. "/results.jsonl") or {}, jsonl(dst .. "/scratch.jsonl") or {}
 end
 
-local function fig4_section(name, title)
-  say("## %s (paper Fig. 4)", title)
-  say("")
-  local net = name:match("^[^_]+")
-  say("Command: `./firefly examples/grow_fig4.lua --net %s%s` (writes `out/grow_fig4/%s/`; logs copied to",
-    net, name:find("cifar10") and " --data cifar10 --path DIR" or "", name)
-  say("`examples/results/fig4_%s/`).", name)
-  say("")
-  local S, rows, scratch = fig4_logs(name)
-  if not S then say("*Not run yet.*"); say(""); return end
-  say("%s layout at 1/%d of its width grown on %s padded to 32×32 (%s scale): %d training examples, %d validation,",
-    net == "vgg19" and "VGG-19's" or "MobileNetV1's", math.floor(1 / S.width + 0.5), S.data == "fashion" and "Fashion-MNIST" or "CIFAR-10",
-    S.scale, S.train, S.val)
-  say("%d test; %d phases of %d epoch(s) (Adam, lr %g, batches of %d), η = %.2f of the current neurons per phase, the same for",
-    S.test, S.phases, S.epochs, S.lr or 2e-3, S.batch_size or 128, S.eta)
-  say("every method; %d seed(s); %.1f hours in all on this machine (shared with other jobs: times are noisy).",
-    S.seeds, S.seconds / 3600)
-  say("Differs from the paper: the paper grows the full-width networks' thin versions on CIFAR-10 for many")
-  say("more epochs; here the widths, data and epochs are cut to fit minutes on 2 cores.")
-  say("")
+local function nseeds(S)
+  return type(S.seeds) == "table" and #S.seeds or S.seeds
+end
+
+---------------------------------------------------------------- growth comparisons
+-- Every method of a growing-wider run (grow_wider.lua, grow_fig4.lua) over
+-- seeds: the final phase, accuracy at equal size, the verdicts on Fig. 4a
+-- and 4b, and growth against training from scratch at each method's final
+-- size. `key` names the plots (examples/results/KEY_acc.png, KEY_time.png).
+local function compare_growth(S, rows, scratch, key, title)
+  local first_seed = math.huge
+  for _, r in ipairs(rows) do first_seed = math.min(first_seed, r.seed) end
   -- curves per method and seed, in order of parameters
   local curves, methods = {}, {}
   for _, r in ipairs(rows) do
@@ -411,32 +370,33 @@ local function fig4_section(name, title)
   end
   if #plot_rows > 0 then
     -- (plots drawn beside the logs, their PNG copied next to the page)
-    local dir = o.out .. "/grow_fig4/plots"
-    ff.io.mkdir(o.out .. "/grow_fig4")
+    local dir = o.out .. "/plots"
+    ff.io.mkdir(o.out)
     ff.io.mkdir(dir)
     ff.plot.from_rows(plot_rows, { x = "params", y = "test_acc", by = "method", spread = "sd",
-      path = dir .. "/" .. name .. "_acc", title = title .. ": test accuracy at equal size (mean, sd)",
+      path = dir .. "/" .. key .. "_acc", title = title .. ": test accuracy at equal size (mean, sd)",
       xlabel = "parameters", ylabel = "test accuracy", logx = false })
-    local a = image(dir .. "/" .. name .. "_acc.png", "fig4_" .. name .. "_acc.png")
+    local a = image(dir .. "/" .. key .. "_acc.png", key .. "_acc.png")
     if a then say("![%s accuracy](%s)", title, a) end
     local g = {}
     for _, r in ipairs(rows) do
-      if r.seed == 1 then g[#g + 1] = { method = r.method, phase = r.phase, grow_s = math.max(r.grow_seconds_total, 1e-3) } end
+      if r.seed == first_seed then g[#g + 1] = { method = r.method, phase = r.phase, grow_s = math.max(r.grow_seconds_total, 1e-3) } end
     end
     ff.plot.from_rows(g, { x = "phase", y = "grow_s", by = "method",
-      path = dir .. "/" .. name .. "_time", title = title .. ": time spent growing (cumulative, seed 1)",
+      path = dir .. "/" .. key .. "_time", title = title .. ": time spent growing (cumulative, seed " .. first_seed .. ")",
       xlabel = "phase", ylabel = "seconds", logy = true })
-    local b = image(dir .. "/" .. name .. "_time.png", "fig4_" .. name .. "_time.png")
+    local b = image(dir .. "/" .. key .. "_time.png", key .. "_time.png")
     if b then say("![%s growth time](%s)", title, b) end
     say("")
   end
   -- the claims
-  say("Verdicts (rule: a difference counts only when it exceeds the sum of the two standard deviations over")
-  say("seeds; else \"not shown\"):")
+  say("Verdicts (the page's rule: a difference counts only when it exceeds the sum of the two standard deviations")
+  say("over seeds; else \"not shown\"):")
   say("")
   if curves.firefly and #sizes > 0 then
     say("**Paper (Fig. 4a):** Firefly is more accurate than every baseline at the same size. Each baseline is")
     say("compared at the largest size both it and Firefly reach on every seed (their curves interpolated there):")
+    local words = {}
     for _, m in ipairs(methods) do
       if m ~= "firefly" and curves[m] then
         local top = math.huge
@@ -455,9 +415,12 @@ local function fig4_section(name, title)
           local diff, spread = mf - mb, sf + sb
           say("- Firefly − %s at %d params: %.4f − %.4f = %+.4f ± %.4f: %s.", m, top, mf, mb, diff, spread,
             verdict(diff, spread, math.min(#fa, #ba)))
+          words[#words + 1] = spread_rule(diff, spread, math.min(#fa, #ba))
         end
       end
     end
+    local _, claim = all_of(words)
+    say("- The claim (more accurate than every baseline): %s.", claim)
     say("")
   end
   local ff_t = final.firefly
@@ -471,6 +434,7 @@ local function fig4_section(name, title)
       grow_of[run.method] = grow_of[run.method] or {}
       grow_of[run.method][run.seed] = run.grow_seconds
     end
+    local words = {}
     for _, m in ipairs { "split_exact", "nash", "split_fast", "gradmax", "net2net", "random" } do
       local b = final[m]
       if b and b.n > 0 and grow_of.firefly then
@@ -482,38 +446,130 @@ local function fig4_section(name, title)
         local mr, sr = mean_sd(ratios)
         if mr then
           local claim = (m == "split_exact" or m == "nash") and (": " .. verdict(mr - 1, sr, #ratios)) or ""
+          if m == "split_exact" or m == "nash" then words[#words + 1] = spread_rule(mr - 1, sr, #ratios) end
           say("- %s: %.1f s against Firefly's %.1f s (means); %.2f× (%.2f) Firefly's time on the same seed%s.", m,
             b.grow, ff_t.grow, mr, sr, claim)
         end
       end
     end
+    local _, claim = all_of(words)
+    say("- The claim (faster than exact splitting and NASH): %s.", claim)
     say("")
   end
-  if #scratch > 0 and ff_t then
-    say("**Growth against training from scratch:** a fixed network of Firefly's final widths (per seed),")
-    say("trained from a fresh initialisation for the same total epochs (%d):", S.phases * S.epochs)
+  if #scratch > 0 then
+    say("**Growth against training from scratch:** for each method and seed, a fixed network of that run's final")
+    say("widths trained from a fresh initialisation for the same total epochs (%d; same optimiser, batches and data),", S.phases * S.epochs)
+    say("against the grown network; mean (sd) over the seeds that have both:")
     say("")
-    say("| seed | widths | parameters | scratch accuracy | Firefly accuracy | scratch time (s) | Firefly time (s) |")
-    say("|---|---|---|---|---|---|---|")
-    local sa, fa = {}, {}
-    for _, r in ipairs(scratch) do
-      local run
-      for _, x in ipairs(S.runs) do if x.method == "firefly" and x.seed == r.seed then run = x end end
-      say("| %d | %s | %d | %.4f | %s | %.1f | %s |", r.seed, r.widths, r.params, r.test_acc,
-        run and string.format("%.4f", run.test_acc) or "-", r.seconds, run and string.format("%.1f", run.seconds) or "-")
-      sa[#sa + 1] = r.test_acc
-      if run then fa[#fa + 1] = run.test_acc end
+    say("| method | parameters | grown accuracy | scratch accuracy | grown − scratch | verdict | grown total (s) | scratch (s) |")
+    say("|---|---|---|---|---|---|---|---|")
+    local words = {}
+    for _, m in ipairs(methods) do
+      local ga, sa, gt, st, par = {}, {}, {}, {}, {}
+      for _, run in ipairs(S.runs) do
+        if run.method == m then
+          for _, r in ipairs(scratch) do
+            if r.seed == run.seed and r.widths == run.widths then
+              ga[#ga + 1], sa[#sa + 1], gt[#gt + 1], st[#st + 1], par[#par + 1] =
+                run.test_acc, r.test_acc, run.seconds, r.seconds, r.params
+              break
+            end
+          end
+        end
+      end
+      local j = judge(ga, sa)
+      if j then
+        words[#words + 1] = { m = m, word = j.word }
+        local mt, stt = mean_sd(gt)
+        local ms, sst = mean_sd(st)
+        say("| %s | %.0f | %.4f (%.4f) | %.4f (%.4f) | %+.4f ± %.4f | %s | %.1f (%.1f) | %.1f (%.1f) |", m, mean_sd(par), j.mx,
+          j.sx, j.my, j.sy, j.diff, j.spread, j.text, mt, stt, ms, sst)
+      end
     end
-    local ms, ss = mean_sd(sa)
-    local mf, sf = mean_sd(fa)
-    if ms and mf then
-      say("")
-      local v = verdict(mf - ms, ss + sf, math.min(#sa, #fa))
-      say("- Firefly − scratch at the same size: %+.4f ± %.4f: growth ahead of training from scratch: %s.", mf - ms,
-        ss + sf, v)
+    say("")
+    if #words > 0 then
+      local c = { reproduced = {}, ["not shown"] = {}, contradicted = {} }
+      for _, w in ipairs(words) do table.insert(c[w.word], w.m) end
+      say("- Growth ahead of training from scratch at its own final size (the verdict column, the page's rule):")
+      say("  reproduced for %s; not shown for %s; contradicted for %s.",
+        #c.reproduced > 0 and table.concat(c.reproduced, ", ") or "none",
+        #c["not shown"] > 0 and table.concat(c["not shown"], ", ") or "none",
+        #c.contradicted > 0 and table.concat(c.contradicted, ", ") or "none")
+      say("  The total times are the whole growth run (training, growth, testing after every phase) against")
+      say("  the from-scratch training of the final network (testing once): compare them within a row.")
     end
     say("")
   end
+end
+
+---------------------------------------------------------------- wider
+say("## Growing wider (paper Fig. 4a, 4b)")
+say("")
+say("Command: `./firefly examples/grow_wider.lua` (3 seeds; writes `out/grow_wider/`; logs copied to")
+say("`examples/results/wider/`).")
+say("")
+do
+  local S, rows, scratch = logs(o.out .. "/grow_wider", o.images .. "/wider")
+  if not S then
+    say("*Not run yet.*")
+  else
+    local cfg = {}
+    for i, v in ipairs(S.cfg or {}) do cfg[i] = tostring(v) end
+    say("A VGG-style network (3×3 convolutions %s, ReLU, M = 2×2 max pool, then global average pool and a linear",
+      table.concat(cfg, "-"))
+    say("classifier) grown wider from those widths on %s (%s scale): %d training examples, %d validation (NASH",
+      S.data == "fashion" and "Fashion-MNIST (28×28)" or "CIFAR-10", S.scale, S.train, S.val)
+    say("ranks its children on them), %d test; %d phases of %d epoch(s) (Adam, lr %g, batches of %d), η = %.2f of the",
+      S.test, S.phases, S.epochs, S.lr, S.batch_size, S.eta)
+    say("current neurons per phase, NASH with %d children; the same for every method; %d seeds; %.1f hours in all",
+      S.nash_children, nseeds(S), S.seconds / 3600)
+    say("(growth and from-scratch runs) on this machine, shared with other jobs (times are noisy).")
+    if S.note then say("%s", S.note) end
+    say("`--full` runs VGG-19's layout at a quarter of its width, 10 phases of 10 epochs on the whole training set,")
+    say("NASH with 8 children of 2 epochs (not run or timed here; tens of hours by grow_fig4's measured rate below).")
+    say("Differs from the paper: a two-convolution network instead of VGG-19, and one epoch per phase.")
+    say("")
+    compare_growth(S, rows, scratch, "wider", "Growing wider")
+  end
+end
+say("")
+
+---------------------------------------------------------------- fig4 networks
+-- The paper's own Fig. 4 networks (examples/grow_fig4.lua).
+local function fig4_section(name, title)
+  say("## %s (paper Fig. 4)", title)
+  say("")
+  local net = name:match("^[^_]+")
+  say("Command: `./firefly examples/grow_fig4.lua --net %s%s` (writes `out/grow_fig4/%s/`; logs copied to",
+    net, name:find("cifar10") and " --data cifar10 --path DIR" or "", name)
+  say("`examples/results/fig4_%s/`).", name)
+  say("")
+  local S, rows, scratch = logs(o.out .. "/grow_fig4/" .. name, o.images .. "/fig4_" .. name)
+  if not S then say("*Not run yet.*"); say(""); return end
+  say("%s layout at 1/%d of its width grown on %s padded to 32×32 (%s scale): %d training examples, %d validation,",
+    net == "vgg19" and "VGG-19's" or "MobileNetV1's", math.floor(1 / S.width + 0.5), S.data == "fashion" and "Fashion-MNIST" or "CIFAR-10",
+    S.scale, S.train, S.val)
+  say("%d test; %d phases of %d epoch(s) (Adam, lr %g, batches of %d), η = %.2f of the current neurons per phase, NASH with",
+    S.test, S.phases, S.epochs, S.lr or 2e-3, S.batch_size or 128, S.eta)
+  say("%d children, the same for every method; %d seed(s); %.1f hours in all (growth and from-scratch runs) on this",
+    S.nash_children or 2, nseeds(S), S.seconds / 3600)
+  say("machine, shared with other jobs (times are noisy).")
+  say("Differs from the paper: the paper grows the full-width networks' thin versions on CIFAR-10 for many")
+  say("more epochs; here the widths, data and epochs are cut to fit minutes on 2 cores.")
+  local P = json(o.images .. "/fig4_" .. name .. "/probe_full.json")
+  if P then
+    say("")
+    say("`--full` (%s): %s.", name, P.runs)
+    say("Measured: the --full start network trained %d batches of %d in %.0f s (%.2f s per batch, %d batches per",
+      P.batches, P.batch_size, P.seconds, P.seconds_per_batch, P.batches_per_epoch)
+    say("epoch: %.2f h per epoch). **Extrapolated, not measured:** %.0f hours for the training alone of every method",
+      P.hours_per_epoch, P.hours_extrapolated)
+    say("and seed at the start network's size (%d epochs × %d methods × %d seeds); growth steps, NASH's children and the",
+      P.epochs, P.methods, P.seeds)
+    say("wider networks of later phases add to it, so this is a lower bound: --full does not finish on this machine.")
+  end
+  say("")
+  compare_growth(S, rows, scratch, "fig4_" .. name, title)
 end
 
 fig4_section("vgg19", "VGG-19 grown wider")
@@ -553,24 +609,24 @@ else
   say("")
   local img = image(o.out .. "/grow_deeper/deeper.png", "deeper.png")
   if img then say("![wider vs deeper](%s)", img); say("") end
-  local w, d = mean["wider"], mean["wider+deeper"]
-  if w and d then
-    local mw, md = w.sum / w.n, d.sum / d.n
-    local sd = 0
-    for _, r in ipairs(gd.runs) do
-      local m = r.variant == "wider" and mw or md
-      sd = math.max(sd, math.abs(r.test_acc - m))
-    end
+  local acc = { wider = {}, ["wider+deeper"] = {} }
+  for _, r in ipairs(gd.runs) do
+    if acc[r.variant] then table.insert(acc[r.variant], r.test_acc) end
+  end
+  local j = judge(acc["wider+deeper"], acc.wider)
+  if j then
     say("**Paper:** growing wider and deeper beats growing wider only.")
-    say("- Mean final test accuracy: wider %.4f, wider+deeper %.4f: deeper ahead: %s.", mw, md, yesno(md > mw))
-    if math.abs(md - mw) <= sd then
-      say("- Differs: the difference (%.4f) is within the spread over seeds (runs lie up to %.4f from their", md - mw, sd)
-      say("  variant's mean): no measurable gain from depth on this MLP at this budget.")
-    elseif md <= mw then
+    say("- Final test accuracy, mean (sd) over %d seeds: wider %.4f (%.4f), wider+deeper %.4f (%.4f); difference",
+      j.n, j.my, j.sy, j.mx, j.sx)
+    say("  %+.4f ± %.4f (the page's rule): %s.", j.diff, j.spread, j.text)
+    if j.word == "not shown" then
+      say("- Differs: no gain from depth larger than the spread over seeds on this MLP at this budget.")
+    elseif j.word == "contradicted" then
       say("- Differs: on this MLP at this budget the inserted layers do not pay for their parameters within")
       say("  the few epochs each phase trains.")
     end
   end
+  say("%.2f hours in all (both variants, every seed) on this machine.", (gd.seconds or 0) / 3600)
 end
 say("")
 
@@ -579,15 +635,6 @@ say("")
 -- (continual_fashion.lua --seeds 1,2,3), else a single run in
 -- out/continual/continual.jsonl. Per method: the last task's row of each
 -- seed, then mean and standard deviation over seeds.
-local function mean_sd(xs)
-  local n, m = #xs, 0
-  for _, x in ipairs(xs) do m = m + x end
-  m = m / math.max(n, 1)
-  local v = 0
-  for _, x in ipairs(xs) do v = v + (x - m) ^ 2 end
-  return m, n > 1 and math.sqrt(v / (n - 1)) or 0
-end
-
 local function continual_runs(dir)
   local runs = {}
   for seed = 1, 10 do
@@ -637,7 +684,8 @@ for _, bb in ipairs { { "mlp", "MLP 784-64-64, all the data, 3 epochs per task" 
     say("Command: `./firefly examples/continual_fashion.lua --backbone %s --seeds %s --out out/continual_%s`.",
       bb[1], table.concat(seeds, ","), bb[1])
     say("%s; 5 tasks of 2 classes, task id known at test; Firefly starts from a fraction of the", bb[2])
-    say("baselines' widths and grows. After the last task, mean (standard deviation) over %d seed(s); `params`", #runs)
+    say("baselines' widths and grows. After the last task, mean (standard deviation) over %d seed(s) (wall time: the", #runs)
+    say("recipe does not log it); `params`")
     say("counts the weights some task uses, `dense` what is stored; size is params relative to one network of the")
     say("baselines' widths with its heads.")
     say("")
@@ -661,21 +709,19 @@ for _, bb in ipairs { { "mlp", "MLP 784-64-64, all the data, 3 epochs per task" 
     for _, fm in ipairs { "firefly+unlock", "firefly" } do
       local f = by[fm]
       if f and cpg then
-        local fa, fsa = mean_sd(f.acc)
-        local ca, csa = mean_sd(cpg.acc)
-        local fz, fsz = mean_sd(f.size)
-        local cz, csz = mean_sd(cpg.size)
-        local da, spread_a = fa - ca, math.max(fsa, csa)
-        local dz, spread_z = fz - cz, math.max(fsz, csz)
-        local smaller = dz < -spread_z and "smaller" or dz > spread_z and "larger" or "the same size within the spread"
-        local acc = da > spread_a and "more accurate" or da < -spread_a and "less accurate"
+        -- two parts, each by the page's rule: smaller (CPG's size minus
+        -- Firefly's) and more accurate (Firefly's accuracy minus CPG's)
+        local jz, ja = judge(cpg.size, f.size), judge(f.acc, cpg.acc)
+        local smaller = jz.word == "reproduced" and "smaller" or jz.word == "contradicted" and "larger"
+          or "the same size within the spread"
+        local acc = ja.word == "reproduced" and "more accurate" or ja.word == "contradicted" and "less accurate"
           or "as accurate within the spread"
-        local verdict = (dz < -spread_z and da > spread_a) and "reproduced"
-          or ((dz > spread_z or da < -spread_a) and "contradicted" or "not shown")
-        say("- **%s against CPG:** %s (%.2f against %.2f times one network) and %s (%+.4f; spreads %.4f and %.4f):",
-          fm, smaller, fz, cz, acc, da, fsa, csa)
-        say("  the paper's \"smaller and more accurate than the state of the art\" is **%s** on this stream and backbone.",
-          verdict)
+        local _, claim = all_of { jz.word, ja.word }
+        say("- **%s against CPG:** %s (%.2f against %.2f times one network, difference %.2f ± %.2f) and %s",
+          fm, smaller, jz.my, jz.mx, jz.diff, jz.spread, acc)
+        say("  (%+.4f ± %.4f): the paper's \"smaller and more accurate than the state of the art\" is %s on this",
+          ja.diff, ja.spread, claim)
+        say("  stream and backbone.")
       end
     end
     say("")
