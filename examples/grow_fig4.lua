@@ -20,8 +20,9 @@
 -- epoch, 3 seeds. --full: 1/8 of the width,
 -- the whole training set (55000 after 5000 for validation), the test set,
 -- 6 phases of 5 epochs (batches of 128), NASH with 4 children of 1 epoch
--- (about 50 hours of training alone on this machine, extrapolated from
--- --probe: it does not finish here).
+-- (VGG-19: about 35 hours of training alone for 7 methods x 3 seeds on
+-- this machine, extrapolated from --probe's measured rate, not measured;
+-- it does not finish here).
 -- --probe N: no growth; trains the scale's start network on N batches and
 -- writes DIR/probe_<scale>.json, the measured seconds per batch and the
 -- hours the whole run's training would take at that rate (an

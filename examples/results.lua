@@ -514,7 +514,7 @@ do
     say("*Not run yet.*")
   else
     local cfg = {}
-    for i, v in ipairs(S.cfg or {}) do cfg[i] = tostring(v) end
+    for i, v in ipairs(S.cfg or {}) do cfg[i] = type(v) == "number" and string.format("%d", v) or tostring(v) end
     say("A VGG-style network (3×3 convolutions %s, ReLU, M = 2×2 max pool, then global average pool and a linear",
       table.concat(cfg, "-"))
     say("classifier) grown wider from those widths on %s (%s scale): %d training examples, %d validation (NASH",
@@ -526,7 +526,7 @@ do
     say("(growth and from-scratch runs) on this machine, shared with other jobs (times are noisy).")
     if S.note then say("%s", S.note) end
     say("`--full` runs VGG-19's layout at a quarter of its width, 10 phases of 10 epochs on the whole training set,")
-    say("NASH with 8 children of 2 epochs (not run or timed here; tens of hours by grow_fig4's measured rate below).")
+    say("NASH with 8 children of 2 epochs (not run or timed here).")
     say("Differs from the paper: a two-convolution network instead of VGG-19, and one epoch per phase.")
     say("")
     compare_growth(S, rows, scratch, "wider", "Growing wider")
