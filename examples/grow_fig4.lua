@@ -20,7 +20,7 @@
 -- epoch, 3 seeds. --full: 1/8 of the width,
 -- the whole training set (55000 after 5000 for validation), the test set,
 -- 6 phases of 5 epochs (batches of 128), NASH with 4 children of 1 epoch
--- (VGG-19: about 35 hours of training alone for 7 methods x 3 seeds on
+-- (VGG-19: about 35 hours, MobileNetV1: 13, of training alone for 7 methods x 3 seeds on
 -- this machine, extrapolated from --probe's measured rate, not measured;
 -- it does not finish here).
 -- --probe N: no growth; trains the scale's start network on N batches and
