@@ -71,11 +71,14 @@ for _, which in ipairs(kind == "both" and { "mlp", "cnn" } or { kind }) do
   for _, r in ipairs(run(which)) do all[#all + 1] = r end
 end
 
--- One table of every phase.
-print(string.format("\n%-4s %5s  %-14s %8s %9s %9s %6s %11s %11s %8s", "net", "phase", "widths", "params",
+-- One table of every phase; the widths column as wide as its longest entry
+-- (inserted layers make the MLP's list long).
+local ww = #"widths"
+for _, r in ipairs(all) do ww = math.max(ww, #r.widths) end
+print(string.format("\n%-4s %5s  %-" .. ww .. "s %8s %9s %9s %6s %11s %11s %8s", "net", "phase", "widths", "params",
   "train loss", "test acc", "grew", "dL pred", "dL meas", "grow s"))
 for _, r in ipairs(all) do
-  print(string.format("%-4s %5d  %-14s %8d %9.4f %9.4f %6s %11s %11s %8s", r.net, r.phase, r.widths, r.params,
+  print(string.format("%-4s %5d  %-" .. ww .. "s %8d %9.4f %9.4f %6s %11s %11s %8s", r.net, r.phase, r.widths, r.params,
     r.train_loss, r.test_acc, r.grown or "-", r.predicted_dloss and string.format("%.3e", r.predicted_dloss) or "-",
     r.measured_dloss and string.format("%.3e", r.measured_dloss) or "-",
     r.grow_seconds and string.format("%.2f", r.grow_seconds) or "-"))
