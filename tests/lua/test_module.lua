@@ -6,14 +6,7 @@ package.path = "tests/lua/?.lua;" .. package.path
 local testlib = require "testlib"
 local lu = testlib.lu
 
--- Under `make SANITIZE=1 test` the module is built with ASan, which must be
--- loaded before anything else when a stock (uninstrumented) lua5.4 loads it.
-local preload = ""
-if os.getenv("SANITIZE") == "1" then
-  local p = io.popen("${CC:-cc} -print-file-name=libasan.so")
-  preload = "LD_PRELOAD=" .. p:read("l") .. " ASAN_OPTIONS=detect_leaks=0 "
-  p:close()
-end
+local preload = testlib.stock_lua_preload()
 
 local function run(cmd)
   cmd = cmd:gsub("lua5%.4 ", preload .. "lua5.4 ")

@@ -187,12 +187,7 @@ end
 -- code of an unmapped library: a crash in about 1 run of 5 without the
 -- pool's destructor, hence 5 runs); os.exit too.
 function TestThreads:test_pool_exit_and_unload()
-  local preload = ""
-  if os.getenv("SANITIZE") == "1" then
-    local p = io.popen("${CC:-cc} -print-file-name=libasan.so")
-    preload = "LD_PRELOAD=" .. p:read("l") .. " ASAN_OPTIONS=detect_leaks=0 "
-    p:close()
-  end
+  local preload = testlib.stock_lua_preload()
   local chunk = [[local ff = require "firefly"; ff.set_num_threads(2); ]] ..
     [[local x = ff.randn({ 1 << 21 }); for i = 1, 20 do x = (x * 0.5):relu() end; print("done", x:numel())]]
   local stock = preload .. "LUA_PATH='lib/?.lua;lib/?/init.lua;;' LUA_CPATH='build/?.so;;' lua5.4 -e '" .. chunk .. "'"

@@ -118,4 +118,15 @@ function M.macs(net, x)
   return total
 end
 
+-- The environment prefix for running stock lua5.4 on the module: under
+-- `make SANITIZE=1 test` the module is built with ASan, which must be
+-- loaded before anything else when an uninstrumented lua5.4 loads it.
+function M.stock_lua_preload()
+  if os.getenv("SANITIZE") ~= "1" then return "" end
+  local p = io.popen("${CC:-cc} -print-file-name=libasan.so")
+  local path = p:read("l")
+  p:close()
+  return "LD_PRELOAD=" .. path .. " ASAN_OPTIONS=detect_leaks=0 "
+end
+
 return M

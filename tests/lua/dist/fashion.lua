@@ -7,16 +7,7 @@
 local ff = require "firefly"
 local d = ff.dist
 
-local P = require "firefly.grow.proposal"
-local select = P.select
-local decisions = {}
-P.select = function(self, eta)
-  local r = select(self, eta)
-  local keys = {}
-  for _, c in ipairs(self.selected) do keys[#keys + 1] = string.format("%d%s%d", c.unit, c.kind, c.index) end
-  decisions[#decisions + 1] = table.concat(keys, ",")
-  return r
-end
+local decisions = dofile("tests/lua/dist/decisions.lua")
 
 local recipe = dofile("examples/recipes/fashion_mlp.lua")
 local data = recipe.data

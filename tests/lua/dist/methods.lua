@@ -10,22 +10,12 @@ local ff = require "firefly"
 local d = ff.dist
 local dir = arg[1]
 
--- the decisions: every selection's candidates, in selection order
-local P = require "firefly.grow.proposal"
-local select = P.select
-local decisions
-P.select = function(self, eta)
-  local r = select(self, eta)
-  local keys = {}
-  for _, c in ipairs(self.selected) do keys[#keys + 1] = string.format("%d%s%d", c.unit, c.kind, c.index) end
-  decisions[#decisions + 1] = table.concat(keys, ",")
-  return r
-end
+local decisions = dofile("tests/lua/dist/decisions.lua")
 
 local gradmax = require "firefly.grow.methods.gradmax"
 
 local function grow(method)
-  decisions = {}
+  for i = #decisions, 1, -1 do decisions[i] = nil end
   local tanh = method == "gradmax_in"
   gradmax.force_operator = tanh
   local nb = { method = tanh and "gradmax" or method, new = 4, eps = 1e-2, steps = 1, lr = 1e-2 }
