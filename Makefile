@@ -15,13 +15,15 @@ PREFIX   ?= /usr/local
 # Debian packages the build, the tests and `make run` need. The ONNX
 # export packs protobuf-c structs generated from libonnx-dev's onnx.proto;
 # python3-torch and python3-onnx only check the exports in the tests (the
-# product never runs Python); luarocks and pkg-config test the installs.
+# product never runs Python); luarocks and pkg-config test the installs,
+# man-db, groff-base and bsdextrautils (col) the man page.
 DEB_PKGS := lua5.4 liblua5.4-dev libopenblas-dev lua-unit libreadline-dev \
             zlib1g-dev lua-cjson dataset-fashion-mnist gnuplot-nox \
             clang-14 libclang-rt-14-dev \
             protobuf-c-compiler libprotobuf-c-dev libonnx-dev \
             python3-torch python3-onnx luarocks pkg-config \
-            libopenmpi-dev openmpi-bin python3
+            libopenmpi-dev openmpi-bin python3 \
+            man-db groff-base bsdextrautils
 
 CC      ?= cc
 LUA_INC := /usr/include/lua5.4
