@@ -770,8 +770,9 @@ function TestLoader:test_fashion_epoch_timing()
   local t0 = ff.clock()
   for _ = 1, 50 do ff.random_crop_flip(batch, 4, true, g) end
   local per = (ff.clock() - t0) / 50
+  -- printed, not asserted: speed belongs to the benchmarks (a loaded
+  -- machine would fail a timed assertion)
   print(string.format("  augmentation of one 128x1x28x28 batch: %.3f ms", per * 1e3))
-  lu.assertTrue(per < 0.01)
 end
 
 -- ---------------------------------------------------------------------------

@@ -201,6 +201,7 @@ function TestKill:test_sigkill_and_resume_is_bit_identical()
   local t0 = ff.clock()
   lu.assertTrue(run_child(base .. "ref", false, nil))
   local span = ff.clock() - t0
+  local measured = span
   local ref_log = testlib.read_file(base .. "ref/grow.jsonl")
   local ref_csv = testlib.read_file(base .. "ref/grow.csv")
   local ref = net_of(base .. "ref"):parameters()
@@ -214,6 +215,9 @@ function TestKill:test_sigkill_and_resume_is_bit_identical()
       -- the first kill well inside the run, later ones anywhere
       local after = 0.05 + ff.rand({ 1 }, g):item() * span * (k == 1 and 0.7 or 1)
       done = run_child(dir, resume, after, extra)
+      -- a first kill that came too late (the reference run was slower
+      -- than this one, on a busy machine): aim earlier from now on
+      if done and k == 1 then span = span * 0.6 end
       if done then break end
       kills, resume = kills + 1, true
     end
@@ -226,7 +230,7 @@ function TestKill:test_sigkill_and_resume_is_bit_identical()
     os.execute("rm -rf '" .. dir .. "'")
   end
   os.execute("rm -rf '" .. base .. "ref'")
-  print(string.format("  kill and resume: %d trials, %d kills in runs of %.2f s", trials, kills, span))
+  print(string.format("  kill and resume: %d trials, %d kills in runs of %.2f s", trials, kills, measured))
   lu.assertTrue(kills >= trials // 2, "kills landed: " .. kills) -- most first kills land mid-run
 end
 
