@@ -10,6 +10,7 @@
 #include "ff_io.h"
 #include "ff_data.h"
 #include "ff_dist.h"
+#include "ff_dist_reduce.h"
 
 #define FF_VERSION "0.1.0"
 
