@@ -143,6 +143,24 @@ typedef struct {
 ff_status ff_optim_step(const ff_optim_hyper *h, const ff_optim_entry *e, int n, bool check_finite,
                         int *bad);
 
+/* ---- Firefly step 1's projection (grow_project.c) ----
+ * In place, after each optimiser step of step 1 (under no-grad), with the
+ * same bits as the composition in lib/firefly/grow/methods/firefly.lua:
+ *   ff_grow_project_rows     every row of v (dim 0; the rest flattened) to
+ *                            L2 norm <= eps (a longer row is scaled by
+ *                            eps / its norm)
+ *   ff_grow_project_neurons  k gated neurons: e (k) clamped to [-eps, eps];
+ *                            then (u_j, b_j, o_j) to L2 norm <= 1, with u
+ *                            (k, ...) neuron j's incoming weights in row j,
+ *                            b (k) its bias, o (out, k x n, ...) its
+ *                            outgoing weights in the block j of n along
+ *                            dim 2
+ * All contiguous. Errors (nothing changed): FF_ERR_SHAPE, FF_ERR_ARG (eps
+ * not positive, a non-contiguous tensor), FF_ERR_MEM. */
+ff_status ff_grow_project_rows(ff_tensor *v, double eps);
+ff_status ff_grow_project_neurons(ff_tensor *e, ff_tensor *u, ff_tensor *b, ff_tensor *o,
+                                  double eps);
+
 /* ---- joining and indexing ---- */
 /* Concatenate along dim; all other sizes must agree. n >= 1. */
 ff_tensor *ff_cat(ff_tensor *const *ts, int n, int dim);

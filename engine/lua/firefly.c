@@ -338,6 +338,7 @@ int luaopen_firefly_core(lua_State *L)
     lf_open_linalg(L);
     lf_open_onnx(L);
     lf_open_optim(L);
+    lf_open_grow(L);
     lf_open_dist(L);
     lua_pushstring(L, FF_VERSION);
     lua_setfield(L, -2, "version");

@@ -30,6 +30,7 @@ void lf_open_io(lua_State *L);         /* io.c: safetensors files (checkpoints) 
 void lf_open_linalg(lua_State *L);     /* linalg.c: ff.linalg (eigh), ff.unfold */
 void lf_open_onnx(lua_State *L);       /* onnx.c: ff.onnx_encode (ONNX export) */
 void lf_open_optim(lua_State *L);      /* optim.c: the fused optimiser step */
+void lf_open_grow(lua_State *L);       /* grow.c: growth helpers (step 1's projection) */
 void lf_open_dist(lua_State *L);       /* dist.c: core.dist, collectives over MPI */
 
 /* The methods table of firefly.Tensor is the module's `Tensor` field; a

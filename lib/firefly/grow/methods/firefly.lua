@@ -11,6 +11,7 @@
 -- diagonal path; the default), the endpoint rule (α = 1, the released
 -- code's), or the exact rule (each candidate's own path, one forward each).
 local ff = require "firefly"
+local core = require "firefly.core"
 local overgrown = require "firefly.grow.overgrown"
 local batches_mod = require "firefly.grow.batches"
 local dist = require "firefly.dist" -- several ranks: spec/dist.md, "Growth"
@@ -28,7 +29,9 @@ M.DEFAULT_RULE, M.DEFAULT_POINTS = "midpoint", 2
 
 -- Gated neurons (new neurons, a candidate layer's) onto |e| <= ε and
 -- ||(u, c, o)|| <= 1 per neuron; o holds neuron j's outgoing weights in its
--- dim-2 block j.
+-- dim-2 block j. This composition is the reference (M.composed_projection);
+-- step 1 runs the engine's one-call version of it (the same bits,
+-- engine/core/grow_project.c), ~15 tensor ops per group fewer per batch.
 local function project_neurons(n, eps)
   local k = n.e:size(1)
   n.e:clamp_(-eps, eps)
@@ -39,22 +42,28 @@ local function project_neurons(n, eps)
   o:div_(norm:view(1, k, 1))
 end
 
+local function project_rows(v, eps)
+  local rows = v:view(v:size(1), -1)
+  rows:mul_((rows:norm(2, 2, true):clamp(eps, nil)):pow(-1) * eps)
+end
+
+local function fused_neurons(n, eps) core._grow_project_neurons(n.e, n.u, n.b, n.o, eps) end
+
 -- Projection onto the constraints: rows of v (= εδ) to norm <= ε, gated
 -- neurons as above, with each unit's own ε.
 local function project(og)
+  local rows, neurons = core._grow_project_rows, fused_neurons
+  if M.composed_projection then rows, neurons = project_rows, project_neurons end
   ff.no_grad(function()
     for _, c in ipairs(og.units) do
       local eps = c.eps
-      if c.split then
-        local v = c.split.v
-        local rows = v:view(v:size(1), -1)
-        rows:mul_((rows:norm(2, 2, true):clamp(eps, nil)):pow(-1) * eps)
-      end
-      if c.new then project_neurons(c.new, eps) end
-      if c.layer then project_neurons(c.layer, eps) end
+      if c.split then rows(c.split.v, eps) end
+      if c.new then neurons(c.new, eps) end
+      if c.layer then neurons(c.layer, eps) end
     end
   end)
 end
+M.project = project
 
 -- The released code's penalty: λ(‖v‖² + 10⁻²‖new neurons' weights‖²).
 -- Squares as t * t, not t:pow(2): powf per element in forward and again
