@@ -160,6 +160,30 @@ function TestGuards:test_bad_values_refused_before_anything_changes()
   assert_same_state(net, opt, before, printed)
 end
 
+function TestGuards:test_batches_checked_once()
+  -- a method reading a list many times checks it once (batches.checked):
+  -- the same refusal up front, then no check per pass
+  local batches_mod = require "firefly.grow.batches"
+  local _, _, batches = teacher_task(6)
+  local bad = batches[2][1]:clone()
+  bad[1][1] = 0 / 0
+  local err = testlib.error_of(batches_mod.checked, { batches[1], { bad, batches[2][2] } })
+  lu.assertStrContains(err, "grow.propose: scoring batch 2")
+  local list = batches_mod.checked(batches)
+  lu.assertTrue(list.checked)
+  lu.assertEquals(#list, #batches)
+  lu.assertIs(batches_mod.checked(list), list)
+  -- (a batch changed after the check is not seen again: propose's own list
+  -- lives only inside one propose)
+  local kept = list[2][1][1][1]
+  list[2][1][1][1] = 0 / 0
+  local seen = 0
+  batches_mod.each_batch(list, function() seen = seen + 1 end)
+  lu.assertEquals(seen, #batches)
+  lu.assertStrContains(testlib.error_of(batches_mod.each_batch, batches, function() end), "scoring batch 2")
+  list[2][1][1][1] = kept
+end
+
 function TestGuards:test_non_finite_batch_refused()
   local net, opt, batches = teacher_task(6)
   local before, printed = state_of(net, opt)

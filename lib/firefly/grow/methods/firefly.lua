@@ -227,6 +227,8 @@ end
 -- split, new, layers, eps, init), step 1, step 2.
 function M.build(ctx)
   local nb = ctx.nb
+  -- every batch checked once here, not on each of the passes below
+  local batches = batches_mod.checked(ctx.batches)
   local og = overgrown.build(ctx.net, ctx.units, { per_unit = ctx.settings, generator = nb.generator })
   dist.broadcast_list(og:perturbations()) -- dist: rank 0's random initialisation
   -- for this propose only (the perturbations move after it); a loader
@@ -234,10 +236,10 @@ function M.build(ctx)
   og.memo = not ctx.batches.iter and overgrown.new_memo() or nil
   local loss_before
   local ok, err = pcall(function()
-    step1(og, nb, ctx.batches, ctx.lf)
-    local sc = step2(og, nb, ctx.batches, ctx.lf)
+    step1(og, nb, batches, ctx.lf)
+    local sc = step2(og, nb, batches, ctx.lf)
     -- the loss before growth while the memo holds the first unit's products
-    loss_before = batches_mod.mean_loss(function(x) return og:forward_bare(x) end, ctx.batches, ctx.lf)
+    loss_before = batches_mod.mean_loss(function(x) return og:forward_bare(x) end, batches, ctx.lf)
     return sc
   end)
   local memo_bytes = og.memo and og.memo.bytes or 0
