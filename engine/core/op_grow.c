@@ -19,19 +19,24 @@
  *   tensor back from memory).
  *
  *   Inputs: z (N, C) or (N, C, H, W), any layout; s of z's exact shape;
- *   scale (C) or NULL (1) and shift (C) or NULL (0), over dim 1 of z.
+ *   scale (C) or NULL (1) and shift (C) or NULL (0), over dim 1 of z;
+ *   gain (C) or NULL (1): s is taken as gain·s (per channel; growth's
+ *   gates, α + y_i, which otherwise cost a product of s's size in forward
+ *   and two in backward, with a sum over the batch).
  *   Parameters (ff_params): i[0] the activation (ff_act, ff_ops.h); i[1]
  *   0 mean, 1 pair; f[0], f[1] the activation's parameters, as op_act.c
  *   takes them (leaky_relu's slope, elu's alpha, softplus's beta and
  *   threshold). The scalar functions are op_act.c's own (act_scalar.h).
- *   Saved: z and s (contiguous), scale and shift when given.
+ *   Saved: z and s (contiguous), scale, shift and gain when given.
  *
  * Backward, with g+ = g- = g/2 (mean) or the two halves of g (pair), and
  * d+ = g+ f'(u+), d- = g- f'(u-):
  *   dz = a (d+ + d-),   ds = a (d+ - d-),
  *   dscale = Σ d+ (z + s) + d- (z - s),   dshift = Σ d+ + d-
  * the sums over everything but the channel: each term in float (as the
- * product it is), accumulated in double.
+ * product it is), accumulated in double. With a gain k, s above is k s
+ * (as float, the product the composition s * k computes), ds is the
+ * gradient for k s times k, and dgain = Σ ds' s with ds' that gradient.
  *
  * Layout: z is read as R runs of L values sharing their walk through the
  * channels: (N, C) and spatial size 1 as N runs of C values, a and b one
@@ -126,7 +131,8 @@ static ff_status sa_check(ff_tensor *const *in, const ff_params *p)
                         "#1 (z)",
                         ff_shape_str(s->shape, s->ndim, ss, sizeof ss), sz);
     ff_status st;
-    if ((st = sa_check_vec(in[2], "scale", z)) || (st = sa_check_vec(in[3], "shift", z)))
+    if ((st = sa_check_vec(in[2], "scale", z)) || (st = sa_check_vec(in[3], "shift", z)) ||
+        (st = sa_check_vec(in[4], "gain", z)))
         return st;
     if (p->i[0] < 0 || p->i[0] >= FF_ACT_COUNT)
         return ff_error(FF_ERR_ARG, "split_act: unknown activation kind %lld (expected 0..%d, see ff_act)",
@@ -147,6 +153,23 @@ static void sa_affine(int64_t C, const ff_tensor *a, const ff_tensor *b, float *
         av[c] = a ? ff_tensor_data(a)[c * a->stride[0]] : 1.0f;
         bv[c] = b ? ff_tensor_data(b)[c * b->stride[0]] : 0.0f;
     }
+}
+
+/* gv[c]: the gain of every channel, or NULL without one. */
+static void sa_gain(int64_t C, const ff_tensor *k, float *gv)
+{
+    for (int64_t c = 0; k && c < C; c++)
+        gv[c] = ff_tensor_data(k)[c * k->stride[0]];
+}
+
+/* se = gain·s over a run: the float product the composition computes */
+static void gain_run(int64_t n, float *restrict se, const float *restrict s,
+                     const float *restrict gv, float g0, bool per_value)
+{
+    if (per_value)
+        RUN_LOOP(n, se[i] = s[i] * gv[i];);
+    else
+        RUN_LOOP(n, se[i] = s[i] * g0;);
 }
 
 /* ---- run kernels ----
@@ -322,21 +345,29 @@ static ff_tensor *sa_forward(ff_tensor *const *in, const ff_params *p, ff_ctx *c
     ff_tensor *z = ff_tensor_contiguous(in[0]);
     ff_tensor *s = z ? ff_tensor_contiguous(in[1]) : NULL;
     ff_tensor *y = s ? ff_tensor_empty(shape, z0->ndim) : NULL;
-    float *ab = y ? malloc(sizeof(float) * (2 * (size_t)g.C + 1)) : NULL;
+    const ff_tensor *gain = in[4];
+    /* scale, shift, gain per channel; gain·s of one run */
+    float *ab = y ? malloc(sizeof(float) * (3 * (size_t)g.C + (gain ? (size_t)g.L : 0) + 1)) : NULL;
     if (y && !ab) {
         ff_error(FF_ERR_MEM, "split_act: out of memory");
         ff_tensor_release(y);
         y = NULL;
     }
     if (y) {
-        float *av = ab, *bv = ab + g.C, *yd = ff_tensor_data(y);
+        float *av = ab, *bv = ab + g.C, *gv = bv + g.C, *se = gv + g.C, *yd = ff_tensor_data(y);
         const float *zd = ff_tensor_data(z), *sd = ff_tensor_data(s);
         aparams ap = {(float)p->f[0], (float)p->f[1]};
         sa_affine(g.C, in[2], in[3], av, bv);
+        sa_gain(g.C, gain, gv);
         fwd_fn run = fwd_for(g.per_value, pair);
         for (int64_t r = 0; r < g.R; r++) {
             int64_t off = r * g.L, c = g.per_value ? 0 : r % g.C;
-            run((ff_act)p->i[0], g.L, yd + off, yd + g.numel + off, zd + off, sd + off, av + c,
+            const float *sr = sd + off;
+            if (gain) {
+                gain_run(g.L, se, sr, gv, gv[c], g.per_value);
+                sr = se;
+            }
+            run((ff_act)p->i[0], g.L, yd + off, yd + g.numel + off, zd + off, sr, av + c,
                 bv + c, ap);
         }
         if (ctx) {
@@ -344,6 +375,7 @@ static ff_tensor *sa_forward(ff_tensor *const *in, const ff_params *p, ff_ctx *c
             ff_ctx_save(ctx, s);
             ff_ctx_save(ctx, in[2]);
             ff_ctx_save(ctx, in[3]);
+            ff_ctx_save(ctx, in[4]);
         }
     }
     free(ab);
@@ -358,10 +390,12 @@ ff_tensor *ff_fwd_split_act(ff_ctx *ctx, ff_tensor *const *in)
 }
 
 ff_tensor *ff_split_act(const ff_tensor *z, const ff_tensor *s, const ff_tensor *scale,
-                        const ff_tensor *shift, ff_act act, double p0, double p1, bool pair)
+                        const ff_tensor *shift, const ff_tensor *gain, ff_act act, double p0,
+                        double p1, bool pair)
 {
     ff_params p = {.i = {act, pair}, .f = {p0, p1}};
-    ff_tensor *in[4] = {(ff_tensor *)z, (ff_tensor *)s, (ff_tensor *)scale, (ff_tensor *)shift};
+    ff_tensor *in[5] = {(ff_tensor *)z, (ff_tensor *)s, (ff_tensor *)scale, (ff_tensor *)shift,
+                        (ff_tensor *)gain};
     return sa_forward(in, &p, NULL);
 }
 
@@ -369,34 +403,38 @@ ff_tensor *ff_split_act(const ff_tensor *z, const ff_tensor *s, const ff_tensor 
 
 ff_status ff_bwd_split_act(ff_ctx *ctx, const ff_tensor *gout, ff_tensor **gin)
 {
-    ff_tensor *z, *s, *a = NULL, *b = NULL;
+    ff_tensor *z, *s, *a = NULL, *b = NULL, *kg = NULL;
     ff_status st;
     int n = 0; /* saved in forward's order; absent scale or shift were not */
     if ((st = ff_ctx_saved(ctx, n++, &z)) || (st = ff_ctx_saved(ctx, n++, &s)) ||
         (ctx->in_shape[2].ndim >= 0 && (st = ff_ctx_saved(ctx, n++, &a))) ||
-        (ctx->in_shape[3].ndim >= 0 && (st = ff_ctx_saved(ctx, n++, &b))))
+        (ctx->in_shape[3].ndim >= 0 && (st = ff_ctx_saved(ctx, n++, &b))) ||
+        (ctx->in_shape[4].ndim >= 0 && (st = ff_ctx_saved(ctx, n++, &kg))))
         return st;
     sa_geom g;
     sa_geometry(ctx->in_shape[0].size, ctx->in_shape[0].ndim, &g);
-    for (int i = 0; i < 4; i++) /* the caller releases them on failure */
+    for (int i = 0; i < 5; i++) /* the caller releases them on failure */
         if (ctx->needs_grad[i] &&
             !(gin[i] = ff_tensor_empty(ctx->in_shape[i].size, ctx->in_shape[i].ndim)))
             return ff_last_status();
     ff_tensor *gc = ff_tensor_contiguous((ff_tensor *)gout);
     if (!gc)
         return ff_last_status();
-    /* doubles first (aligned): the sums of dscale and dshift per channel;
-     * then a, b and k·a per channel, and dp and dm of one run */
+    /* doubles first (aligned): the sums of dscale, dshift and dgain per
+     * channel; then a, b, k·a and the gain per channel, and dp, dm, gain·s
+     * and its gradient of one run */
     size_t C = (size_t)g.C, L = (size_t)g.L;
-    char *buf = calloc(1, sizeof(double) * 2 * C + sizeof(float) * (3 * C + 2 * L) + 8);
+    char *buf = calloc(1, sizeof(double) * 3 * C + sizeof(float) * (4 * C + 4 * L) + 8);
     if (!buf) {
         ff_tensor_release(gc);
         return ff_error(FF_ERR_MEM, "backward of split_act: out of memory");
     }
     double *dscale = gin[2] ? (double *)buf : NULL, *dshift = gin[3] ? (double *)buf + C : NULL;
-    float *av = (float *)((double *)buf + 2 * C), *bv = av + C, *kav = bv + C; /* k·a */
-    float *dp = kav + C, *dm = dp + L;
+    double *dgain = gin[4] ? (double *)buf + 2 * C : NULL;
+    float *av = (float *)((double *)buf + 3 * C), *bv = av + C, *kav = bv + C; /* k·a */
+    float *gv = kav + C, *dp = gv + C, *dm = dp + L, *se = dm + L, *dse = se + L;
     sa_affine(g.C, a, b, av, bv);
+    sa_gain(g.C, kg, gv);
     /* dp and dm below are g f'(u±) with g whole (mean mode) or its halves
      * (pair): in mean mode d± is half of them, and k = 1/2 scales what is
      * made of them (exactly: a power of two) */
@@ -411,9 +449,24 @@ ff_status ff_bwd_split_act(ff_ctx *ctx, const ff_tensor *gout, ff_tensor **gin)
     for (int64_t r = 0; r < g.R; r++) {
         int64_t off = r * g.L, c = g.per_value ? 0 : r % g.C;
         const float *gp = gy + off, *gm = pair ? gy + g.numel + off : gp;
-        run((ff_act)ctx->p.i[0], g.L, dp, dm, gp, gm, zd + off, sd + off, av + c, bv + c, ap);
-        comb_run(g.L, dz ? dz + off : NULL, ds ? ds + off : NULL, dp, dm, zd + off, sd + off,
-                 kav + c, g.per_value);
+        const float *sr = sd + off;
+        float *dsr = ds ? ds + off : NULL;
+        if (kg) { /* the pass on gain·s; its gradient in dse, then ds and dgain */
+            gain_run(g.L, se, sr, gv, gv[c], g.per_value);
+            sr = se;
+            dsr = ds || dgain ? dse : NULL;
+        }
+        run((ff_act)ctx->p.i[0], g.L, dp, dm, gp, gm, zd + off, sr, av + c, bv + c, ap);
+        comb_run(g.L, dz ? dz + off : NULL, dsr, dp, dm, zd + off, sr, kav + c, g.per_value);
+        if (kg && dgain) { /* dgain = Σ dse s, each term in float */
+            gain_run(g.L, se, sd + off, dse, 1.0f, true);
+            if (g.per_value)
+                acc_f64(g.L, dgain, se);
+            else
+                dgain[c] += ff_kernel_sum(se, g.L);
+        }
+        if (kg && ds)
+            gain_run(g.L, ds + off, dse, gv, gv[c], g.per_value);
         /* dp, dm now hold the terms of dshift and dscale */
         if (g.per_value) {
             if (dshift)
@@ -432,6 +485,8 @@ ff_status ff_bwd_split_act(ff_ctx *ctx, const ff_tensor *gout, ff_tensor **gin)
             ff_tensor_data(gin[2])[c] = (float)(k * dscale[c]);
         if (dshift)
             ff_tensor_data(gin[3])[c] = (float)(k * dshift[c]);
+        if (dgain)
+            ff_tensor_data(gin[4])[c] = (float)dgain[c];
     }
     free(buf);
     ff_tensor_release(gc);

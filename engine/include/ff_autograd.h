@@ -71,7 +71,7 @@
     /* op_dropout.c */                                                             \
     X(DROPOUT, dropout, 1)                                                         \
     /* op_grow.c: growth candidates, fused */                                      \
-    X(SPLIT_ACT, split_act, 4)
+    X(SPLIT_ACT, split_act, 5)
 
 typedef enum {
 #define FF_OP_ENUM(ID, name, arity) FF_OP_##ID,

@@ -216,15 +216,17 @@ int ff_act_lookup(const char *name);  /* the kind called name, or -1 */
  *   s      z's exact shape
  *   scale  (C) or NULL (1), broadcast over channel dim 1 of z
  *   shift  (C) or NULL (0)
+ *   gain   (C) or NULL (1): s is gain·s per channel (growth's gates)
  *   act    the activation, p0 and p1 its parameters (see ff_act)
  * A new contiguous tensor; nothing is recorded. Recorded for autograd,
- * with gradients for z, s, scale and shift, it is
- *   ff_apply(FF_OP_SPLIT_ACT, (ff_tensor *[]){z, s, scale, shift}, 4, &p, NULL)
+ * with gradients for z, s, scale, shift and gain, it is
+ *   ff_apply(FF_OP_SPLIT_ACT, (ff_tensor *[]){z, s, scale, shift, gain}, 5, &p, NULL)
  * with p.i[0] = act, p.i[1] = pair, p.f[0] = p0, p.f[1] = p1.
  * Errors (before any allocation): z of another rank, s of another shape,
- * scale or shift not of shape (C), an unknown act, softplus's beta 0. */
+ * scale, shift or gain not of shape (C), an unknown act, softplus's beta 0. */
 ff_tensor *ff_split_act(const ff_tensor *z, const ff_tensor *s, const ff_tensor *scale,
-                        const ff_tensor *shift, ff_act act, double p0, double p1, bool pair);
+                        const ff_tensor *shift, const ff_tensor *gain, ff_act act, double p0,
+                        double p1, bool pair);
 
 /* ---- linear algebra: not autograd ops (nothing is recorded) ---- */
 

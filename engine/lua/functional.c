@@ -210,17 +210,18 @@ static bool has_key(lua_State *L, int opts, const char *key)
 }
 
 /* z:split_act(s [, {act = "relu", param =, threshold = 20, scale =, shift =,
- * pair = false}]): the candidate of every neuron split into z + s and
- * z - s (op_grow.c). param is the activation's parameter (leaky_relu's
+ * gain =, pair = false}]): the candidate of every neuron split into z + s
+ * and z - s (op_grow.c), s times gain per channel when given. param is the activation's parameter (leaky_relu's
  * slope, elu's alpha, softplus's beta), threshold softplus's; giving
  * either to an activation without it is an error, not a silent no-op. */
 static int f_split_act(lua_State *L)
 {
-    ff_tensor *in[4] = {lf_checktensor(L, 1), lf_checktensor(L, 2), NULL, NULL};
+    ff_tensor *in[5] = {lf_checktensor(L, 1), lf_checktensor(L, 2), NULL, NULL, NULL};
     int act = FF_ACT_RELU;
     bool pair = false, has_param = false, has_threshold = false;
     double param = 0, threshold = 20;
-    static const char *const known[] = {"act", "param", "threshold", "scale", "shift", "pair", NULL};
+    static const char *const known[] = {"act",   "param", "threshold", "scale",
+                                        "shift", "gain",  "pair",      NULL};
     int opts = lf_opt_table(L, 3, "split_act", known);
     if (has_key(L, opts, "act")) {
         lua_getfield(L, opts, "act");
@@ -236,6 +237,7 @@ static int f_split_act(lua_State *L)
     /* borrowed: the options table keeps them alive during the call */
     in[2] = lf_opt_tensor(L, opts, "split_act", "scale");
     in[3] = lf_opt_tensor(L, opts, "split_act", "shift");
+    in[4] = lf_opt_tensor(L, opts, "split_act", "gain");
     pair = lf_opt_boolean(L, opts, "split_act", "pair", false);
     double def = act_default_param(act);
     if (has_param && isnan(def))
@@ -244,7 +246,7 @@ static int f_split_act(lua_State *L)
         return luaL_error(L, "split_act: option threshold is softplus's, not %s's",
                           ff_act_name((ff_act)act));
     ff_params p = {.i = {act, pair}, .f = {has_param ? param : isnan(def) ? 0 : def, threshold}};
-    lf_pushtensor(L, lf_apply(L, FF_OP_SPLIT_ACT, in, 4, &p, NULL));
+    lf_pushtensor(L, lf_apply(L, FF_OP_SPLIT_ACT, in, 5, &p, NULL));
     return 1;
 }
 

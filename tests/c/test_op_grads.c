@@ -448,8 +448,10 @@ TEST(act_d2_matches_differences_of_the_derivative)
  * from 0 (relu's kink) and from softplus's threshold at 1.6 (beta 2,
  * threshold 3.2). The differences move u by at most
  * max(|a|, |z ± s|, 1) H < 0.01. Without affine, a = 1 and b = 0 and
- * in[2], in[3] are NULL. */
-static void split_inputs(const int64_t *shape, int ndim, bool affine, uint64_t seed,
+ * in[2], in[3] are NULL. With gain, in[4] is a gain k in [0.8, 1.25] per
+ * channel and s is divided by it (k s is the step above; a difference in
+ * k moves u by at most 1.5 H 4.4 / 0.8 < 0.02); else in[4] is NULL. */
+static void split_inputs(const int64_t *shape, int ndim, bool affine, bool gain, uint64_t seed,
                          ff_tensor **in)
 {
     int64_t n = 1, C = shape[1], S = ndim == 4 ? shape[2] * shape[3] : 1;
@@ -461,6 +463,7 @@ static void split_inputs(const int64_t *shape, int ndim, bool affine, uint64_t s
     shuffle(um, (uint32_t)seed + 7);
     ff_tensor *a = affine ? rand_t(&C, 1, seed + 1, 0.5f, 1.5f) : NULL;
     ff_tensor *b = affine ? randn_t(&C, 1, seed + 2, 0.5f, 0) : NULL;
+    ff_tensor *k = gain ? rand_t(&C, 1, seed + 3, 0.8f, 1.25f) : NULL;
     if (a)
         ff_tensor_data(a)[0] *= -1; /* a batch norm's weight may be negative */
     in[0] = ff_tensor_empty(shape, ndim);
@@ -470,11 +473,11 @@ static void split_inputs(const int64_t *shape, int ndim, bool affine, uint64_t s
         float ac = a ? ff_tensor_data(a)[c] : 1, bc = b ? ff_tensor_data(b)[c] : 0;
         float p = ff_tensor_data(up)[i], m = ff_tensor_data(um)[i];
         ff_tensor_data(in[0])[i] = (0.5f * (p + m) - bc) / ac;
-        ff_tensor_data(in[1])[i] = 0.5f * (p - m) / ac;
+        ff_tensor_data(in[1])[i] = 0.5f * (p - m) / ac / (k ? ff_tensor_data(k)[c] : 1);
     }
-    in[2] = a, in[3] = b;
-    for (int k = 0; k < 4; k++)
-        leaf(in[k]);
+    in[2] = a, in[3] = b, in[4] = k;
+    for (int j = 0; j < 5; j++)
+        leaf(in[j]);
     ff_tensor_release(up);
     ff_tensor_release(um);
 }
@@ -493,17 +496,17 @@ TEST(grad_split_act)
     int ranks[4] = {2, 2, 4, 4};
     for (size_t k = 0; k < sizeof acts / sizeof acts[0]; k++)
         for (int r = 0; r < 4; r++)
-            for (int affine = 0; affine < 2; affine++)
+            for (int affine = 0; affine < 4; affine++)
                 for (int pair = 0; pair < 2; pair++) {
-                    ff_tensor *in[4];
-                    split_inputs(shapes[r], ranks[r], affine, 50 + k, in);
+                    ff_tensor *in[5]; /* affine 2, 3: with a gain */
+                    split_inputs(shapes[r], ranks[r], affine & 1, affine >= 2, 50 + k, in);
                     ff_params p = {.i = {acts[k].act, pair}, .f = {acts[k].f0, acts[k].f1}};
-                    bool ok = gradcheck(FF_OP_SPLIT_ACT, in, 4, &p);
+                    bool ok = gradcheck(FF_OP_SPLIT_ACT, in, 5, &p);
                     if (!ok)
-                        fprintf(stderr, "  split_act %s, shape %d, affine %d, pair %d\n",
-                                ff_act_name(acts[k].act), r + 1, affine, pair);
+                        fprintf(stderr, "  split_act %s, shape %d, affine %d, gain %d, pair %d\n",
+                                ff_act_name(acts[k].act), r + 1, affine & 1, affine >= 2, pair);
                     CHECK(ok);
-                    release_all(in, 4);
+                    release_all(in, 5);
                 }
 }
 
@@ -512,15 +515,24 @@ TEST(grad_split_act_some_inputs_and_layouts)
     static const int64_t s4[] = {2, 3, 2, 2}, s2[] = {4, 3};
     ff_params p = {.i = {FF_ACT_TANH, 0}};
     /* only scale and shift differentiable (z and s need no gradient) */
-    ff_tensor *in[4];
-    split_inputs(s4, 4, true, 70, in);
+    ff_tensor *in[5];
+    split_inputs(s4, 4, true, false, 70, in);
     ff_tensor_set_requires_grad(in[0], false);
     ff_tensor_set_requires_grad(in[1], false);
-    CHECK(gradcheck(FF_OP_SPLIT_ACT, in, 4, &p));
+    CHECK(gradcheck(FF_OP_SPLIT_ACT, in, 5, &p));
     CHECK(in[0]->grad == NULL && in[1]->grad == NULL);
-    release_all(in, 4);
+    release_all(in, 5);
+    /* only the gain differentiable (growth's step 2: the gates alone) */
+    for (int layout = 0; layout < 2; layout++) {
+        split_inputs(layout ? s4 : s2, layout ? 4 : 2, true, true, 72 + layout, in);
+        for (int k = 0; k < 4; k++)
+            ff_tensor_set_requires_grad(in[k], false);
+        CHECK(gradcheck(FF_OP_SPLIT_ACT, in, 5, &p));
+        CHECK(in[1]->grad == NULL);
+        release_all(in, 5);
+    }
     /* z and s as transposed (non-contiguous) views of the same values, pair mode */
-    split_inputs(s2, 2, true, 71, in);
+    split_inputs(s2, 2, true, true, 71, in);
     for (int k = 0; k < 2; k++) {
         ff_tensor *t = ff_tensor_transpose(in[k], 0, 1), *c = ff_tensor_clone(t);
         ff_tensor_release(in[k]);
@@ -529,8 +541,8 @@ TEST(grad_split_act_some_inputs_and_layouts)
         CHECK(!ff_tensor_is_contiguous(in[k]));
     }
     ff_params q = {.i = {FF_ACT_RELU, 1}};
-    CHECK(gradcheck(FF_OP_SPLIT_ACT, in, 4, &q));
-    release_all(in, 4);
+    CHECK(gradcheck(FF_OP_SPLIT_ACT, in, 5, &q));
+    release_all(in, 5);
 }
 
 TEST(split_act_values_and_errors)
@@ -541,8 +553,8 @@ TEST(split_act_values_and_errors)
     ff_tensor *s = ff_tensor_from_data((float[]){0.5f, 1}, s12, 2);
     ff_tensor *a = ff_tensor_from_data((float[]){2, 1}, &c2, 1);
     ff_tensor *b = ff_tensor_from_data((float[]){0, 1}, &c2, 1);
-    ff_tensor *mean = ff_split_act(z, s, NULL, NULL, FF_ACT_RELU, 0, 0, false);
-    ff_tensor *pair = ff_split_act(z, s, a, b, FF_ACT_IDENTITY, 0, 0, true);
+    ff_tensor *mean = ff_split_act(z, s, NULL, NULL, NULL, FF_ACT_RELU, 0, 0, false);
+    ff_tensor *pair = ff_split_act(z, s, a, b, NULL, FF_ACT_IDENTITY, 0, 0, true);
     REQUIRE(mean && pair);
     CHECK(ff_tensor_data(mean)[0] == 1 && ff_tensor_data(mean)[1] == 0);
     CHECK(pair->ndim == 2 && pair->shape[0] == 2 && pair->shape[1] == 2);
@@ -551,31 +563,41 @@ TEST(split_act_values_and_errors)
         CHECK(ff_tensor_data(pair)[i] == want[i]);
     /* through ff_apply, the same values */
     ff_params p = {.i = {FF_ACT_IDENTITY, 1}};
-    ff_tensor *y = ff_apply(FF_OP_SPLIT_ACT, (ff_tensor *[]){z, s, a, b}, 4, &p, NULL);
+    ff_tensor *y = ff_apply(FF_OP_SPLIT_ACT, (ff_tensor *[]){z, s, a, b, NULL}, 5, &p, NULL);
     REQUIRE(y);
     for (int i = 0; i < 4; i++)
         CHECK(ff_tensor_data(y)[i] == want[i]);
     /* errors, before any allocation */
     ff_tensor *s_bad = ff_tensor_zeros(s13, 2), *c_bad = ff_tensor_ones(&c3, 1);
     ff_tensor *v3 = ff_tensor_zeros(&s3, 1);
-    CHECK(ff_split_act(z, s_bad, NULL, NULL, FF_ACT_RELU, 0, 0, false) == NULL);
+    CHECK(ff_split_act(z, s_bad, NULL, NULL, NULL, FF_ACT_RELU, 0, 0, false) == NULL);
     CHECK(strcmp(ff_last_error(),
                  "split_act: argument #2 (s) has shape 1x3, expected 1x2 to match argument #1 (z)") == 0);
-    CHECK(ff_split_act(z, s, c_bad, NULL, FF_ACT_RELU, 0, 0, false) == NULL);
+    CHECK(ff_split_act(z, s, c_bad, NULL, NULL, FF_ACT_RELU, 0, 0, false) == NULL);
     CHECK(strcmp(ff_last_error(), "split_act: scale has shape 3, expected 2 (one per channel: "
                                   "dim 2 of argument #1 (z), 1x2)") == 0);
-    CHECK(ff_split_act(z, s, NULL, c_bad, FF_ACT_RELU, 0, 0, false) == NULL);
+    CHECK(ff_split_act(z, s, NULL, c_bad, NULL, FF_ACT_RELU, 0, 0, false) == NULL);
     CHECK(strstr(ff_last_error(), "split_act: shift has shape 3") != NULL);
-    CHECK(ff_split_act(v3, v3, NULL, NULL, FF_ACT_RELU, 0, 0, false) == NULL);
+    CHECK(ff_split_act(z, s, NULL, NULL, c_bad, FF_ACT_RELU, 0, 0, false) == NULL);
+    CHECK(strstr(ff_last_error(), "split_act: gain has shape 3") != NULL);
+    /* a gain k: the values of s scaled by k (z + k s = 1 + 1, -2 + 3) */
+    ff_tensor *kg = ff_tensor_from_data((float[]){2, 3}, &c2, 1);
+    ff_tensor *gained = ff_split_act(z, s, NULL, NULL, kg, FF_ACT_IDENTITY, 0, 0, true);
+    REQUIRE(gained);
+    float want_k[4] = {2, 1, 0, -5};
+    for (int i = 0; i < 4; i++)
+        CHECK(ff_tensor_data(gained)[i] == want_k[i]);
+    release_all((ff_tensor *[]){kg, gained}, 2);
+    CHECK(ff_split_act(v3, v3, NULL, NULL, NULL, FF_ACT_RELU, 0, 0, false) == NULL);
     CHECK(strstr(ff_last_error(), "split_act: argument #1 (z) has shape 3, expected 2 dims") != NULL);
-    CHECK(ff_split_act(z, s, NULL, NULL, FF_ACT_COUNT, 0, 0, false) == NULL);
+    CHECK(ff_split_act(z, s, NULL, NULL, NULL, FF_ACT_COUNT, 0, 0, false) == NULL);
     CHECK(strstr(ff_last_error(), "split_act: unknown activation kind") != NULL);
-    CHECK(ff_split_act(z, s, NULL, NULL, FF_ACT_SOFTPLUS, 0, 20, false) == NULL);
+    CHECK(ff_split_act(z, s, NULL, NULL, NULL, FF_ACT_SOFTPLUS, 0, 20, false) == NULL);
     CHECK(strstr(ff_last_error(), "split_act: softplus beta must be a non-zero number") != NULL);
     ff_params bad_mode = {.i = {FF_ACT_RELU, 2}};
-    CHECK(ff_apply(FF_OP_SPLIT_ACT, (ff_tensor *[]){z, s, NULL, NULL}, 4, &bad_mode, NULL) == NULL);
+    CHECK(ff_apply(FF_OP_SPLIT_ACT, (ff_tensor *[]){z, s, NULL, NULL, NULL}, 5, &bad_mode, NULL) == NULL);
     CHECK(strstr(ff_last_error(), "split_act: mode must be 0 (mean) or 1 (pair)") != NULL);
-    CHECK(ff_apply(FF_OP_SPLIT_ACT, (ff_tensor *[]){z, NULL, NULL, NULL}, 4, NULL, NULL) == NULL);
+    CHECK(ff_apply(FF_OP_SPLIT_ACT, (ff_tensor *[]){z, NULL, NULL, NULL, NULL}, 5, NULL, NULL) == NULL);
     CHECK(strstr(ff_last_error(), "split_act: argument #2 (s) is required") != NULL);
     /* names of the kinds */
     CHECK(strcmp(ff_act_name(FF_ACT_IDENTITY), "identity") == 0 && ff_act_name(FF_ACT_COUNT) == NULL);

@@ -238,6 +238,39 @@ function TestNested:test_memo_keeps_every_bit()
   end
 end
 
+function TestNested:test_gates_inside_split_act()
+  -- the split gates scale s inside split_act (its gain) rather than by a
+  -- product of their own (overgrown.no_fused_gate): step 1 follows the same
+  -- bits (s's gradient is the same product), so the steps are equal; the
+  -- gates' gradients are the same sums, bit for bit where a channel is one
+  -- value per row (MLP), in another order over a conv's positions
+  for _, kind in ipairs { "mlp", "conv" } do
+    local net, x, y = nested(kind)
+    local function propose(plain)
+      overgrown.no_fused_gate = plain or nil
+      local ok, p = pcall(ff.grow.propose, net, { new = 2, layers = 2, steps = 2, lr = 1e-2,
+        generator = ff.Generator(70), quiet = true }, { { x, y } })
+      overgrown.no_fused_gate = nil
+      assert(ok, p)
+      return p:candidates()
+    end
+    local a, b = propose(true), propose(false)
+    lu.assertEquals(#a, #b)
+    local big, splits = 0, 0
+    for i = 1, #a do big = math.max(big, math.abs(a[i].effect)) end
+    for i = 1, #a do
+      lu.assertEquals(b[i].step, a[i].step, kind .. " candidate " .. i)
+      if kind == "mlp" then
+        lu.assertEquals(b[i].score, a[i].score, kind .. " candidate " .. i)
+      else
+        lu.assertTrue(math.abs(b[i].effect - a[i].effect) <= 1e-5 * big, kind .. " candidate " .. i)
+      end
+      if a[i].kind == "split" then splits = splits + 1 end
+    end
+    lu.assertTrue(splits > 0 and big > 0)
+  end
+end
+
 function TestNested:test_penalty_squares_keep_the_gradient_bits()
   -- the official preset's penalty squares as t * t, not t:pow(2) (powf is
   -- slow): the gradient step 1 follows must be the same bits

@@ -2,8 +2,9 @@
 -- against its composition from the engine's elementwise ops,
 --   ½[φ(a(z+s)+b) + φ(a(z−s)+b)]   (pair: the two terms joined along dim 1)
 -- for every activation, both modes, ranks 2 and 4, with and without the
--- affine map: values, gradients of all four inputs, s = 0, the memory the
--- graph keeps, and the error messages of bad arguments.
+-- affine map: values, gradients of all four inputs (five with a gain),
+-- s = 0, the memory the graph keeps, and the error messages of bad
+-- arguments.
 package.path = "tests/lua/?.lua;" .. package.path
 local testlib = require "testlib"
 local lu = testlib.lu
@@ -42,6 +43,7 @@ local function composed(phi, z, s, o)
     if o.shift then x = x + per_channel(o.shift, x:dim()) end
     return x
   end
+  if o.gain then s = s * per_channel(o.gain, s:dim()) end
   local p, m = phi(affine(z + s)), phi(affine(z - s))
   if o.pair then return ff.cat({ p, m }, 1) end
   return (p + m) * 0.5
@@ -117,6 +119,32 @@ function TestSplitAct:test_gradients_match_the_composition()
       local d = max_abs(got[k] - t.grad) / scale
       lu.assertTrue(d <= 1e-5, describe(act, shape, pair, affine) .. ": input " .. k ..
         " differs by " .. d .. " (relative to " .. scale .. ")")
+    end
+  end)
+end
+
+function TestSplitAct:test_gain_matches_the_composition()
+  -- gain k (growth's gates): the op on k·s, and k's gradient, against s * k
+  each_case(function(act, shape, pair, affine, seed)
+    if not affine then return end
+    local z, s, a, b = inputs(shape, seed)
+    local k = ff.rand(shape[2], ff.Generator(200 + seed)) + 0.5
+    k[1] = -k[1]
+    local leaves = { z, s, a, b, k }
+    for _, t in ipairs(leaves) do t:requires_grad(true) end
+    local o = options(act, pair, a, b)
+    o.gain = k
+    local fused, ref = ff.split_act(z, s, o), composed(act.phi, z, s, o)
+    lu.assertTrue(max_abs(fused - ref) <= 1e-6, describe(act, shape, pair, affine))
+    local R = ff.randn(fused:size(), ff.Generator(300 + seed))
+    fused:backward(R)
+    local got = {}
+    for i, t in ipairs(leaves) do got[i], t.grad = t.grad, nil end
+    ref:backward(R)
+    for i, t in ipairs(leaves) do
+      local scale = math.max(1, max_abs(t.grad))
+      local d = max_abs(got[i] - t.grad) / scale
+      lu.assertTrue(d <= 1e-5, describe(act, shape, pair, affine) .. ": input " .. i .. " differs by " .. d)
     end
   end)
 end
@@ -216,6 +244,7 @@ function TestSplitAct:test_errors_name_split_act()
     { { ff.zeros(4, 5, 2), ff.zeros(4, 5, 2) }, "split_act: argument #1 (z) has shape 4x5x2, expected 2 dims" },
     { { z, s, { scale = ff.ones(4) } }, "split_act: scale has shape 4, expected 5 (one per channel: dim 2 of argument #1 (z), 4x5)" },
     { { z, s, { shift = ff.ones(1, 5) } }, "split_act: shift has shape 1x5, expected 5" },
+    { { z, s, { gain = ff.ones(3) } }, "split_act: gain has shape 3, expected 5" },
     { { z, s, { act = "swish" } }, "split_act: unknown activation \"swish\" (known: relu, leaky_relu," },
     { { z, s, { act = 1 } }, "split_act: option act must be an activation name" },
     { { z, s, { activation = "relu" } }, "split_act: unknown option 'activation' (did you mean 'act'?)" },

@@ -29,7 +29,8 @@
 --
 -- The split children travel as one batch of 2N (z + s stacked over z − s):
 -- every layer between runs once, and the fused engine op ff.split_act
--- does the leading batch norm and activation of both children in one pass.
+-- does the leading batch norm and activation of both children in one pass,
+-- with the split gates as its per-channel gain on s.
 local ff = require "firefly"
 local units_mod = require "firefly.grow.units"
 local candidates = require "firefly.grow.candidates"
@@ -277,11 +278,18 @@ function O:unit_forward(c, x, extra)
   local first = 1
   if split then
     local s = memoised(self, c, "s", x, function() return produce(u, x, split.v) end)
-      * per_neuron(split.gate + self.alpha, z)
+    local gain = split.gate + self.alpha
     local fused, taken = nil, 0
     -- (O.no_fuse: the plain composition, for tests)
     if not O.no_fuse then fused, taken = fusable_prefix(between) end
     h = nil
+    -- the gates scale s inside split_act (its gain, whose gradient it sums
+    -- in the same pass); O.no_fused_gate: the product of its own, for tests
+    if fused and not (L and L.at <= taken) and not O.no_fused_gate then
+      fused.gain = gain
+    else
+      s = s * per_neuron(gain, z)
+    end
     if fused and not (L and L.at <= taken) then
       -- the children's average commutes with what is linear per neuron
       -- (batch norm in evaluation, Flatten, average pooling, dropout in

@@ -1,5 +1,5 @@
 -- Gradient checks of the fused growth ops (op_grow.c): split_act with its
--- four inputs z, s, scale, shift. The full matrix of activations, modes and
+-- five inputs z, s, scale, shift, gain. The full matrix of activations, modes and
 -- layouts is in tests/c/test_op_grads.c and tests/lua/test_split_act.lua;
 -- these are its cases through the binding.
 
@@ -58,6 +58,20 @@ return {
       note = "gelu, pair, 2-D, no affine",
       fn = function(ff, z, s) return ff.split_act(z, s, { act = "gelu", pair = true }) end,
       inputs = random({ 3, 4 }, false),
+    },
+    {
+      note = "tanh, mean, 2-D, scale, shift and gain",
+      fn = function(ff, z, s, a, b, k) return ff.split_act(z, s, { act = "tanh", scale = a, shift = b, gain = k }) end,
+      inputs = function(ff, g)
+        local t = random({ 4, 3 }, true)(ff, g)
+        t[5] = ff.rand(3, g) + 0.5
+        return t
+      end,
+    },
+    {
+      note = "sigmoid, pair, 4-D, gain only",
+      fn = function(ff, z, s, k) return ff.split_act(z, s, { act = "sigmoid", gain = k, pair = true }) end,
+      inputs = function(ff, g) return { ff.randn(2, 3, 2, 2, g), ff.randn(2, 3, 2, 2, g), ff.rand(3, g) - 0.5 } end,
     },
     {
       note = "silu, non-contiguous z and s",
