@@ -86,9 +86,7 @@ local function penalty(og, lambda)
   return total * lambda
 end
 
-local function step1(og, nb, batches, lf)
-  local steps = nb.steps or 1
-  if steps <= 0 then return end
+local function step1_passes(og, nb, batches, lf, steps)
   local params = og:perturbations()
   local opt = nb.optimizer == "rmsprop"
       and ff.optim.RMSprop(params, { lr = nb.lr or 1e-3, alpha = 0.9, momentum = 0.1 })
@@ -118,6 +116,20 @@ local function step1(og, nb, batches, lf)
       if nb.project ~= false then project(og) end
     end, string.format("grow step 1 (%d/%d)", pass, steps), nb.quiet)
   end
+end
+
+-- Step 1 reads only the perturbations' gradients: the gates stop requiring
+-- one while it runs, so backward skips their sums (split_act's gain, the
+-- new neurons' products); every other gradient is the same bits.
+-- (M.step1_gate_grads: the gates keep theirs, for measuring.)
+local function step1(og, nb, batches, lf)
+  local steps = nb.steps or 1
+  if steps <= 0 then return end
+  local gates = M.step1_gate_grads and {} or og:gates()
+  for _, gt in ipairs(gates) do gt:requires_grad(false) end
+  local ok, err = pcall(step1_passes, og, nb, batches, lf, steps)
+  for _, gt in ipairs(gates) do gt:requires_grad(true) end
+  if not ok then error(err, 0) end
 end
 
 -- The exact rule: each candidate's own path, the others held at their
