@@ -9,10 +9,27 @@
  *  - inner > 1: the rows of a block are added into `inner` running sums,
  *    walking memory in order.
  * Sums are taken in double. The order depends only on the shape, so results
- * are the same from run to run. Single-threaded: OpenBLAS owns the threads.
+ * are the same from run to run and whatever the thread count.
+ *
+ * Threads: a long contiguous run (inner == 1, a full reduction above all)
+ * is summed in chunks of FF_SUM_CHUNK elements, each with its own eight
+ * partial sums, and the chunks' sums are then added in chunk order. The
+ * chunks are split over the engine's threads, but a chunk is summed by the
+ * same code whichever thread takes it and the fold is always sequential,
+ * so the bits do not depend on the split: a sum of 12.8 MB was one
+ * single-threaded stream (1.6 ms, a quarter of a batch norm + relu step
+ * on 2 threads) before. A run of at most one chunk is summed exactly as it
+ * was before chunks. Extremes and column sums (inner > 1) stay on one
+ * thread.
  */
 #include <math.h>
+#include <stdlib.h>
 #include "ff_ops.h"
+#include "parallel.h"
+
+/* Elements per chunk of a long run (a multiple of 8, so every chunk but
+ * the last has no scalar tail). */
+#define FF_SUM_CHUNK ((int64_t)1 << 16)
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -164,6 +181,47 @@ static double row_sum(gkind g, const float *x, int64_t n, double c, double p)
     return 0;
 }
 
+/* A long run in chunks (see the top comment): chunk k's sum goes to
+ * part[k]; the caller folds them in order. */
+typedef struct {
+    gkind g;
+    const float *x;
+    int64_t n;
+    double c, p, *part;
+} chunk_job;
+
+static void chunk_range(void *arg, int t, int64_t k0, int64_t k1)
+{
+    const chunk_job *j = arg;
+    for (int64_t k = k0; k < k1; k++) {
+        int64_t i0 = k * FF_SUM_CHUNK, len = j->n - i0 < FF_SUM_CHUNK ? j->n - i0 : FF_SUM_CHUNK;
+        j->part[k] = row_sum(j->g, j->x + i0, len, j->c, j->p);
+    }
+}
+
+static double run_sum(gkind g, const float *x, int64_t n, double c, double p)
+{
+    if (n <= FF_SUM_CHUNK)
+        return row_sum(g, x, n, c, p);
+    int64_t nk = (n + FF_SUM_CHUNK - 1) / FF_SUM_CHUNK;
+    double stack[64], *part = nk <= 64 ? stack : malloc(sizeof(double) * (size_t)nk);
+    double s = 0;
+    if (!part) { /* the same chunks and fold, on this thread */
+        for (int64_t k = 0; k < nk; k++) {
+            int64_t i0 = k * FF_SUM_CHUNK, len = n - i0 < FF_SUM_CHUNK ? n - i0 : FF_SUM_CHUNK;
+            s += row_sum(g, x + i0, len, c, p);
+        }
+        return s;
+    }
+    chunk_job j = {g, x, n, c, p, part};
+    ff_par_run(ff_par_threads(nk, FF_SUM_CHUNK), nk, chunk_range, &j);
+    for (int64_t k = 0; k < nk; k++)
+        s += part[k];
+    if (part != stack)
+        free(part);
+    return s;
+}
+
 /* acc[j] += g(x[j]) for one row of a block. The loops run in multiples of 8
  * then a tail, because gcc -O2 vectorises only trip counts known to be a
  * multiple of the vector width. */
@@ -196,7 +254,7 @@ static void block_sum(const reduction *r, int64_t o, gkind g, const double *c, d
 {
     const float *x = block_of(r, o);
     if (r->inner == 1) {
-        acc[0] = row_sum(g, x, r->n, c ? c[0] : 0, p);
+        acc[0] = run_sum(g, x, r->n, c ? c[0] : 0, p);
         return;
     }
     for (int64_t j = 0; j < r->inner; j++)
