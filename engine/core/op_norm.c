@@ -13,8 +13,10 @@
  *   unbiased variance (M/(M-1) times the biased one) as torch does. That
  *   update is not differentiated. Eval mode normalises by the running
  *   statistics (an error when absent).
+ *   i[1] relu: when 1, the result is relu(batch_norm(x)), fused (below).
  *   Saved: the per-channel mean and 1/sqrt(var+eps) actually used; x
- *   (contiguous) when dx in training or dweight is needed; weight when dx is.
+ *   (contiguous) when dx in training or dweight is needed, or relu; weight
+ *   when dx is, or relu; bias with relu.
  *
  * layer_norm
  *   Inputs: x (..., D1..Dk), weight and bias of shape (D1..Dk) or NULL.
@@ -30,6 +32,8 @@
  *   dx = invstd·(ĝ - mean(ĝ) - x̂·mean(ĝ·x̂))   (training batch norm, layer norm)
  *   dx = invstd·ĝ                               (eval batch norm: an affine map)
  *   dweight = Σ gy·x̂,  dbias = Σ gy            (over everything but the channel)
+ * With relu, gy in these formulas is relu's backward of the output's
+ * gradient.
  * Threads: batch norm over (N, C, S) with S > 1 splits its channels over
  * the engine's threads (ff_par_run); each channel is still summed in the
  * same order, so results do not depend on the thread count. Layer norm
@@ -40,6 +44,7 @@
 #include <string.h>
 #include "ff_autograd.h"
 #include "ff_ops.h"
+#include "act_scalar.h"
 #include "kernels.h"
 #include "parallel.h"
 
@@ -50,7 +55,7 @@
  * Sums keep eight named double partial sums, which gcc holds in vector
  * registers without reordering any one sum. */
 
-static inline int64_t bulk(int64_t n) { return n & ~(int64_t)7; }
+static inline int64_t bulk8(int64_t n) { return n & ~(int64_t)7; }
 
 #define FOLD8(a) (((a##0 + a##1) + (a##2 + a##3)) + ((a##4 + a##5) + (a##6 + a##7)))
 
@@ -105,7 +110,7 @@ static double row_dotdev(const float *g, const float *x, int64_t n, double m)
 /* y = a·x + b over a run */
 static void row_affine(float *restrict y, const float *restrict x, int64_t n, float a, float b)
 {
-    int64_t m = bulk(n);
+    int64_t m = bulk8(n);
     for (int64_t i = 0; i < m; i++)
         y[i] = a * x[i] + b;
     for (int64_t i = m; i < n; i++)
@@ -116,7 +121,7 @@ static void row_affine(float *restrict y, const float *restrict x, int64_t n, fl
 static void row_affine2(float *restrict dx, const float *restrict g, const float *restrict x,
                         int64_t n, float a, float b, float m, float c)
 {
-    int64_t k = bulk(n);
+    int64_t k = bulk8(n);
     for (int64_t i = 0; i < k; i++)
         dx[i] = a * g[i] + b * (x[i] - m) + c;
     for (int64_t i = k; i < n; i++)
@@ -126,7 +131,7 @@ static void row_affine2(float *restrict dx, const float *restrict g, const float
 /* y *= w */
 static void row_mul(float *restrict y, const float *restrict w, int64_t n)
 {
-    int64_t k = bulk(n);
+    int64_t k = bulk8(n);
     for (int64_t i = 0; i < k; i++)
         y[i] *= w[i];
     for (int64_t i = k; i < n; i++)
@@ -136,7 +141,7 @@ static void row_mul(float *restrict y, const float *restrict w, int64_t n)
 /* y += b */
 static void row_add(float *restrict y, const float *restrict b, int64_t n)
 {
-    int64_t k = bulk(n);
+    int64_t k = bulk8(n);
     for (int64_t i = 0; i < k; i++)
         y[i] += b[i];
     for (int64_t i = k; i < n; i++)
@@ -147,7 +152,7 @@ static void row_add(float *restrict y, const float *restrict b, int64_t n)
 static void acc_f64(double *restrict acc, const float *restrict a, const float *restrict b,
                     int64_t n)
 {
-    int64_t k = bulk(n);
+    int64_t k = bulk8(n);
     if (b) {
         for (int64_t i = 0; i < k; i++)
             acc[i] += (double)a[i] * b[i];
@@ -240,13 +245,37 @@ static ff_status bn_check(ff_tensor *const *in, const ff_params *p, bn_geom *g)
     return check_eps("batch_norm", p->f[1]);
 }
 
-/* What the channel-range loops of batch norm read and write. */
+/* ---- the channel loops ----
+ * Forward is one split loop over channels (ff_par_run): each thread takes
+ * the statistics of its channels, then normalises them; backward likewise
+ * takes its channels' gradient sums, then their dx. A channel's sums run
+ * over n in the same order whatever the split, so results do not depend
+ * on the thread count, and they are the bits of the former loops (one
+ * split loop per kernel). Tried and dropped: blocks of channels small
+ * enough to stay in L2 between the two passes (x read from memory once):
+ * reading 128 rows of 3 KB 100 KB apart per channel was slower than
+ * streaming all channels row by row (batch norm 128x32x28x28 forward 3.7
+ * -> 5.0 ms, backward 4.5 -> 6.9 ms on 1 thread).
+ *
+ * relu (p->i[1]): y = relu(batch_norm(x)) in the same passes, which saves
+ * relu's own pass over memory each way and its saved output. Backward
+ * needs relu's mask [y > 0], which it recomputes from x, the saved
+ * statistics, weight and bias with the forward's own float expression
+ * (BN_VALUE), so it reads no third array; the masked gradient is the value
+ * relu's backward would have passed on, so the fused op gives the bits of
+ * batch_norm then relu (tested). */
+
+/* What the channel loops read and write. */
 typedef struct {
     const bn_geom *g;
-    const float *x, *gy, *stats, *mean_f;
+    bool relu, stats_here; /* stats_here: forward computes the batch statistics */
+    double eps;
+    const float *x, *gy;
+    float *stats;          /* [mean (C), invstd (C)] */
     const ff_tensor *w, *b;
-    double *mean, *var, *sg, *sgx;
-    float *y;
+    double *mean, *var;    /* forward: the batch statistics, for the running ones */
+    double *sg, *sgx;      /* backward: Σ gr and Σ gr·(x - mean) */
+    float *y;              /* forward's output, backward's dx */
 } bn_job;
 
 /* Threads for the channel loops: 1 for (N, C) inputs, whose channels are
@@ -256,49 +285,162 @@ static int bn_threads(const bn_geom *g)
     return g->S > 1 ? ff_par_threads(g->C, g->N * g->S) : 1;
 }
 
-/* Channels [c0, c1) of the (N, C, S > 1) statistics, in one pass over
+/* The normalisation of channel c as y = scale·x + shift. */
+static void bn_affine(const bn_job *j, int64_t c, float *scale, float *shift)
+{
+    int64_t C = j->g->C;
+    *scale = at1(j->w, c, 1.0f) * j->stats[C + c];
+    *shift = at1(j->b, c, 0.0f) - j->stats[c] * *scale;
+}
+
+/* batch norm's value at one element, the one expression forward writes
+ * and backward's relu mask re-evaluates */
+#define BN_VALUE(x, a, b) ((a) * (x) + (b))
+
+static const aparams no_params = {0, 0};
+
+/* The kernels below are plain functions over restrict pointers with no
+ * flags inside the loops: gcc -O2 vectorises neither a loop with a branch
+ * on a flag nor one whose pointers lost restrict by inlining (measured:
+ * scalar code with a data-dependent branch, 10x slower). gr is relu's
+ * backward of gy at y = a·x + b: the gradient reaching the batch norm
+ * (gy itself without relu). */
+
+/* y = relu(a·x + b) over a run */
+static void row_affine_relu(float *restrict y, const float *restrict x, int64_t n, float a, float b)
+{
+    int64_t m = bulk8(n);
+    for (int64_t i = 0; i < m; i++)
+        y[i] = f_relu(BN_VALUE(x[i], a, b), no_params);
+    for (int64_t i = m; i < n; i++)
+        y[i] = f_relu(BN_VALUE(x[i], a, b), no_params);
+}
+
+/* gd_relu's value, written with blendf: gcc leaves the select inside the
+ * partial sums as a branch on the data's sign otherwise */
+#define GHAT(i) blendf(BN_VALUE(x[i], a, b) > 0, g[i], 0.0f)
+
+/* Σ gr, in the eight partial sums of ff_kernel_sum */
+static double row_gsum_relu(const float *restrict g, const float *restrict x, int64_t n, float a,
+                            float b)
+{
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        a0 += GHAT(i), a1 += GHAT(i + 1), a2 += GHAT(i + 2), a3 += GHAT(i + 3);
+        a4 += GHAT(i + 4), a5 += GHAT(i + 5), a6 += GHAT(i + 6), a7 += GHAT(i + 7);
+    }
+    for (; i < n; i++)
+        a0 += GHAT(i);
+    return FOLD8(a);
+}
+
+/* Σ gr·(x - m), in the partial sums of row_dotdev */
+static double row_gdot_relu(const float *restrict g, const float *restrict x, int64_t n, double m,
+                            float a, float b)
+{
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+    int64_t i = 0;
+#define GD(k) (GHAT(i + k) * (x[i + k] - m))
+    for (; i + 8 <= n; i += 8) {
+        a0 += GD(0), a1 += GD(1), a2 += GD(2), a3 += GD(3);
+        a4 += GD(4), a5 += GD(5), a6 += GD(6), a7 += GD(7);
+    }
+    for (; i < n; i++)
+        a0 += GD(0);
+#undef GD
+    return FOLD8(a);
+}
+
+/* dx = k·gr + bb·(x - m) + cc over a run (row_affine2 of gr) */
+static void row_gdx_relu(float *restrict dx, const float *restrict g, const float *restrict x,
+                         int64_t n, float k, float bb, float m, float cc, float a, float b)
+{
+    int64_t e = bulk8(n);
+    for (int64_t i = 0; i < e; i++)
+        dx[i] = k * GHAT(i) + bb * (x[i] - m) + cc;
+    for (int64_t i = e; i < n; i++)
+        dx[i] = k * GHAT(i) + bb * (x[i] - m) + cc;
+}
+
+/* dx = k·gr + 0 over a run (row_affine of gr: eval mode) */
+static void row_gscale_relu(float *restrict dx, const float *restrict g, const float *restrict x,
+                            int64_t n, float k, float a, float b)
+{
+    int64_t e = bulk8(n);
+    for (int64_t i = 0; i < e; i++)
+        dx[i] = k * GHAT(i) + 0.0f;
+    for (int64_t i = e; i < n; i++)
+        dx[i] = k * GHAT(i) + 0.0f;
+}
+#undef GHAT
+
+/* Channels [b0, b1) of the (N, C, S > 1) statistics, in one pass over
  * memory: each row's own mean and squared deviations while the row is in
  * L1, merged into its channel's running (mean, M2) by Chan's pairwise
- * update, which is as stable as two passes. mean and var hold the running
- * pairs. */
-static void stats_range(void *arg, int t, int64_t c0, int64_t c1)
+ * update, which is as stable as two passes. */
+static void stats_channels(bn_job *j, int64_t b0, int64_t b1)
 {
-    bn_job *j = arg;
-    int64_t N = j->g->N, C = j->g->C, S = j->g->S;
-    double *mean = j->mean, *var = j->var;
+    int64_t N = j->g->N, C = j->g->C, S = j->g->S, M = j->g->M;
+    double *mean = j->mean + b0, *m2 = j->var + b0; /* zeroed by the caller */
     for (int64_t n = 0; n < N; n++) {
         double cnt = (double)(n * S), tot = cnt + (double)S;
-        for (int64_t c = c0; c < c1; c++) {
+        for (int64_t c = b0; c < b1; c++) {
             const float *r = j->x + (n * C + c) * S;
             double mr = row_sum(r, S) / (double)S, q = row_sqdev(r, S, mr);
-            double d = mr - mean[c];
-            mean[c] += d * ((double)S / tot);
-            var[c] += q + d * d * (cnt * (double)S / tot);
+            double d = mr - mean[c - b0];
+            mean[c - b0] += d * ((double)S / tot);
+            m2[c - b0] += q + d * d * (cnt * (double)S / tot);
         }
+    }
+    for (int64_t c = b0; c < b1; c++) {
+        double var = m2[c - b0] / (double)M;
+        j->var[c] = var;
+        j->stats[c] = (float)mean[c - b0];
+        j->stats[C + c] = (float)(1.0 / sqrt(var + j->eps));
     }
 }
 
-/* mean and biased variance of every channel. */
-static void bn_batch_stats(const bn_geom *g, const float *x, double *mean, double *var)
+static void apply_channels(bn_job *j, int64_t b0, int64_t b1)
 {
-    int64_t N = g->N, C = g->C, S = g->S;
+    int64_t N = j->g->N, C = j->g->C, S = j->g->S;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = b0; c < b1; c++) {
+            float scale, shift;
+            bn_affine(j, c, &scale, &shift);
+            int64_t off = (n * C + c) * S;
+            if (j->relu)
+                row_affine_relu(j->y + off, j->x + off, S, scale, shift);
+            else
+                row_affine(j->y + off, j->x + off, S, scale, shift);
+        }
+}
+
+static void fwd_range(void *arg, int t, int64_t c0, int64_t c1)
+{
+    bn_job *j = arg;
+    if (j->stats_here)
+        stats_channels(j, c0, c1);
+    apply_channels(j, c0, c1);
+}
+
+/* mean and biased variance of every channel of an (N, C) input: C running
+ * sums, walking rows. */
+static void bn_stats_nc(const bn_geom *g, const float *x, double *mean, double *var)
+{
+    int64_t N = g->N, C = g->C;
     memset(mean, 0, sizeof(double) * (size_t)C);
     memset(var, 0, sizeof(double) * (size_t)C);
-    if (S == 1) { /* (N, C): walk rows, C running sums */
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t c = 0; c < C; c++)
-                mean[c] += x[n * C + c];
+    for (int64_t n = 0; n < N; n++)
         for (int64_t c = 0; c < C; c++)
-            mean[c] /= (double)g->M;
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t c = 0; c < C; c++) {
-                double d = x[n * C + c] - mean[c];
-                var[c] += d * d;
-            }
-    } else {
-        bn_job j = {.g = g, .x = x, .mean = mean, .var = var};
-        ff_par_run(bn_threads(g), C, stats_range, &j);
-    }
+            mean[c] += x[n * C + c];
+    for (int64_t c = 0; c < C; c++)
+        mean[c] /= (double)g->M;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++) {
+            double d = x[n * C + c] - mean[c];
+            var[c] += d * d;
+        }
     for (int64_t c = 0; c < C; c++)
         var[c] /= (double)g->M;
 }
@@ -318,8 +460,10 @@ static void bn_update_running(const bn_geom *g, ff_tensor *rm, ff_tensor *rv, do
     ff_tensor_bump_version(rv);
 }
 
-/* stats = [mean (C), invstd (C)] for this call: batch or running ones. */
-static ff_tensor *bn_stats(const bn_geom *g, const float *x, const ff_params *p)
+/* Forward: y, and stats = [mean (C), invstd (C)] as used (the batch's in
+ * training, else the running ones); NULL on failure (error set). */
+static ff_tensor *bn_forward(const bn_geom *g, const float *x, ff_tensor *const *in,
+                             const ff_params *p, float *y)
 {
     int64_t two_c = 2 * g->C;
     ff_tensor *stats = ff_tensor_empty(&two_c, 1);
@@ -332,52 +476,45 @@ static ff_tensor *bn_stats(const bn_geom *g, const float *x, const ff_params *p)
         return NULL;
     }
     double *var = mean + g->C, eps = p->f[1];
-    if (g->training) {
-        bn_batch_stats(g, x, mean, var);
-        if (p->aux[0])
-            bn_update_running(g, p->aux[0], p->aux[1], p->f[0], mean, var);
-    } else {
-        for (int64_t c = 0; c < g->C; c++)
-            mean[c] = at1(p->aux[0], c, 0), var[c] = at1(p->aux[1], c, 0);
-    }
     float *s = ff_tensor_data(stats);
-    for (int64_t c = 0; c < g->C; c++) {
-        s[c] = (float)mean[c];
-        s[g->C + c] = (float)(1.0 / sqrt(var[c] + eps));
+    bn_job j = {.g = g, .relu = p->i[1] != 0, .eps = eps, .x = x, .stats = s, .w = in[1],
+                .b = in[2], .mean = mean, .var = var, .y = y};
+    if (g->training && g->S > 1) {
+        j.stats_here = true;
+        memset(mean, 0, sizeof(double) * 2 * (size_t)g->C);
+    } else {
+        if (g->training)
+            bn_stats_nc(g, x, mean, var);
+        else
+            for (int64_t c = 0; c < g->C; c++)
+                mean[c] = at1(p->aux[0], c, 0), var[c] = at1(p->aux[1], c, 0);
+        for (int64_t c = 0; c < g->C; c++) {
+            s[c] = (float)mean[c];
+            s[g->C + c] = (float)(1.0 / sqrt(var[c] + eps));
+        }
     }
+    ff_par_run(bn_threads(g), g->C, fwd_range, &j);
+    if (g->training && p->aux[0])
+        bn_update_running(g, p->aux[0], p->aux[1], p->f[0], mean, var);
     free(mean);
     return stats;
 }
 
-/* y = x·scale + shift per channel, scale = w·invstd, shift = b - mean·scale. */
-static void apply_range(void *arg, int t, int64_t c0, int64_t c1)
-{
-    bn_job *j = arg;
-    int64_t N = j->g->N, C = j->g->C, S = j->g->S;
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t c = c0; c < c1; c++) {
-            float scale = at1(j->w, c, 1.0f) * j->stats[C + c];
-            float shift = at1(j->b, c, 0.0f) - j->stats[c] * scale;
-            row_affine(j->y + (n * C + c) * S, j->x + (n * C + c) * S, S, scale, shift);
-        }
-}
-
-static void bn_apply(const bn_geom *g, const float *x, const float *stats, const ff_tensor *w,
-                     const ff_tensor *b, float *y)
-{
-    bn_job j = {.g = g, .x = x, .stats = stats, .w = w, .b = b, .y = y};
-    ff_par_run(bn_threads(g), g->C, apply_range, &j);
-}
-
-/* What backward reads: x for dx in training or for dweight; w for dx. */
+/* What backward reads: x for dx in training, for dweight, and for relu's
+ * mask; w for dx and the mask; b for the mask. */
 static bool bn_saves_x(const ff_ctx *ctx)
 {
-    return (ctx->needs_grad[0] && ctx->p.i[0]) || ctx->needs_grad[1];
+    return (ctx->needs_grad[0] && ctx->p.i[0]) || ctx->needs_grad[1] || ctx->p.i[1];
 }
 
-static bool bn_saves_w(const ff_ctx *ctx, const ff_tensor *w)
+static bool bn_saves_w(const ff_ctx *ctx, bool has_w)
 {
-    return ctx->needs_grad[0] && w;
+    return has_w && (ctx->needs_grad[0] || ctx->p.i[1]);
+}
+
+static bool bn_saves_b(const ff_ctx *ctx, bool has_b)
+{
+    return has_b && ctx->p.i[1];
 }
 
 ff_tensor *ff_fwd_batch_norm(ff_ctx *ctx, ff_tensor *const *in)
@@ -387,12 +524,12 @@ ff_tensor *ff_fwd_batch_norm(ff_ctx *ctx, ff_tensor *const *in)
         return NULL;
     ff_tensor *x = ff_tensor_contiguous(in[0]);
     ff_tensor *y = x ? ff_tensor_empty(x->shape, x->ndim) : NULL;
-    ff_tensor *stats = y ? bn_stats(&g, ff_tensor_data(x), &ctx->p) : NULL;
+    ff_tensor *stats = y ? bn_forward(&g, ff_tensor_data(x), in, &ctx->p, ff_tensor_data(y)) : NULL;
     if (stats) {
-        bn_apply(&g, ff_tensor_data(x), ff_tensor_data(stats), in[1], in[2], ff_tensor_data(y));
         ff_ctx_save(ctx, stats);
         ff_ctx_save(ctx, bn_saves_x(ctx) ? x : NULL);
-        ff_ctx_save(ctx, bn_saves_w(ctx, in[1]) ? in[1] : NULL);
+        ff_ctx_save(ctx, bn_saves_w(ctx, in[1] != NULL) ? in[1] : NULL);
+        ff_ctx_save(ctx, bn_saves_b(ctx, in[2] != NULL) ? in[2] : NULL);
     } else {
         ff_tensor_release(y);
         y = NULL;
@@ -402,70 +539,80 @@ ff_tensor *ff_fwd_batch_norm(ff_ctx *ctx, ff_tensor *const *in)
     return y;
 }
 
-/* Per channel: sg = Σ gy and sgx = Σ gy·(x - mean) (x may be NULL: sgx
- * is then not computed). */
-static void sums_range(void *arg, int t, int64_t c0, int64_t c1)
+/* Channels [b0, b1): sg = Σ gr and, when x is there, sgx = Σ gr·(x - mean). */
+static void sums_channels(bn_job *j, int64_t b0, int64_t b1)
 {
-    bn_job *j = arg;
+    bool relu = j->relu;
     int64_t N = j->g->N, C = j->g->C, S = j->g->S;
-    const float *gy = j->gy, *x = j->x, *mean = j->mean_f;
+    const float *gy = j->gy, *x = j->x, *st = j->stats;
+    double *sg = j->sg + b0, *sgx = j->sgx + b0; /* zeroed by the caller */
     for (int64_t n = 0; n < N; n++)
-        for (int64_t c = c0; c < c1; c++) {
+        for (int64_t c = b0; c < b1; c++) {
             int64_t off = (n * C + c) * S;
-            /* two vectorised passes over a row: the second reads gy from L1 */
-            j->sg[c] += S == 1 ? gy[off] : row_sum(gy + off, S);
-            if (x)
-                j->sgx[c] += S == 1 ? gy[off] * ((double)x[off] - mean[c])
-                                    : row_dotdev(gy + off, x + off, S, mean[c]);
+            float a = 0, b = 0;
+            if (relu)
+                bn_affine(j, c, &a, &b);
+            /* two vectorised passes over a row: the second reads it from L1 */
+            if (relu) {
+                sg[c - b0] += row_gsum_relu(gy + off, x + off, S, a, b);
+                sgx[c - b0] += row_gdot_relu(gy + off, x + off, S, st[c], a, b);
+            } else {
+                sg[c - b0] += row_sum(gy + off, S);
+                if (x)
+                    sgx[c - b0] += row_dotdev(gy + off, x + off, S, st[c]);
+            }
         }
 }
 
-static void bn_grad_sums(const bn_geom *g, const float *gy, const float *x, const float *mean,
-                         double *sg, double *sgx)
+/* dx = kk·gr + bb·(x - mean) + cc per channel: in training, with
+ * kk = w·invstd, bb = -kk·invstd²·sgx/M, cc = -kk·sg/M (the formula in the
+ * top comment, expanded); in eval, dx = kk·gr. */
+static void dx_channels(bn_job *j, int64_t b0, int64_t b1, bool with_x)
 {
-    memset(sg, 0, sizeof(double) * (size_t)g->C);
-    memset(sgx, 0, sizeof(double) * (size_t)g->C);
-    bn_job j = {.g = g, .gy = gy, .x = x, .mean_f = mean, .sg = sg, .sgx = sgx};
-    ff_par_run(bn_threads(g), g->C, sums_range, &j);
-}
-
-/* dx = a·gy + b·(x - mean) + c per channel: in training, with k = w·invstd,
- *   a = k, b = -k·invstd²·sgx/M, c = -k·sg/M
- * (the formula in the top comment, expanded); in eval, dx = k·gy. */
-static void dx_range(void *arg, int t, int64_t c0, int64_t c1)
-{
-    bn_job *j = arg;
+    bool relu = j->relu;
     const bn_geom *g = j->g;
     int64_t N = g->N, C = g->C, S = g->S;
     for (int64_t n = 0; n < N; n++) /* in memory order: one stream per array */
-        for (int64_t c = c0; c < c1; c++) {
+        for (int64_t c = b0; c < b1; c++) {
             double mean = j->stats[c], inv = j->stats[C + c], k = at1(j->w, c, 1.0f) * inv;
-            double b = g->training ? -k * inv * inv * j->sgx[c] / (double)g->M : 0;
-            double cc = g->training ? -k * j->sg[c] / (double)g->M : 0;
+            double bb = with_x ? -k * inv * inv * j->sgx[c] / (double)g->M : 0;
+            double cc = with_x ? -k * j->sg[c] / (double)g->M : 0;
+            float a = 0, b = 0;
+            if (relu)
+                bn_affine(j, c, &a, &b);
             int64_t off = (n * C + c) * S;
-            if (j->x)
-                row_affine2(j->y + off, j->gy + off, j->x + off, S, (float)k, (float)b,
-                            (float)mean, (float)cc);
+            float *dx = j->y + off;
+            const float *gy = j->gy + off, *x = j->x ? j->x + off : NULL;
+            if (relu && with_x)
+                row_gdx_relu(dx, gy, x, S, (float)k, (float)bb, (float)mean, (float)cc, a, b);
+            else if (relu)
+                row_gscale_relu(dx, gy, x, S, (float)k, a, b);
+            else if (with_x)
+                row_affine2(dx, gy, x, S, (float)k, (float)bb, (float)mean, (float)cc);
             else
-                row_affine(j->y + off, j->gy + off, S, (float)k, 0.0f);
+                row_affine(dx, gy, S, (float)k, 0.0f);
         }
 }
 
-static void bn_dx(const bn_geom *g, const float *gy, const float *x, const float *stats,
-                  const ff_tensor *w, double *sg, double *sgx, float *dx)
+/* Backward over channels [c0, c1), block by block: the sums, then dx
+ * (j->y; NULL when dx is not wanted) while the block is in L2. */
+static void bwd_range(void *arg, int t, int64_t c0, int64_t c1)
 {
-    bn_job j = {.g = g, .gy = gy, .x = x, .stats = stats, .w = w, .sg = sg, .sgx = sgx, .y = dx};
-    ff_par_run(bn_threads(g), g->C, dx_range, &j);
+    bn_job *j = arg;
+    sums_channels(j, c0, c1);
+    if (j->y) /* dx's mean terms in training only */
+        dx_channels(j, c0, c1, j->g->training);
 }
 
 ff_status ff_bwd_batch_norm(ff_ctx *ctx, const ff_tensor *gout, ff_tensor **gin)
 {
-    ff_tensor *stats, *x, *w;
+    ff_tensor *stats, *x, *w, *b;
     ff_status st;
     int k = 0;
-    bool has_w = ctx->in_shape[1].ndim >= 0;
+    bool has_w = ctx->in_shape[1].ndim >= 0, has_b = ctx->in_shape[2].ndim >= 0;
     if ((st = next_saved(ctx, &k, true, &stats)) || (st = next_saved(ctx, &k, bn_saves_x(ctx), &x)) ||
-        (st = next_saved(ctx, &k, ctx->needs_grad[0] && has_w, &w)))
+        (st = next_saved(ctx, &k, bn_saves_w(ctx, has_w), &w)) ||
+        (st = next_saved(ctx, &k, bn_saves_b(ctx, has_b), &b)))
         return st;
     bn_geom g;
     bn_geometry(ctx->in_shape[0].size, ctx->in_shape[0].ndim, &ctx->p, &g);
@@ -475,20 +622,22 @@ ff_status ff_bwd_batch_norm(ff_ctx *ctx, const ff_tensor *gout, ff_tensor **gin)
     ff_tensor *gc = ff_tensor_contiguous((ff_tensor *)gout);
     if (!gc)
         return ff_last_status();
-    double *sg = malloc(sizeof(double) * 2 * (size_t)g.C + 1), *sgx = sg + g.C;
+    double *sg = calloc(2 * (size_t)g.C + 1, sizeof(double)), *sgx = sg + g.C;
     if (!sg) {
         ff_tensor_release(gc);
         return ff_error(FF_ERR_MEM, "backward of batch_norm: out of memory");
     }
-    const float *s = ff_tensor_data(stats), *gy = ff_tensor_data(gc);
-    const float *xd = x ? ff_tensor_data(x) : NULL;
-    bn_grad_sums(&g, gy, xd, s, sg, sgx);
-    if (gin[0]) /* x was saved for dx only in training */
-        bn_dx(&g, gy, g.training ? xd : NULL, s, w, sg, sgx, ff_tensor_data(gin[0]));
+    float *s = ff_tensor_data(stats);
+    /* x is saved for dx in training, dweight and relu's mask; dx reads it
+     * only in training */
+    bn_job j = {.g = &g, .relu = ctx->p.i[1] != 0, .x = x ? ff_tensor_data(x) : NULL,
+                .gy = ff_tensor_data(gc), .stats = s, .w = w, .b = b, .sg = sg, .sgx = sgx,
+                .y = gin[0] ? ff_tensor_data(gin[0]) : NULL};
+    ff_par_run(bn_threads(&g), g.C, bwd_range, &j);
     for (int64_t c = 0; c < g.C; c++) {
-        if (gin[1]) /* dweight = Σ gy·x̂ = invstd·Σ gy·(x - mean) */
+        if (gin[1]) /* dweight = Σ gr·x̂ = invstd·Σ gr·(x - mean) */
             ff_tensor_data(gin[1])[c] = (float)(sgx[c] * s[g.C + c]);
-        if (gin[2]) /* dbias = Σ gy */
+        if (gin[2]) /* dbias = Σ gr */
             ff_tensor_data(gin[2])[c] = (float)sg[c];
     }
     free(sg);

@@ -19,7 +19,9 @@
  *                                              running_var (tensors), training =
  *                                              true, momentum = 0.1, eps = 1e-5;
  *                                              training updates the running
- *                                              statistics in place
+ *                                              statistics in place; relu = true
+ *                                              returns relu(batch_norm(x)) in the
+ *                                              same passes (the same bits)
  *   ff.layer_norm(x, shape [, opts])           shape: the trailing dims to
  *                                              normalise, {D1, ..., Dk}, or a
  *                                              number for the last dim alone (as
@@ -149,7 +151,7 @@ static int m_flatten(lua_State *L)
 static int m_batch_norm(lua_State *L)
 {
     static const char *const known[] = {"weight", "bias", "running_mean", "running_var",
-                                        "training", "momentum", "eps", NULL};
+                                        "training", "momentum", "eps", "relu", NULL};
     const char *fn = "batch_norm";
     ff_tensor *x = lf_checktensor(L, 1);
     int opts = lf_opt_table(L, 2, fn, known);
@@ -160,6 +162,7 @@ static int m_batch_norm(lua_State *L)
     p.i[0] = lf_opt_boolean(L, opts, fn, "training", true);
     p.f[0] = lf_opt_number(L, opts, fn, "momentum", 0.1);
     p.f[1] = lf_opt_number(L, opts, fn, "eps", 1e-5);
+    p.i[1] = lf_opt_boolean(L, opts, fn, "relu", false);
     if (p.i[0] && p.aux[0])
         lf_check_inplace(L, p.aux[0], "batch_norm (updating running_mean)");
     if (p.i[0] && p.aux[1])

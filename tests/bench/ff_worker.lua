@@ -82,7 +82,10 @@ cases.conv_32 = conv_case(128, 32, 28)
 cases.conv_64 = conv_case(128, 64, 28)
 
 -- batch_norm (training mode: batch statistics, running statistics updated)
--- then relu; x, weight and bias need gradients.
+-- then relu; x, weight and bias need gradients. The engine runs them as its
+-- one fused op (relu = true: the bits of batch_norm then :relu(), with one
+-- pass over memory fewer each way), as nn.Sequential does for a BatchNorm
+-- followed by a ReLU; BENCH_BN_UNFUSED=1 times the two ops instead.
 cases.bn_relu = function(mk)
   local C = 32
   local x = mk({ 128, C, 28, 28 }, 1, 1):requires_grad(true)
@@ -90,11 +93,13 @@ cases.bn_relu = function(mk)
   local be = mk({ C }, 3, 0.1):requires_grad(true)
   local rm, rv = ff.zeros(C), ff.ones(C)
   local ps = { x, g, be }
+  local unfused = (os.getenv("BENCH_BN_UNFUSED") or "") ~= ""
   local bn_opts = { weight = g, bias = be, running_mean = rm, running_var = rv,
-    training = true, momentum = 0.1, eps = 1e-5 }
+    training = true, momentum = 0.1, eps = 1e-5, relu = not unfused }
   local function step()
     clear(ps)
-    local y = ff.batch_norm(x, bn_opts):relu()
+    local y = ff.batch_norm(x, bn_opts)
+    if unfused then y = y:relu() end
     y:sum():backward()
     return y
   end

@@ -1,6 +1,6 @@
 -- test_threads: the ops that split their loops over the engine's threads
--- (batch norm, activations, pooling, elementwise, the backward of sum and
--- mean, conv2d) give the same bits on 1 and on 2 threads, forward and
+-- (batch norm and its fused relu, activations, pooling, elementwise, long
+-- sums, the backward of sum and mean, conv2d) give the same bits on 1 and on 2 threads, forward and
 -- backward, also over many loops back to back on the persistent pool, whose
 -- workers stop cleanly at exit and unload; and the op profile counts what ran. The inputs are large enough (over 2^20 floats touched) for the
 -- loops to split.
@@ -56,6 +56,109 @@ function TestThreads:test_batch_norm_relu_pool()
   end
   local one, two = on_1_and_2(function() return forward_backward(f, { x, w, b }, gy) end)
   assert_same_bits(one, two, "batch_norm+relu+max_pool2d")
+end
+
+-- relu(batch_norm(x)) as one op (relu = true) gives the bits of the two
+-- ops, in training and eval, with and without weight and bias, 4-D and
+-- 2-D, on 1 and on 2 threads (4-D inputs large enough to split).
+function TestThreads:test_batch_norm_fused_relu()
+  local g = ff.Generator(11)
+  local cases = {
+    { shape = { 32, 24, 40, 40 }, training = true, affine = true },
+    { shape = { 32, 24, 40, 40 }, training = false, affine = true },
+    { shape = { 32, 24, 40, 40 }, training = true, affine = false },
+    { shape = { 64, 20 }, training = true, affine = true },
+  }
+  for k, case in ipairs(cases) do
+    local C = case.shape[2]
+    local x = (ff.randn(case.shape, g) * 2 + 0.3):requires_grad(true)
+    local leaves = { x }
+    local w, b
+    if case.affine then
+      w = (ff.randn({ C }, g) * 0.5 + 1):requires_grad(true)
+      b = (ff.randn({ C }, g) * 0.5):requires_grad(true)
+      leaves = { x, w, b }
+    end
+    local rm0, rv0 = ff.randn({ C }, g) * 0.1, ff.rand({ C }, g) + 0.5
+    local gy = ff.randn(case.shape, g)
+    local function run(relu)
+      local rm, rv = rm0:clone(), rv0:clone()
+      local out = forward_backward(function()
+        local y = ff.batch_norm(x, { weight = w, bias = b, running_mean = rm, running_var = rv,
+                                     training = case.training, relu = relu })
+        return relu and y or y:relu()
+      end, leaves, gy)
+      out[#out + 1], out[#out + 2] = rm, rv
+      return out
+    end
+    local one, two = on_1_and_2(function() return { run(true), run(false) } end)
+    local what = "case " .. k .. ": "
+    assert_same_bits(one[1], one[2], what .. "fused against batch_norm then relu, 1 thread")
+    assert_same_bits(two[1], two[2], what .. "fused against batch_norm then relu, 2 threads")
+    assert_same_bits(one[1], two[1], what .. "fused, 1 against 2 threads")
+    lu.assertEquals(one[1][1]:min():item(), 0) -- the relu did cut
+  end
+  lu.assertStrContains(error_of(ff.batch_norm, ff.randn(4, 3), { relu = 1 }),
+    "batch_norm: option relu must be a boolean")
+end
+
+-- nn.Sequential runs a BatchNorm followed by a ReLU as the fused op (no
+-- relu op runs), with the bits of the modules run one by one; a ReLU whose
+-- forward is patched on the instance is still called.
+function TestThreads:test_sequential_fuses_batch_norm_relu()
+  local nn = ff.nn
+  local g = ff.Generator(12)
+  local net = nn.Sequential { nn.Conv2d(3, 4, 3, { padding = 1 }), nn.BatchNorm2d(4), nn.ReLU(),
+                              nn.Flatten(), nn.Linear(4 * 5 * 5, 6), nn.BatchNorm1d(6), nn.ReLU() }
+  local x = ff.randn({ 8, 3, 5, 5 }, g)
+  local function grads()
+    local out = {}
+    for _, p in ipairs(net:parameters()) do out[#out + 1] = p.grad; p.grad = nil end
+    return out
+  end
+  local y
+  local report = ff.profile.run(function() y = net(x); y:sum():backward() end)
+  local fused = grads()
+  local ops = {}
+  for _, r in ipairs(report.ops) do ops[r.op] = r end
+  lu.assertNil(ops.relu)
+  lu.assertEquals(ops.batch_norm.forward.calls, 2)
+  -- the same network one module at a time
+  local h = x
+  for i = 1, #net do h = net:get(i):forward(h) end
+  h:sum():backward()
+  lu.assertTrue(h:equal(y))
+  assert_same_bits(fused, grads(), "Sequential's fused batch norm + relu")
+  -- a patched ReLU runs
+  local seen = 0
+  local relu = net:get(3)
+  relu.forward = function(self, t) seen = seen + 1; return getmetatable(self).forward(self, t) end
+  lu.assertTrue(net(x):equal(y))
+  relu.forward = nil
+  lu.assertEquals(seen, 1)
+  -- and a ReLU module made another activation on the instance is that one
+  relu.act = "tanh"
+  local want = net:get(4)(ff.tanh(net:get(2)(net:get(1)(x))))
+  for i = 5, #net do want = net:get(i)(want) end
+  lu.assertTrue(net(x):equal(want))
+  relu.act = "relu"
+end
+
+-- A sum over more than one chunk (2^16 elements) adds per-chunk sums split
+-- over the threads, in chunk order: the same bits on 1 and 2 threads for
+-- sum, mean, var and norm, also per row.
+function TestThreads:test_long_sums()
+  local g = ff.Generator(9)
+  local x = ff.randn({ 3, 1000, 1001 }, g) + 0.1 -- not a multiple of the chunk
+  local one, two = on_1_and_2(function()
+    return { x:sum(), x:mean(), x:var(), x:norm(), x:norm(3), x:reshape(3, 1001000):sum(2) }
+  end)
+  assert_same_bits(one, two, "long sums")
+  -- the same value as the sum of the rows' sums, to rounding
+  local rows = x:reshape(3000, 1001):sum(2):totable()
+  local ref = 0
+  for _, v in ipairs(rows) do ref = ref + v end
+  lu.assertAlmostEquals(one[1]:item(), ref, 1e-3 * math.abs(ref) + 1e-2)
 end
 
 function TestThreads:test_general_pool_and_activations()

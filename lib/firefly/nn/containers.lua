@@ -123,9 +123,32 @@ end
 Sequential.container = "sequential"
 Sequential.__len = function(self) return #self._children end
 
+-- A batch norm followed by a plain ReLU runs as one fused op (the batch
+-- norm's forward(x, true), which says whether it fused): the same bits with
+-- fewer passes over the activations, while both stay separate modules, so
+-- the growth code still finds them as a unit's parts (it runs children one
+-- by one, not through this forward). Not when either has its own forward
+-- patched on the instance (the patch must see its module's input), nor
+-- for a ReLU module whose activation was changed on the instance (the
+-- growth code and its tests set m.act).
+local function fuses_relu(m, nxt)
+  return nxt ~= nil and getmetatable(m).__name:match("^BatchNorm[12]d$") ~= nil
+    and rawget(m, "forward") == nil and getmetatable(nxt).__name == "ReLU"
+    and nxt.act == "relu" and nxt.param == nil and rawget(nxt, "forward") == nil
+end
+
 function Sequential:forward(x)
-  for i, c in ipairs(self._children) do
-    x = call_child("Sequential", i, c[2], x)
+  local ch, i = self._children, 1
+  while i <= #ch do
+    local m, nxt = ch[i][2], ch[i + 1] and ch[i + 1][2]
+    if fuses_relu(m, nxt) then
+      local fused
+      x, fused = call_child("Sequential", i, m, x, true)
+      i = i + (fused == true and 2 or 1)
+    else
+      x = call_child("Sequential", i, m, x)
+      i = i + 1
+    end
   end
   return x
 end

@@ -197,7 +197,12 @@ local function sync_batch_norm(self, x)
   return y
 end
 
-function BatchNorm:forward(x)
+-- forward(x [, relu]): with relu = true (Sequential passes it when a ReLU
+-- follows, see containers.lua), returns relu(batch_norm(x)), true: one op
+-- that makes fewer passes over memory and gives the same bits; a second
+-- result that is not true means the relu was not applied (synchronised
+-- statistics are composed of ordinary ops).
+function BatchNorm:forward(x, relu)
   if self.sync and self.training and require("firefly.dist").size() > 1 then
     return sync_batch_norm(self, x)
   end
@@ -205,7 +210,7 @@ function BatchNorm:forward(x)
     weight = self.weight, bias = self.bias,
     running_mean = self.running_mean, running_var = self.running_var,
     training = self.training or not self.running_mean,
-    momentum = self.momentum, eps = self.eps })
+    momentum = self.momentum, eps = self.eps, relu = relu == true }), relu == true
 end
 
 function BatchNorm:extra_repr()

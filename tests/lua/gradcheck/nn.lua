@@ -47,13 +47,14 @@ end
 
 -- batch_norm with weight and bias; running statistics are extra inputs
 -- excluded from the check (positions 4 and 5), updated in training.
-local function bn(note, shape, training)
+-- relu: the fused relu(batch_norm(x)).
+local function bn(note, shape, training, relu)
   local C = shape[2]
   return {
     note = note,
     fn = function(ff, x, w, b, rm, rv)
       return ff.batch_norm(x, { weight = w, bias = b, running_mean = rm, running_var = rv,
-                                training = training })
+                                training = training, relu = relu })
     end,
     inputs = function(ff, g)
       return { ff.randn(shape, g), ff.randn(C, g), ff.randn(C, g), ff.randn(C, g),
@@ -133,6 +134,14 @@ return {
     bn("train, 4-D", { 3, 2, 3, 3 }, true),
     bn("train, 3-D", { 2, 3, 4 }, true),
     bn("eval, 4-D (running statistics)", { 2, 3, 2, 2 }, false),
+    bn("train, 4-D, fused relu", { 3, 2, 3, 3 }, true, true),
+    bn("train, 2-D, fused relu", { 6, 3 }, true, true),
+    bn("eval, 4-D, fused relu", { 2, 3, 2, 2 }, false, true),
+    {
+      note = "train, fused relu, no affine",
+      fn = function(ff, x) return ff.batch_norm(x, { relu = true }) end,
+      inputs = function(ff, g) return { ff.randn(4, 2, 3, g) } end,
+    },
     {
       note = "train, no affine, no running statistics",
       fn = function(ff, x) return ff.batch_norm(x) end,
