@@ -53,14 +53,23 @@
  * its trip count is a known multiple of the vector width: maps run their
  * bulk in multiples of 8, then a scalar tail (as elementwise.c does).
  * Sums keep eight named double partial sums, which gcc holds in vector
- * registers without reordering any one sum. */
+ * registers without reordering any one sum.
+ *
+ * Each kernel is built twice, for AVX2 and for the baseline (SSE2), and
+ * the loader picks one for the CPU (FF_CLONES: gcc's target_clones). The
+ * sums are bound by converting floats to doubles and adding them, two per
+ * SSE2 instruction and four per AVX2 one (a 12.8 MB sum: 1.4 -> 0.5 ms on
+ * one thread); the lanes hold the same named partial sums, and AVX2 alone
+ * brings no fused multiply-add to contract a·b + c, so both builds give
+ * the same bits (tested against the baseline build's values). FF_CLONES
+ * is in kernels.h. */
 
 static inline int64_t bulk8(int64_t n) { return n & ~(int64_t)7; }
 
 #define FOLD8(a) (((a##0 + a##1) + (a##2 + a##3)) + ((a##4 + a##5) + (a##6 + a##7)))
 
 /* Σ x: shared with op_conv.c through kernels.h */
-double ff_kernel_sum(const float *x, int64_t n)
+FF_CLONES double ff_kernel_sum(const float *x, int64_t n)
 {
     double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
     int64_t i = 0;
@@ -76,7 +85,7 @@ double ff_kernel_sum(const float *x, int64_t n)
 #define row_sum ff_kernel_sum
 
 /* Σ (x - m)² */
-static double row_sqdev(const float *x, int64_t n, double m)
+FF_CLONES static double row_sqdev(const float *x, int64_t n, double m)
 {
     double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
     int64_t i = 0;
@@ -92,7 +101,7 @@ static double row_sqdev(const float *x, int64_t n, double m)
 }
 
 /* Σ g·(x - m) */
-static double row_dotdev(const float *g, const float *x, int64_t n, double m)
+FF_CLONES static double row_dotdev(const float *g, const float *x, int64_t n, double m)
 {
     double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
     int64_t i = 0;
@@ -108,7 +117,7 @@ static double row_dotdev(const float *g, const float *x, int64_t n, double m)
 }
 
 /* y = a·x + b over a run */
-static void row_affine(float *restrict y, const float *restrict x, int64_t n, float a, float b)
+FF_CLONES static void row_affine(float *restrict y, const float *restrict x, int64_t n, float a, float b)
 {
     int64_t m = bulk8(n);
     for (int64_t i = 0; i < m; i++)
@@ -118,7 +127,7 @@ static void row_affine(float *restrict y, const float *restrict x, int64_t n, fl
 }
 
 /* dx = a·g + b·(x - m) + c over a run (x - m first: x may sit far from 0) */
-static void row_affine2(float *restrict dx, const float *restrict g, const float *restrict x,
+FF_CLONES static void row_affine2(float *restrict dx, const float *restrict g, const float *restrict x,
                         int64_t n, float a, float b, float m, float c)
 {
     int64_t k = bulk8(n);
@@ -307,7 +316,7 @@ static const aparams no_params = {0, 0};
  * (gy itself without relu). */
 
 /* y = relu(a·x + b) over a run */
-static void row_affine_relu(float *restrict y, const float *restrict x, int64_t n, float a, float b)
+FF_CLONES static void row_affine_relu(float *restrict y, const float *restrict x, int64_t n, float a, float b)
 {
     int64_t m = bulk8(n);
     for (int64_t i = 0; i < m; i++)
@@ -321,7 +330,7 @@ static void row_affine_relu(float *restrict y, const float *restrict x, int64_t 
 #define GHAT(i) blendf(BN_VALUE(x[i], a, b) > 0, g[i], 0.0f)
 
 /* Σ gr, in the eight partial sums of ff_kernel_sum */
-static double row_gsum_relu(const float *restrict g, const float *restrict x, int64_t n, float a,
+FF_CLONES static double row_gsum_relu(const float *restrict g, const float *restrict x, int64_t n, float a,
                             float b)
 {
     double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
@@ -336,7 +345,7 @@ static double row_gsum_relu(const float *restrict g, const float *restrict x, in
 }
 
 /* Σ gr·(x - m), in the partial sums of row_dotdev */
-static double row_gdot_relu(const float *restrict g, const float *restrict x, int64_t n, double m,
+FF_CLONES static double row_gdot_relu(const float *restrict g, const float *restrict x, int64_t n, double m,
                             float a, float b)
 {
     double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
@@ -353,7 +362,7 @@ static double row_gdot_relu(const float *restrict g, const float *restrict x, in
 }
 
 /* dx = k·gr + bb·(x - m) + cc over a run (row_affine2 of gr) */
-static void row_gdx_relu(float *restrict dx, const float *restrict g, const float *restrict x,
+FF_CLONES static void row_gdx_relu(float *restrict dx, const float *restrict g, const float *restrict x,
                          int64_t n, float k, float bb, float m, float cc, float a, float b)
 {
     int64_t e = bulk8(n);
@@ -364,7 +373,7 @@ static void row_gdx_relu(float *restrict dx, const float *restrict g, const floa
 }
 
 /* dx = k·gr + 0 over a run (row_affine of gr: eval mode) */
-static void row_gscale_relu(float *restrict dx, const float *restrict g, const float *restrict x,
+FF_CLONES static void row_gscale_relu(float *restrict dx, const float *restrict g, const float *restrict x,
                             int64_t n, float k, float a, float b)
 {
     int64_t e = bulk8(n);

@@ -95,7 +95,8 @@ cases.bn_relu = function(mk)
   local ps = { x, g, be }
   local unfused = (os.getenv("BENCH_BN_UNFUSED") or "") ~= ""
   local bn_opts = { weight = g, bias = be, running_mean = rm, running_var = rv,
-    training = true, momentum = 0.1, eps = 1e-5, relu = not unfused }
+    training = true, momentum = 0.1, eps = 1e-5 }
+  if not unfused then bn_opts.relu = true end -- absent otherwise: older builds reject the key
   local function step()
     clear(ps)
     local y = ff.batch_norm(x, bn_opts)

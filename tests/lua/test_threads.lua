@@ -161,6 +161,39 @@ function TestThreads:test_long_sums()
   lu.assertAlmostEquals(one[1]:item(), ref, 1e-3 * math.abs(ref) + 1e-2)
 end
 
+-- The summation order written out in Lua's doubles (eight partial sums per
+-- chunk of 2^16, the tail spread over them, chunks added in order): the
+-- build of row_sum the loader picks on this CPU (AVX2 where there is one,
+-- reduce.c) gives exactly the bits of that order, as the plain C build does.
+function TestThreads:test_sum_order_exact()
+  local function as_float(v) return (string.unpack("<f", string.pack("<f", v))) end
+  local function ref_sum(v)
+    local total, CH = 0, 1 << 16
+    for c0 = 1, #v, CH do
+      local n = math.min(CH, #v - c0 + 1)
+      local a, i = { 0, 0, 0, 0, 0, 0, 0, 0 }, 0
+      while i + 8 <= n do
+        for k = 1, 8 do a[k] = a[k] + v[c0 + i + k - 1] end
+        i = i + 8
+      end
+      local k = 1
+      while i < n do a[k], i, k = a[k] + v[c0 + i], i + 1, k + 1 end
+      total = total + (((a[1] + a[2]) + (a[3] + a[4])) + ((a[5] + a[6]) + (a[7] + a[8])))
+    end
+    return as_float(total)
+  end
+  local g = ff.Generator(10)
+  for _, n in ipairs({ 13, 4099, (1 << 16) * 2 + 7 }) do
+    local x = ff.randn({ n }, g) * 3 + 0.25
+    local want = ref_sum(x:totable())
+    for _, nt in ipairs({ 1, 2 }) do
+      ff.set_num_threads(nt)
+      lu.assertEquals(x:sum():item(), want, string.format("sum of %d on %d threads", n, nt))
+    end
+    ff.set_num_threads(initial_threads)
+  end
+end
+
 function TestThreads:test_general_pool_and_activations()
   local g = ff.Generator(4)
   local x = ff.randn({ 16, 16, 64, 64 }, g):requires_grad(true)
