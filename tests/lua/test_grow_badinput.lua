@@ -28,7 +28,12 @@ local function bytes(net, opt)
     parts[#parts + 1] = e.name .. table.concat(e.param:view(-1):totable(), ",")
   end
   for _, e in ipairs(opt:named_params()) do
-    for k, v in pairs(opt:state_of(e.param) or {}) do
+    -- sorted: pairs' order is not fixed, and a restored state may be a new table
+    local st, keys = opt:state_of(e.param) or {}, {}
+    for k in pairs(st) do keys[#keys + 1] = tostring(k) end
+    table.sort(keys)
+    for _, k in ipairs(keys) do
+      local v = st[k]
       parts[#parts + 1] = k .. (ff.is_tensor(v) and table.concat(v:view(-1):totable(), ",") or tostring(v))
     end
   end

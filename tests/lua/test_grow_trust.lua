@@ -37,9 +37,13 @@ local function state_of(net, opt)
   end
   if opt then
     for _, e in ipairs(opt:named_params()) do
-      local st = opt:state_of(e.param)
-      for k, v in pairs(st or {}) do
-        if ff.is_tensor(v) then s[#s + 1] = { "opt." .. tostring(e.name) .. "." .. k, v:clone() } end
+      -- in sorted key order: pairs' order is not fixed (Lua 5.4 seeds string
+      -- hashes per state), and a restored state table may be a new table
+      local st, keys = opt:state_of(e.param) or {}, {}
+      for k, v in pairs(st) do if ff.is_tensor(v) then keys[#keys + 1] = k end end
+      table.sort(keys)
+      for _, k in ipairs(keys) do
+        s[#s + 1] = { "opt." .. tostring(e.name) .. "." .. k, st[k]:clone() }
       end
       s[#s + 1] = { "opt.param." .. tostring(e.name), e.param:clone() }
     end
