@@ -99,6 +99,10 @@ KERNEL_OPT := $(if $(filter 1,$(DEBUG)),,-O3)
 %/engine/core/conv_direct_avx512.o: ISA_FLAGS := -mavx512f -mavx2 -mfma $(KERNEL_OPT)
 %/engine/core/conv_direct_avx2.o: ISA_FLAGS := -mavx2 -mfma $(KERNEL_OPT)
 %/engine/core/conv_direct_portable.o: ISA_FLAGS := $(KERNEL_OPT)
+# The engine's sgemm (gemm.h), compiled the same way.
+%/engine/core/gemm_avx512.o: ISA_FLAGS := -mavx512f -mavx2 -mfma $(KERNEL_OPT)
+%/engine/core/gemm_avx2.o: ISA_FLAGS := -mavx2 -mfma $(KERNEL_OPT)
+%/engine/core/gemm_portable.o: ISA_FLAGS := $(KERNEL_OPT)
 # The fused optimiser's loops branch on the options; -O3 unswitches them
 # into vector loops (no -m flags: no fused multiply-adds, the same bits;
 # sqrtf without errno, so that it vectorises).

@@ -7,11 +7,16 @@
  * contiguous (a transposed view) goes as a transposed operand; only other
  * layouts (expanded, sliced both ways) are copied first. The result is
  * written by sgemm with beta = 0, so it is never zeroed beforehand.
+ *
+ * Which sgemm: OpenBLAS, or the engine's own (gemm.h) where that was
+ * measured faster (ff_gemm_set_algo in ff_ops.h says where).
  */
 #include <cblas.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include "ff_ops.h"
+#include "gemm.h"
 
 /* One operand as BLAS sees it: `batch` matrices of rows x cols, matrix b at
  * data + b*bstride (bstride 0 when one matrix serves the whole batch). */
@@ -86,6 +91,54 @@ static ff_status mat_prepare(ff_mat *m, const ff_tensor *t, int arg, bool copy,
 
 #define FF_GEMM_SERIAL_WORK ((int64_t)1 << 21)
 
+/* -1: not yet read from the environment (FF_GEMM). */
+static int gemm_algo = -1;
+
+static const char *const gemm_algo_env[] = {"auto", "blas", "own", NULL};
+
+ff_gemm_algo ff_gemm_get_algo(void)
+{
+    if (gemm_algo < 0) {
+        const char *e = getenv("FF_GEMM");
+        int a = FF_GEMM_AUTO;
+        for (int i = 0; e && gemm_algo_env[i]; i++)
+            if (strcmp(e, gemm_algo_env[i]) == 0)
+                a = i;
+        gemm_algo = a;
+    }
+    return (ff_gemm_algo)gemm_algo;
+}
+
+void ff_gemm_set_algo(ff_gemm_algo a) { gemm_algo = (int)a; }
+
+/* The own kernel for an n x m x k product under the setting, or NULL for
+ * OpenBLAS. Under FF_GEMM_AUTO: only with AVX-512 (the AVX2 kernel was
+ * measured no faster than OpenBLAS's, which is AVX2 too), and only when C
+ * has a whole tile of columns (m >= nr): a 128 x 256 by 256 x 10 product
+ * fills a third of a 32-column tile and OpenBLAS ran it in 10 us against
+ * 19 (tests/bench/README.md, "own sgemm"). */
+static const ff_gemm_kernel *gemm_kernel_for(int64_t n, int64_t m, int64_t k)
+{
+    switch (ff_gemm_get_algo()) {
+    case FF_GEMM_BLAS: return NULL;
+    case FF_GEMM_OWN: return ff_gemm_select(FF_GEMM_K_AUTO);
+    case FF_GEMM_OWN_AVX2: return ff_gemm_select(FF_GEMM_K_AVX2);
+    case FF_GEMM_OWN_PORTABLE: return ff_gemm_select(FF_GEMM_K_PORTABLE);
+    default: {
+        const ff_gemm_kernel *kern = ff_gemm_select(FF_GEMM_K_AUTO);
+        if (kern != &ff_gemm_avx512 || m < kern->nr)
+            return NULL;
+        return kern;
+    }
+    }
+}
+
+const char *ff_gemm_kernel_name(void)
+{
+    const ff_gemm_kernel *kern = gemm_kernel_for(128, 256, 256);
+    return kern ? kern->name : "blas";
+}
+
 /* C (batch x n x m, contiguous) = beta*C + alpha*A.B, one sgemm per matrix.
  * When every product shares B and A's matrices are stacked rows, the batch
  * is one tall product, which BLAS runs faster than many small ones. */
@@ -103,15 +156,25 @@ static void gemm_batch(const ff_mat *A, const ff_mat *B, float *C, int64_t batch
      * 128x256 by 256x10 product: ~9 us on one thread, slower on two), so
      * such products run on one (a variable write in OpenBLAS, no thread
      * is stopped). Such a product's bits are then one thread's on any
-     * thread count. */
-    int nt = n * m * k < FF_GEMM_SERIAL_WORK ? ff_blas_threads() : 1;
-    if (nt > 1)
+     * thread count. The own kernel follows the same rule (its bits are
+     * the same on any thread count anyway). */
+    bool serial = n * m * k < FF_GEMM_SERIAL_WORK;
+    int nt = ff_blas_threads();
+    const ff_gemm_kernel *kern = gemm_kernel_for(n, m, k);
+    if (kern) {
+        for (int64_t i = 0; i < batch; i++)
+            ff_gemm_run(kern, serial ? 1 : nt, A->trans == CblasTrans, B->trans == CblasTrans, n,
+                        m, k, alpha, A->data + i * A->bstride, A->ld, B->data + i * B->bstride,
+                        B->ld, beta, C + i * n * m, m);
+        return;
+    }
+    if (serial && nt > 1)
         ff_blas_set_threads(1);
     for (int64_t i = 0; i < batch; i++)
         cblas_sgemm(CblasRowMajor, A->trans, B->trans, (int)n, (int)m, (int)k, alpha,
                     A->data + i * A->bstride, (int)A->ld, B->data + i * B->bstride,
                     (int)B->ld, beta, C + i * n * m, (int)m);
-    if (nt > 1)
+    if (serial && nt > 1)
         ff_blas_set_threads(nt);
 }
 

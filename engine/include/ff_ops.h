@@ -111,6 +111,26 @@ void ff_conv_set_algo(ff_conv_algo a);
 ff_conv_algo ff_conv_get_algo(void);
 const char *ff_conv_kernel_name(void);
 
+/* Which code computes matrix products (matmul, addmm_, and so linear and
+ * every op built on them). FF_GEMM_AUTO (the default): the engine's own
+ * sgemm (engine/core/gemm.h) on a CPU with AVX-512, for products at least
+ * one register tile wide (n >= 32), where it was measured faster than
+ * OpenBLAS's AVX2 kernel; OpenBLAS for the rest. FF_GEMM_BLAS: OpenBLAS
+ * always (its bits). FF_GEMM_OWN*: the own sgemm for every product, with
+ * the widest instruction set the CPU has, or at most AVX2, or plain C
+ * vectors (for tests; a set the CPU lacks falls back to the next
+ * narrower). The own sgemm sums in another order than OpenBLAS: results
+ * agree to rounding, and are the same bits on any thread count. The
+ * environment variable FF_GEMM ("auto", "blas", "own") sets the starting
+ * value. ff_gemm_kernel_name: "blas" or the own kernel that a 128 x 256 x
+ * 256 product would run now ("avx512", "avx2", "portable"). */
+typedef enum {
+    FF_GEMM_AUTO, FF_GEMM_BLAS, FF_GEMM_OWN, FF_GEMM_OWN_AVX2, FF_GEMM_OWN_PORTABLE
+} ff_gemm_algo;
+void ff_gemm_set_algo(ff_gemm_algo a);
+ff_gemm_algo ff_gemm_get_algo(void);
+const char *ff_gemm_kernel_name(void);
+
 /* ---- fused optimiser steps (optim.c) ----
  * One update of every parameter, in place, by the rules of
  * lib/firefly/optim (torch's SGD, Adam, AdamW, RMSprop), with the same

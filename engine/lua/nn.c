@@ -242,9 +242,35 @@ static int m_conv_algo(lua_State *L)
     return 2;
 }
 
+/* ff.set_gemm(name): which code computes matrix products (ff_gemm_algo in
+ * ff_ops.h): "auto" (the default), "blas" (OpenBLAS everywhere: its bits),
+ * "own" (the engine's sgemm everywhere), and for tests "own_avx2" and
+ * "own_portable". Returns the previous name. */
+static const char *const gemm_algo_names[] = {"auto", "blas", "own", "own_avx2", "own_portable",
+                                              NULL};
+
+static int m_set_gemm(lua_State *L)
+{
+    int a = luaL_checkoption(L, 1, NULL, gemm_algo_names);
+    lua_pushstring(L, gemm_algo_names[ff_gemm_get_algo()]);
+    ff_gemm_set_algo((ff_gemm_algo)a);
+    return 1;
+}
+
+/* ff.gemm() -> the setting, and the code a 128 x 256 x 256 product runs
+ * under it ("blas", "avx512", "avx2" or "portable"). */
+static int m_gemm(lua_State *L)
+{
+    lua_pushstring(L, gemm_algo_names[ff_gemm_get_algo()]);
+    lua_pushstring(L, ff_gemm_kernel_name());
+    return 2;
+}
+
 static const luaL_Reg nn_fns[] = {
     {"set_conv_algo", m_set_conv_algo},
     {"conv_algo", m_conv_algo},
+    {"set_gemm", m_set_gemm},
+    {"gemm", m_gemm},
     {"linear", m_linear},
     {"conv2d", m_conv2d},
     {"max_pool2d", m_max_pool2d},

@@ -2,6 +2,9 @@
  * bench_core.c: the engine's core ops against the fastest plain reference.
  *
  *   matmul 512/1024 square    ff_matmul       vs cblas_sgemm into a reused buffer
+ *   matmul at the MLP's shape ff_matmul       vs cblas_sgemm (128x784 by 784x256)
+ *   (ff_matmul runs the engine's own sgemm where ff_gemm_set_algo's auto
+ *   rule picks it: the row names the code, "avx512" or "blas")
  *   add/mul of 1e7 elements   ff_binary       vs a plain C loop into a reused buffer
  *   t + scalar                ff_binary(t, rank-0 tensor) vs the same loop with a constant
  *   add, ref mallocs too      ff_binary       vs the loop into a buffer malloc'd per call
@@ -28,7 +31,7 @@
 #define MAX_CASES 16
 
 typedef struct {
-    char name[48];
+    char name[64];
     double ff_ms, ref_ms;
     double work;         /* flops or bytes per call */
     const char *unit;    /* "GFLOP/s" or "GB/s" */
@@ -116,7 +119,7 @@ static ff_tensor *filled(const int64_t *shape, int ndim, unsigned seed)
 typedef struct {
     ff_tensor *a, *b;
     float *c;    /* the reference's output, allocated once */
-    int n;
+    int n, k, m; /* a (n x k) times b (k x m) */
 } mm_ctx;
 
 static void mm_ff(void *p)
@@ -131,8 +134,8 @@ static void mm_ff(void *p)
 static void mm_ref(void *p)
 {
     mm_ctx *m = p;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m->n, m->n, m->n, 1.0f,
-                ff_tensor_data(m->a), m->n, ff_tensor_data(m->b), m->n, 0.0f, m->c, m->n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m->n, m->m, m->k, 1.0f,
+                ff_tensor_data(m->a), m->k, ff_tensor_data(m->b), m->m, 0.0f, m->c, m->m);
 }
 
 /* Guard against timing a wrong path: both sides must agree. */
@@ -143,7 +146,7 @@ static void mm_verify(mm_ctx *m)
         die("ff_matmul");
     mm_ref(m);
     double worst = 0;
-    for (int64_t i = 0; i < (int64_t)m->n * m->n; i++)
+    for (int64_t i = 0; i < (int64_t)m->n * m->m; i++)
         worst = fmax(worst, fabs((double)ff_tensor_data(o)[i] - m->c[i]));
     ff_tensor_release(o);
     if (worst > 1e-3) {
@@ -152,18 +155,23 @@ static void mm_verify(mm_ctx *m)
     }
 }
 
-static void bench_matmul(int n, int threads)
+static void bench_matmul(int n, int k, int mm, int threads)
 {
-    int64_t s[2] = {n, n};
-    mm_ctx m = {filled(s, 2, 1), filled(s, 2, 2), malloc(sizeof(float) * (size_t)n * n), n};
+    int64_t sa[2] = {n, k}, sb[2] = {k, mm};
+    mm_ctx m = {filled(sa, 2, 1), filled(sb, 2, 2), malloc(sizeof(float) * (size_t)n * mm), n, k,
+                mm};
     if (!m.c)
         die("malloc");
     ff_blas_set_threads(threads);
     mm_verify(&m);
-    char name[48];
-    snprintf(name, sizeof name, "matmul %dx%d, %d thread%s", n, n, threads,
-             threads > 1 ? "s" : "");
-    measure(name, mm_ff, mm_ref, &m, 2.0 * n * n * n, "GFLOP/s");
+    char name[64];
+    if (n == k && k == mm)
+        snprintf(name, sizeof name, "matmul %dx%d %s, %d thread%s", n, n, ff_gemm_kernel_name(),
+                 threads, threads > 1 ? "s" : "");
+    else
+        snprintf(name, sizeof name, "matmul %dx%dx%d %s, %d thr", n, k, mm, ff_gemm_kernel_name(),
+                 threads);
+    measure(name, mm_ff, mm_ref, &m, 2.0 * n * k * mm, "GFLOP/s");
     ff_tensor_release(m.a), ff_tensor_release(m.b);
     free(m.c);
 }
@@ -244,11 +252,11 @@ static double rate(double work, double ms)
 static void print_table(const char *coretype)
 {
     printf("OPENBLAS_CORETYPE=%s, %d repetitions, medians\n", coretype, REPS);
-    printf("%-26s %10s %10s %7s %9s %9s %s\n", "case", "ff ms", "ref ms", "ff/ref", "ff rate",
+    printf("%-34s %10s %10s %7s %9s %9s %s\n", "case", "ff ms", "ref ms", "ff/ref", "ff rate",
            "ref rate", "unit");
     for (int i = 0; i < ncases; i++) {
         const bench_case *c = &cases[i];
-        printf("%-26s %10.3f %10.3f %7.3f %9.1f %9.1f %s\n", c->name, c->ff_ms, c->ref_ms,
+        printf("%-34s %10.3f %10.3f %7.3f %9.1f %9.1f %s\n", c->name, c->ff_ms, c->ref_ms,
                c->ff_ms / c->ref_ms, rate(c->work, c->ff_ms), rate(c->work, c->ref_ms), c->unit);
     }
 }
@@ -281,8 +289,11 @@ int main(int argc, char **argv)
     coretype = coretype ? coretype : "unset";
     int threads0 = ff_blas_threads();
     for (int threads = 1; threads <= 2; threads++)
+    {
         for (int n = 512; n <= 1024; n *= 2)
-            bench_matmul(n, threads);
+            bench_matmul(n, n, n, threads);
+        bench_matmul(128, 784, 256, threads); /* the MLP's first layer */
+    }
     ff_blas_set_threads(threads0);
     bench_elementwise();
     print_table(coretype);

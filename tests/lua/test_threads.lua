@@ -281,6 +281,42 @@ function TestThreads:test_conv_algo_errors()
   lu.assertEquals(ff.set_conv_algo("auto"), "im2col")
 end
 
+-- The engine's own sgemm (ff.set_gemm): linear's forward and both
+-- gradients (products with every transpose) are the same bits on 1 and 2
+-- threads for each build of it, and agree with OpenBLAS to rounding.
+function TestThreads:test_linear_every_gemm()
+  local g = ff.Generator(9)
+  local x = ff.randn({ 128, 300 }, g):requires_grad(true)
+  local w = ff.randn({ 200, 300 }, g):requires_grad(true)
+  local b = ff.randn({ 200 }, g):requires_grad(true)
+  local gy = ff.randn({ 128, 200 }, g)
+  local ref
+  for _, algo in ipairs { "blas", "own", "own_avx2", "own_portable", "auto" } do
+    local before = ff.set_gemm(algo)
+    local ok, one, two = pcall(on_1_and_2, function()
+      return forward_backward(function() return ff.linear(x, w, b) end, { x, w, b }, gy)
+    end)
+    ff.set_gemm(before)
+    assert(ok, one)
+    if algo ~= "blas" then -- OpenBLAS's own split may round differently
+      assert_same_bits(one, two, algo .. ": linear y, dx, dW, db")
+    end
+    ref = ref or one
+    for i = 1, 4 do
+      lu.assertTrue(one[i]:allclose(ref[i], 1e-4, 1e-4), algo .. ": result " .. i .. " against blas")
+    end
+  end
+  lu.assertEquals(ff.gemm(), "auto")
+end
+
+function TestThreads:test_gemm_errors()
+  lu.assertErrorMsgContains("invalid option 'mkl'", ff.set_gemm, "mkl")
+  lu.assertErrorMsgContains("set_gemm' (string expected", ff.set_gemm)
+  lu.assertEquals(ff.set_gemm("blas"), "auto")
+  lu.assertEquals(select(2, ff.gemm()), "blas")
+  lu.assertEquals(ff.set_gemm("auto"), "blas")
+end
+
 -- Small products run on one BLAS thread (matmul.c): the thread count is
 -- back afterwards, and a small product gives one thread's bits on any
 -- count (a large one need not: OpenBLAS's split changes its rounding).

@@ -1,0 +1,79 @@
+/*
+ * gemm.c: choosing the engine's sgemm kernel and splitting a product over
+ * the engine's threads (the loops themselves: gemm_kernel.h).
+ */
+#include "gemm.h"
+#include "parallel.h"
+
+static bool cpu_avx512(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+}
+
+static bool cpu_avx2(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+}
+
+const ff_gemm_kernel *ff_gemm_select(int which)
+{
+    if ((which == FF_GEMM_K_AUTO || which == FF_GEMM_K_AVX512) && cpu_avx512())
+        return &ff_gemm_avx512;
+    if (which != FF_GEMM_K_PORTABLE && cpu_avx2())
+        return &ff_gemm_avx2;
+    return &ff_gemm_portable;
+}
+
+typedef struct {
+    const ff_gemm_kernel *kern;
+    bool ta, tb, by_rows;
+    int64_t m, n, k, lda, ldb, ldc;
+    float alpha, beta;
+    const float *a, *b;
+    float *c;
+} gemm_job;
+
+/* Tiles [t0, t1) of the split dimension, as a block of C. */
+static void gemm_range(void *arg, int t, int64_t t0, int64_t t1)
+{
+    const gemm_job *g = arg;
+    int64_t i0 = 0, i1 = g->m, j0 = 0, j1 = g->n;
+    if (g->by_rows) {
+        i0 = t0 * g->kern->mr;
+        i1 = t1 * g->kern->mr < g->m ? t1 * g->kern->mr : g->m;
+    } else {
+        j0 = t0 * g->kern->nr;
+        j1 = t1 * g->kern->nr < g->n ? t1 * g->kern->nr : g->n;
+    }
+    g->kern->block(g->ta, g->tb, g->k, g->alpha, g->a, g->lda, g->b, g->ldb, g->beta, g->c, g->ldc,
+                   i0, i1, j0, j1);
+}
+
+void ff_gemm_run(const ff_gemm_kernel *kern, int nt, bool ta, bool tb, int64_t m, int64_t n,
+                 int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+                 int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    int64_t tm = (m + kern->mr - 1) / kern->mr, tn = (n + kern->nr - 1) / kern->nr;
+    /* A thread packs all of the operand it does not split: split columns
+     * (each thread packs all of A, m x k) unless B (k x n) is the smaller
+     * one to repeat, or there are too few column tiles to go round. */
+    bool by_rows = (tn < nt) || (n < m && tm >= nt);
+    gemm_job g = {kern, ta, tb, by_rows, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
+    int64_t tiles = by_rows ? tm : tn;
+    if (nt > tiles)
+        nt = (int)tiles;
+    if (nt <= 1)
+        gemm_range(&g, 0, 0, tiles);
+    else
+        ff_par_run(nt, tiles, gemm_range, &g);
+}

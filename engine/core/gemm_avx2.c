@@ -1,0 +1,13 @@
+/*
+ * gemm_avx2.c: the engine's sgemm loops for avx2 (8 floats per vector,
+ * register tiles of 6 rows x 2 vectors); see gemm.h.
+ * Built with its own -m flags (Makefile) and called only after
+ * ff_gemm_select has checked the CPU runs them.
+ */
+#include <stdbool.h>
+#define GK_VL 8
+#define GK_MR 6
+#define GK_NV 2
+#define GK_NAME ff_gemm_avx2
+#define GK_ISA "avx2"
+#include "gemm_kernel.h"
