@@ -36,7 +36,7 @@ const ff_gemm_kernel *ff_gemm_select(int which)
 
 typedef struct {
     const ff_gemm_kernel *kern;
-    bool ta, tb, by_rows;
+    bool ta, tb, by_rows, ct;
     int64_t m, n, k, lda, ldb, ldc;
     float alpha, beta;
     const float *a, *b;
@@ -56,19 +56,39 @@ static void gemm_range(void *arg, int t, int64_t t0, int64_t t1)
         j1 = t1 * g->kern->nr < g->n ? t1 * g->kern->nr : g->n;
     }
     g->kern->block(g->ta, g->tb, g->k, g->alpha, g->a, g->lda, g->b, g->ldb, g->beta, g->c, g->ldc,
-                   i0, i1, j0, j1);
+                   i0, i1, j0, j1, g->ct);
+}
+
+/* The share of a tiling's tiles that is real work. */
+static double fill_of(const ff_gemm_kernel *kern, int64_t m, int64_t n)
+{
+    int64_t tm = (m + kern->mr - 1) / kern->mr, tn = (n + kern->nr - 1) / kern->nr;
+    return (double)m * n / ((double)tm * kern->mr * tn * kern->nr);
 }
 
 void ff_gemm_run(const ff_gemm_kernel *kern, int nt, bool ta, bool tb, int64_t m, int64_t n,
                  int64_t k, float alpha, const float *a, int64_t lda, const float *b,
                  int64_t ldb, float beta, float *c, int64_t ldc)
 {
+    /* A C narrower than a tile (128 x 10 fills 31% of 12 x 32 tiles) as
+     * its transpose (83%): op(B)ᵀ op(A)ᵀ, stored transposed. */
+    bool ct = n < kern->nr && fill_of(kern, n, m) > 1.25 * fill_of(kern, m, n);
+    if (ct) {
+        const float *t = a;
+        a = b, b = t;
+        int64_t tl = lda;
+        lda = ldb, ldb = tl;
+        bool tt = ta;
+        ta = !tb, tb = !tt;
+        tl = m;
+        m = n, n = tl;
+    }
     int64_t tm = (m + kern->mr - 1) / kern->mr, tn = (n + kern->nr - 1) / kern->nr;
     /* A thread packs all of the operand it does not split: split columns
      * (each thread packs all of A, m x k) unless B (k x n) is the smaller
      * one to repeat, or there are too few column tiles to go round. */
     bool by_rows = (tn < nt) || (n < m && tm >= nt);
-    gemm_job g = {kern, ta, tb, by_rows, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
+    gemm_job g = {kern, ta, tb, by_rows, ct, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
     int64_t tiles = by_rows ? tm : tn;
     if (nt > tiles)
         nt = (int)tiles;

@@ -39,10 +39,13 @@ typedef struct ff_gemm_kernel {
      * of rows [i0, i1) and columns [j0, j1) of C only (i0 a multiple of mr,
      * j0 of nr: the tiles fall where they would in the whole product), for
      * the thread split; op(X) is X or its transpose (ta, tb), row-major
-     * storage with leading dimension ld. beta = 0 never reads C. */
+     * storage with leading dimension ld. beta = 0 never reads C. With ct,
+     * element (i, j) is stored at c[j*ldc + i] instead: the caller computes
+     * C = (op(B)ᵀ op(A)ᵀ)ᵀ, which sums every element in the same order (a
+     * product's factors commute exactly), for a C narrower than a tile. */
     void (*block)(bool ta, bool tb, int64_t k, float alpha, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc, int64_t i0,
-                  int64_t i1, int64_t j0, int64_t j1);
+                  int64_t i1, int64_t j0, int64_t j1, bool ct);
 } ff_gemm_kernel;
 
 extern const ff_gemm_kernel ff_gemm_avx512, ff_gemm_avx2, ff_gemm_portable;
@@ -54,7 +57,9 @@ const ff_gemm_kernel *ff_gemm_select(int which);
 
 /* The whole product on nt threads (the engine's pool, parallel.h): C is
  * split into runs of whole column tiles, or of row tiles when C has fewer
- * column tiles than threads. Sizes >= 1. */
+ * column tiles than threads. A C narrower than a tile of columns and
+ * taller than one is computed transposed (ct above), which fills the
+ * tiles better: the same bits. Sizes >= 1. */
 void ff_gemm_run(const ff_gemm_kernel *kern, int nt, bool ta, bool tb, int64_t m, int64_t n,
                  int64_t k, float alpha, const float *a, int64_t lda, const float *b,
                  int64_t ldb, float beta, float *c, int64_t ldc);

@@ -144,10 +144,12 @@ TEST(gemm_same_bits_on_any_thread_count)
 {
     const ff_gemm_kernel *ks[3];
     int nk = kernels(ks);
-    /* wide C (split by columns), tall C (by rows), one too thin to split */
+    /* wide C (split by columns), tall C (by rows), one too thin to split,
+     * one narrower than a tile (computed as its transpose) */
     prod ps[] = {{70, 200, 300, false, true, 0, 1.0f, 0.0f},
                  {301, 40, 257, true, false, 2, 0.5f, 1.0f},
-                 {5, 3, 40, false, false, 0, 1.0f, 0.25f}};
+                 {5, 3, 40, false, false, 0, 1.0f, 0.25f},
+                 {200, 10, 300, true, true, 1, 1.0f, 0.0f}}; /* narrow: computed transposed */
     for (int q = 0; q < nk; q++)
         for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) {
             float *c1 = NULL, *c2 = NULL, *c3 = NULL;
