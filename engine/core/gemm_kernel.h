@@ -16,6 +16,35 @@
 #include "gemm.h"
 
 #define GK_NR (GK_NV * GK_VL)
+
+#if GK_VL == 16 && defined(__AVX512F__)
+#include <immintrin.h>
+/* r[q] = column q of the 16 x 16 block r (rows r[0..15]): unpack pairs of
+ * rows, then shuffle 32-bit elements, then 128-bit lanes twice. */
+static inline __attribute__((always_inline)) void gk_transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 2; i++)
+        for (int c = 0; c < 4; c++) {
+            t[8 * i + c] = _mm512_shuffle_f32x4(r[8 * i + c], r[8 * i + 4 + c], 0x88);
+            t[8 * i + 4 + c] = _mm512_shuffle_f32x4(r[8 * i + c], r[8 * i + 4 + c], 0xDD);
+        }
+    for (int c = 0; c < 8; c++) {
+        r[c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0x88);
+        r[8 + c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0xDD);
+    }
+}
+#endif
 /* Rows of A packed per block (the A block, MC x KC floats, stays in L2) and
  * columns of B per packed panel. Neither is part of the summation order. */
 #define GK_MC (GK_MR * 16)
@@ -108,6 +137,18 @@ static void gk_pack_b(bool tb, const float *restrict b, int64_t ldb, int64_t pc,
         } else {
             const float *src = b + (jc + jp) * ldb + pc;
             int64_t p = 0;
+#if GK_VL == 16 && defined(__AVX512F__)
+            /* 16 x 16 blocks through registers: 35 -> 16 us for 784x256 */
+            for (; w == GK_NR && p + 16 <= kc; p += 16)
+                for (int h = 0; h < GK_NV; h++) {
+                    __m512 r[16];
+                    for (int i = 0; i < 16; i++)
+                        r[i] = _mm512_loadu_ps(src + (h * 16 + i) * ldb + p);
+                    gk_transpose16(r);
+                    for (int q = 0; q < 16; q++)
+                        _mm512_store_ps(bp + (p + q) * GK_NR + h * 16, r[q]);
+                }
+#endif
             for (; w == GK_NR && p + 8 <= kc; p += 8)
                 for (int64_t j = 0; j < GK_NR; j++)
 #pragma GCC unroll 8

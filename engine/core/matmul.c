@@ -113,11 +113,12 @@ void ff_gemm_set_algo(ff_gemm_algo a) { gemm_algo = (int)a; }
 
 /* The own kernel for an n x m x k product under the setting, or NULL for
  * OpenBLAS. Under FF_GEMM_AUTO: only with AVX-512 (the AVX2 kernel was
- * measured slower than OpenBLAS's, which is AVX2 too), only when C has a
- * whole tile of columns (m >= nr: 128 x 16 by 16 x 784, computed
- * transposed, still took 44 us against OpenBLAS's 36) and at least 8 rows
- * (a 1 x 784 by 784 x 256 product is mostly packing: 58 us against 52);
- * tests/bench/README.md, "own sgemm", has the numbers. */
+ * measured slower than OpenBLAS's, which is AVX2 too), and only for C with
+ * at least 8 rows and 8 columns and products of at least 2^15
+ * multiply-adds: below, OpenBLAS's small-matrix and vector paths win (a
+ * 16^3 product 0.2 us against 0.5, 100 x 100 by 100 x 1 1.9 us against 5)
+ * while from 128 x 256 by 256 x 10 on the own kernel is ahead (7 us
+ * against 11); tests/bench/README.md, "own sgemm", has the numbers. */
 static const ff_gemm_kernel *gemm_kernel_for(int64_t n, int64_t m, int64_t k)
 {
     switch (ff_gemm_get_algo()) {
@@ -127,7 +128,7 @@ static const ff_gemm_kernel *gemm_kernel_for(int64_t n, int64_t m, int64_t k)
     case FF_GEMM_OWN_PORTABLE: return ff_gemm_select(FF_GEMM_K_PORTABLE);
     default: {
         const ff_gemm_kernel *kern = ff_gemm_select(FF_GEMM_K_AUTO);
-        if (kern != &ff_gemm_avx512 || m < kern->nr || n < 8)
+        if (kern != &ff_gemm_avx512 || n < 8 || m < 8 || n * m * k < ((int64_t)1 << 15))
             return NULL;
         return kern;
     }

@@ -113,9 +113,9 @@ const char *ff_conv_kernel_name(void);
 
 /* Which code computes matrix products (matmul, addmm_, and so linear and
  * every op built on them). FF_GEMM_AUTO (the default): the engine's own
- * sgemm (engine/core/gemm.h) on a CPU with AVX-512, for products at least
- * one register tile wide (C with >= 32 columns and >= 8 rows), where it
- * was measured faster than OpenBLAS's AVX2 kernel; OpenBLAS for the rest. FF_GEMM_BLAS: OpenBLAS
+ * sgemm (engine/core/gemm.h) on a CPU with AVX-512, for products
+ * with C at least 8 x 8 and 2^15 multiply-adds, where it was measured
+ * faster than OpenBLAS's AVX2 kernel; OpenBLAS for the rest. FF_GEMM_BLAS: OpenBLAS
  * always (its bits). FF_GEMM_OWN*: the own sgemm for every product, with
  * the widest instruction set the CPU has, or at most AVX2, or plain C
  * vectors (for tests; a set the CPU lacks falls back to the next
