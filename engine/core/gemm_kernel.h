@@ -207,7 +207,8 @@ static void gk_block(bool ta, bool tb, int64_t k, float alpha, const float *a, i
      * (aligned_alloc wants a size that is a multiple of the alignment). */
     size_t bytes = ((nb + na) * sizeof(float) + 64 + 63) / 64 * 64;
     float *bp = aligned_alloc(64, bytes);
-    if (!bp) { /* no scratch: the same sums, one element at a time */
+    if (!bp) { /* no scratch: the same product one element at a time (slow;
+                * its own summation order, so other bits than the kernel's) */
         for (int64_t i = i0; i < i1; i++)
             for (int64_t j = j0; j < j1; j++) {
                 float s = 0.0f;
