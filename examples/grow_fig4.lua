@@ -2,11 +2,20 @@
 -- VGG-19's layout or MobileNetV1's (depthwise-separable blocks), with
 -- every growth method of the harness at the same schedule, budget (η =
 -- 0.35 of the current neurons per phase), data, training and seeds; then,
--- per seed, a fixed network of Firefly's final widths trained from scratch
--- for the same total epochs (accuracy, parameters, wall time).
+-- per seed, a fixed network of each method's final widths trained from
+-- scratch for the same total epochs, with the same optimiser, batches and
+-- data (accuracy, parameters, wall time).
 --
 --   ./firefly examples/grow_fig4.lua --net vgg19|mobilenet [--full] [--seeds N]
 --        [--data fashion|cifar10 --path DIR] [--methods firefly,random,...] [--out DIR] [--probe N]
+--        [--no-scratch | --scratch-only]
+--
+-- --no-scratch skips the from-scratch runs. --scratch-only runs only them,
+-- for seeds 1..N, at the final widths DIR/summary.json logged (DIR: --out,
+-- else out/grow_fig4/NET when it holds a summary, else the committed logs
+-- in examples/results/fig4_NET), adding to DIR/scratch.jsonl and keeping
+-- the runs it already holds. Methods of one seed that end at the same
+-- widths share one from-scratch run.
 --
 -- Data: Fashion-MNIST padded to 32x32 (the paper's CIFAR-10 input size);
 -- --data cifar10 --path DIR uses CIFAR-10's binary files when they are
@@ -35,11 +44,12 @@
 -- DIR/scratch.jsonl, DIR/summary.json; examples/results.lua turns them
 -- into RESULTS.md's table and verdicts.
 local ff = require "firefly"
+local scratch_runs = dofile(((arg and arg[0] or ""):match("^(.*)[/\\]") or ".") .. "/scratch_runs.lua")
 
 local ALL = { "firefly", "random", "nash", "split_exact", "split_fast", "net2net", "gradmax" }
 
 local function parse(args)
-  local o = { data = "fashion", seeds = 3, methods = ALL }
+  local o = { data = "fashion", seeds = 3, methods = ALL, scratch = true }
   local i = 1
   while args[i] do
     local a, v = args[i], args[i + 1]
@@ -52,16 +62,25 @@ local function parse(args)
     elseif a == "--probe" then
       o.probe = math.tointeger(tonumber(v))
       if not o.probe or o.probe < 1 then error("grow_fig4: --probe must be a number of batches >= 1, got " .. tostring(v), 0) end
+    elseif a == "--no-scratch" then o.scratch = false; i = i - 1
+    elseif a == "--scratch-only" then o.scratch_only = true; i = i - 1
     elseif a == "--methods" then
       o.methods = {}
       for m in v:gmatch("[^,]+") do o.methods[#o.methods + 1] = m end
-    else error("grow_fig4: unknown argument " .. a .. " (--net, --full, --seeds, --data, --path, --methods, --out, --probe)", 0) end
+    else error("grow_fig4: unknown argument " .. a .. " (--net, --full, --seeds, --data, --path, --methods, --out, --probe, --no-scratch, --scratch-only)", 0) end
     i = i + 2
   end
   if o.net ~= "vgg19" and o.net ~= "mobilenet" then error("grow_fig4: --net must be vgg19 or mobilenet", 0) end
   if o.data ~= "fashion" and o.data ~= "cifar10" then error("grow_fig4: --data must be fashion or cifar10", 0) end
   if not o.seeds or o.seeds < 1 then error("grow_fig4: --seeds must be an integer >= 1", 0) end
-  o.out = o.out or ("out/grow_fig4/" .. o.net .. (o.data == "cifar10" and "_cifar10" or ""))
+  if o.scratch_only and not o.scratch then error("grow_fig4: --scratch-only and --no-scratch exclude each other", 0) end
+  local name = o.net .. (o.data == "cifar10" and "_cifar10" or "")
+  if not o.out and o.scratch_only then
+    -- the growth logs to follow: a fresh run's, else the committed ones
+    local f = io.open("out/grow_fig4/" .. name .. "/summary.json", "rb")
+    if f then f:close() else o.out = "examples/results/fig4_" .. name end
+  end
+  o.out = o.out or ("out/grow_fig4/" .. name)
   return o
 end
 
@@ -136,12 +155,6 @@ local function build(widths)
     classes = 10, stem_stride = 1 }
 end
 
-local function widths_of(s)
-  local out = {}
-  for v in s:gmatch("%d+") do out[#out + 1] = math.tointeger(tonumber(v)) end
-  return out
-end
-
 ---------------------------------------------------------------- runs
 
 local function neighbourhood(method, seed)
@@ -174,15 +187,17 @@ local function grow(method, seed)
   return rows, total, grow_s
 end
 
--- A fixed network of the given widths trained from scratch for `epochs`.
-local function scratch(widths, seed, epochs)
+-- A fixed network of the given widths ("9-8-11") trained from scratch for
+-- the growth runs' total epochs.
+local function scratch(widths_s, seed)
+  local epochs = S.phases * S.epochs
   ff.manual_seed(seed + 500)
-  local net = build(widths)
+  local net = build(scratch_runs.widths_of(widths_s))
   local opt = ff.optim.Adam(net:named_parameters(), { lr = S.lr[o.net] })
   local t0 = ff.clock()
   local fit = ff.train.fit { model = net, data = loader_of(seed), optim = opt, epochs = epochs, test = test,
     quiet = true }
-  return { seed = seed, net = o.net, widths = table.concat(widths, "-"), params = net:num_params(), epochs = epochs,
+  return { seed = seed, net = o.net, widths = widths_s, params = net:num_params(), epochs = epochs,
     test_acc = fit[#fit].test_acc, seconds = ff.clock() - t0 }
 end
 
@@ -215,6 +230,7 @@ end
 
 local all, summary, scratch_rows = {}, {}, {}
 local t_start = ff.clock()
+local logged -- --scratch-only: the growth runs' summary.json, decoded
 
 -- The logs so far, rewritten after every seed (a run stopped early still
 -- leaves whole seeds to read).
@@ -224,8 +240,15 @@ local function write_logs(seeds_done)
     for i, r in ipairs(rows) do lines[i] = require("cjson").encode(r) end
     ff.io.write_atomic(o.out .. "/" .. name .. ".jsonl", table.concat(lines, "\n") .. (#lines > 0 and "\n" or ""))
   end
-  write_jsonl("results", all)
   write_jsonl("scratch", scratch_rows)
+  if logged then
+    -- following logged growth runs: their results.jsonl and summary stay
+    -- as they were but for the from-scratch rows and the total time
+    logged.scratch, logged.seconds = scratch_rows, ff.clock() - t_start
+    ff.io.write_atomic(o.out .. "/summary.json", require("cjson").encode(logged))
+    return
+  end
+  write_jsonl("results", all)
   ff.io.write_atomic(o.out .. "/summary.json", require("cjson").encode {
     experiment = "grow_fig4", net = o.net, data = o.data, scale = o.full and "full" or "default",
     seeds = seeds_done, phases = S.phases, epochs = S.epochs, width = S.width[o.net], lr = S.lr[o.net],
@@ -233,25 +256,48 @@ local function write_logs(seeds_done)
     eta = 0.35, seconds = ff.clock() - t_start, runs = summary, scratch = scratch_rows })
 end
 
+local function scratch_seed(seed, finals, seeds_done)
+  scratch_runs.run_seed(seed, finals, scratch_rows, S.phases * S.epochs, scratch, function(r)
+    print(string.format("%-9s %-12s seed %d  acc %.4f  params %8d  widths %s  total %7.1f s", o.net, "scratch", seed,
+      r.test_acc, r.params, r.widths, r.seconds))
+    io.stdout:flush()
+    write_logs(seeds_done)
+  end)
+end
+
+if o.scratch_only then
+  local S0
+  S0, all, scratch_rows = scratch_runs.read_logs(o.out, "grow_fig4")
+  logged = S0
+  local scale = o.full and "full" or "default"
+  if S0.net ~= o.net or S0.data ~= o.data or S0.scale ~= scale then
+    error(string.format("grow_fig4: --scratch-only: %s/summary.json logged %s on %s at %s scale, not %s on %s at %s",
+      o.out, tostring(S0.net), tostring(S0.data), tostring(S0.scale), o.net, o.data, scale), 0)
+  end
+  summary = S0.runs
+  t_start = t_start - (S0.seconds or 0)
+  local n0 = #scratch_rows
+  for seed = 1, o.seeds do
+    local finals = scratch_runs.finals(summary, seed)
+    if #finals == 0 then error("grow_fig4: --scratch-only: no growth run of seed " .. seed .. " in " .. o.out, 0) end
+    scratch_seed(seed, finals, S0.seeds)
+  end
+  print(string.format("%s: %d from-scratch runs (%d new); logs in %s", o.net, #scratch_rows, #scratch_rows - n0, o.out))
+  os.exit(0)
+end
+
 for seed = 1, o.seeds do
-  local final_firefly
   for _, m in ipairs(o.methods) do
     local rows, secs, grow_s = grow(m, seed)
     for _, r in ipairs(rows) do r.run_seconds = secs; all[#all + 1] = r end
     local last = rows[#rows]
-    if m == "firefly" then final_firefly = last.widths end
     summary[#summary + 1] = { method = m, seed = seed, test_acc = last.test_acc, params = last.params,
       widths = last.widths, grow_seconds = grow_s, seconds = secs }
     print(string.format("%-9s %-12s seed %d  acc %.4f  params %8d  grow %7.1f s  total %7.1f s", o.net, m, seed,
       last.test_acc, last.params, grow_s, secs))
     io.stdout:flush()
   end
-  if final_firefly then
-    local r = scratch(widths_of(final_firefly), seed, S.phases * S.epochs)
-    scratch_rows[#scratch_rows + 1] = r
-    print(string.format("%-9s %-12s seed %d  acc %.4f  params %8d  total %7.1f s", o.net, "scratch", seed,
-      r.test_acc, r.params, r.seconds))
-  end
   write_logs(seed)
+  if o.scratch then scratch_seed(seed, scratch_runs.finals(summary, seed), seed) end
 end
 print(string.format("%s: %d runs in %.0f s; logs in %s", o.net, #summary + #scratch_rows, ff.clock() - t_start, o.out))

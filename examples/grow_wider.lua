@@ -31,6 +31,7 @@
 -- early leaves whole seeds to read), and the plots DIR/fig4a and DIR/fig4b
 -- (.png, .svg; seed 1).
 local ff = require "firefly"
+local scratch_runs = dofile(((arg and arg[0] or ""):match("^(.*)[/\\]") or ".") .. "/scratch_runs.lua")
 
 local ALL = { "firefly", "split_exact", "split_fast", "nash", "random", "net2net", "gradmax" }
 
@@ -140,10 +141,8 @@ end
 -- A fixed network of the given widths trained from a fresh initialisation
 -- for the growth runs' total epochs, with their optimiser and batches.
 local function scratch(widths_s, seed)
-  local widths = {}
-  for v in widths_s:gmatch("%d+") do widths[#widths + 1] = math.tointeger(tonumber(v)) end
   ff.manual_seed(seed + 500)
-  local net = build(widths)
+  local net = build(scratch_runs.widths_of(widths_s))
   local opt = ff.optim.Adam(net:named_parameters(), { lr = 2e-3 })
   local t0 = ff.clock()
   local fit = ff.train.fit { model = net, data = loader_of(seed), optim = opt, epochs = S.phases * S.epochs,
@@ -175,42 +174,21 @@ end
 -- end at the same widths share it: same seed, same network, same result);
 -- the logs rewritten after each, so a stopped run keeps what it did
 local function scratch_seed(seed, finals, seeds_done)
-  local seen = {}
-  for _, r in ipairs(scratch_rows) do if r.seed == seed then seen[r.widths] = true end end
-  for _, w in ipairs(finals) do
-    if not seen[w] then
-      seen[w] = true
-      local r = scratch(w, seed)
-      scratch_rows[#scratch_rows + 1] = r
-      print(string.format("%-12s seed %d  acc %.4f  params %7d  widths %-12s %21s %7.1f s", "scratch", seed,
-        r.test_acc, r.params, w, "", r.seconds))
-      io.stdout:flush()
-      write_logs(seeds_done)
-    end
-  end
+  scratch_runs.run_seed(seed, finals, scratch_rows, S.phases * S.epochs, scratch, function(r)
+    print(string.format("%-12s seed %d  acc %.4f  params %7d  widths %-12s %21s %7.1f s", "scratch", seed,
+      r.test_acc, r.params, r.widths, "", r.seconds))
+    io.stdout:flush()
+    write_logs(seeds_done)
+  end)
 end
 
 if o.scratch_only then
-  local cjson = require "cjson"
-  local f = io.open(o.out .. "/summary.json", "rb")
-  if not f then error("grow_wider: --scratch-only needs the growth runs' " .. o.out .. "/summary.json", 0) end
-  local S0 = cjson.decode(f:read("a"))
-  f:close()
-  local rf = io.open(o.out .. "/results.jsonl", "rb")
-  if rf then
-    for line in rf:read("a"):gmatch("[^\n]+") do all[#all + 1] = cjson.decode(line) end
-    rf:close()
-  end
-  local sf = io.open(o.out .. "/scratch.jsonl", "rb")
-  if sf then
-    for line in sf:read("a"):gmatch("[^\n]+") do scratch_rows[#scratch_rows + 1] = cjson.decode(line) end
-    sf:close()
-  end
+  local S0
+  S0, all, scratch_rows = scratch_runs.read_logs(o.out, "grow_wider")
   summary, o.note = S0.runs, S0.note
   t_start = t_start - (S0.seconds or 0)
   for _, seed in ipairs(o.seeds) do
-    local finals = {}
-    for _, r in ipairs(summary) do if r.seed == seed then finals[#finals + 1] = r.widths end end
+    local finals = scratch_runs.finals(summary, seed)
     if #finals == 0 then error("grow_wider: --scratch-only: no growth run of seed " .. seed .. " in " .. o.out, 0) end
     scratch_seed(seed, finals, S0.seeds)
   end

@@ -188,7 +188,8 @@ function TestDepthwise:test_the_fig4_recipe_refuses_bad_arguments()
   -- (parsed before any data is read: these cost no training)
   for args, msg in pairs { ["--net resnet"] = "--net must be vgg19 or mobilenet",
     ["--net vgg19 --seeds 0"] = "--seeds must be an integer >= 1",
-    ["--net vgg19 --epochs 3"] = "unknown argument --epochs" } do
+    ["--net vgg19 --epochs 3"] = "unknown argument --epochs",
+    ["--net vgg19 --scratch-only --no-scratch"] = "--scratch-only and --no-scratch exclude each other" } do
     local p = io.popen("./firefly examples/grow_fig4.lua " .. args .. " 2>&1")
     local out = p:read("a")
     lu.assertTrue(not p:close(), args .. ": exits with a failure")

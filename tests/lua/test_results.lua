@@ -87,4 +87,30 @@ function TestResults:test_one_seed_is_never_more_than_not_shown()
   lu.assertNotStrContains(s, "**contradicted**")
 end
 
+-- The from-scratch runs the recipes share (examples/scratch_runs.lua): one
+-- run per distinct final widths of a seed, none for widths the logs hold
+-- already at the same epochs, a new one where only the epochs differ.
+function TestResults:test_scratch_runs_train_each_new_width_once()
+  local S = dofile("examples/scratch_runs.lua")
+  lu.assertEquals(S.widths_of("9-8-11"), { 9, 8, 11 })
+  local runs = { { seed = 1, widths = "4-8" }, { seed = 1, widths = "5-9" }, { seed = 1, widths = "4-8" },
+    { seed = 2, widths = "6-6" }, { seed = 1, widths = "7-7" } }
+  lu.assertEquals(S.finals(runs, 1), { "4-8", "5-9", "7-7" })
+  local rows = { { seed = 1, widths = "5-9", epochs = 3 }, { seed = 2, widths = "4-8", epochs = 3 },
+    { seed = 1, widths = "7-7", epochs = 5 } }
+  local trained, after = {}, 0
+  S.run_seed(1, S.finals(runs, 1), rows, 3, function(w, seed)
+    trained[#trained + 1] = w .. "/" .. seed
+    return { seed = seed, widths = w, epochs = 3 }
+  end, function() after = after + 1 end)
+  lu.assertEquals(trained, { "4-8/1", "7-7/1" })
+  lu.assertEquals(after, 2)
+  lu.assertEquals(#rows, 5)
+  -- a second pass finds them all logged
+  S.run_seed(1, S.finals(runs, 1), rows, 3, function() error("trained again") end, function() end)
+  local ok, err = pcall(S.read_logs, "/nonexistent-dir", "grow_x")
+  lu.assertFalse(ok)
+  lu.assertStrContains(err, "grow_x: --scratch-only needs the growth runs' /nonexistent-dir/summary.json")
+end
+
 os.exit(testlib.run())
