@@ -8,12 +8,14 @@
 -- (--images: where the plots and the committed logs go, beside the page;
 -- examples/results by default, a scratch directory in the tests)
 --
--- Reads out/toy_teacher/summary.json, out/grow_wider/ (copied to
--- examples/results/wider/), out/grow_fig4/NET/ (copied to
--- examples/results/fig4_NET/; both read from there when out/ lacks them), out/grow_deeper/summary.json and
--- out/continual/continual.jsonl (the recipes' default output directories);
--- an experiment whose logs are missing is listed with the command that
--- makes them.
+-- Reads the recipes' logs in their default output directories and keeps a
+-- copy of each beside the page, which it reads from there when out/ lacks
+-- them (so the page regenerates from committed logs alone):
+-- out/toy_teacher/summary.json (to examples/results/toy/), out/grow_wider/
+-- (wider/), out/grow_fig4/NET/ (fig4_NET/), out/grow_deeper/summary.json
+-- (deeper/), out/continual_BACKBONE/seedN/continual.jsonl (continual_BACKBONE/,
+-- else out/continual/continual.jsonl), and their plots; an experiment whose
+-- logs are nowhere is listed with the command that makes them.
 local ff = require "firefly"
 local cjson = require "cjson"
 
@@ -53,12 +55,28 @@ local function jsonl(path)
   return rows
 end
 
+-- A log file kept beside the page: src (under out/, when a run made it)
+-- copied to o.images/rel, and that copy's path returned (nil when neither
+-- is there): every section regenerates from committed logs, with no out/.
+local function kept(src, rel)
+  local data = read(src)
+  local dst = o.images .. "/" .. rel
+  if data then
+    local dir = o.images
+    ff.io.mkdir(dir)
+    for part in rel:gmatch("([^/]+)/") do dir = dir .. "/" .. part; ff.io.mkdir(dir) end
+    ff.io.write_atomic(dst, data)
+    return dst
+  end
+  local f = io.open(dst, "rb")
+  if not f then return nil end
+  f:close()
+  return dst
+end
+
 -- The plot next to the page (examples/results/NAME.png), or nil.
 local function image(src, name)
-  local data = read(src)
-  if not data then return nil end
-  ff.io.mkdir(o.images)
-  ff.io.write_atomic(o.images .. "/" .. name, data)
+  if not kept(src, name) then return nil end
   return (o.images:match("[^/]+$") or "results") .. "/" .. name
 end
 
@@ -174,7 +192,7 @@ say("## Toy teacher (paper Fig. 3a, 3b)")
 say("")
 say("Command: `./firefly examples/toy_teacher.lua` (writes `out/toy_teacher/`).")
 say("")
-local toy = json(o.out .. "/toy_teacher/summary.json")
+local toy = json(kept(o.out .. "/toy_teacher/summary.json", "toy/summary.json") or "")
 if not toy then
   say("*Not run yet.*")
 else
@@ -544,10 +562,14 @@ local function fig4_section(name, title)
   local net = name:match("^[^_]+")
   say("Command: `./firefly examples/grow_fig4.lua --net %s%s` (writes `out/grow_fig4/%s/`; logs copied to",
     net, name:find("cifar10") and " --data cifar10 --path DIR" or "", name)
-  say("`examples/results/fig4_%s/`).", name)
+  say("`examples/results/fig4_%s/`). It runs every method, then the from-scratch baselines; `--scratch-only`", name)
+  say("runs only those, after growth runs already logged; under `mpirun -np 2` the runs are data-parallel.")
   say("")
   local S, rows, scratch = logs(o.out .. "/grow_fig4/" .. name, o.images .. "/fig4_" .. name)
   if not S then say("*Not run yet.*"); say(""); return end
+  if (S.ranks or 1) > 1 then
+    say("Run on %d ranks (mpirun)%s.", S.ranks, S.deterministic and string.format(", deterministic = %d", S.deterministic) or "")
+  end
   say("%s layout at 1/%d of its width grown on %s padded to 32×32 (%s scale): %d training examples, %d validation,",
     net == "vgg19" and "VGG-19's" or "MobileNetV1's", math.floor(1 / S.width + 0.5), S.data == "fashion" and "Fashion-MNIST" or "CIFAR-10",
     S.scale, S.train, S.val)
@@ -591,7 +613,7 @@ say("## Growing wider and deeper")
 say("")
 say("Command: `./firefly examples/grow_deeper.lua` (writes `out/grow_deeper/`).")
 say("")
-local gd = json(o.out .. "/grow_deeper/summary.json")
+local gd = json(kept(o.out .. "/grow_deeper/summary.json", "deeper/summary.json") or "")
 if not gd then
   say("*Not run yet.*")
 else
@@ -639,14 +661,16 @@ say("")
 -- (continual_fashion.lua --seeds 1,2,3), else a single run in
 -- out/continual/continual.jsonl. Per method: the last task's row of each
 -- seed, then mean and standard deviation over seeds.
-local function continual_runs(dir)
+-- (kept beside the page as examples/results/<name>/seed<N>/continual.jsonl)
+local function continual_runs(name)
   local runs = {}
   for seed = 1, 10 do
-    local rows = jsonl(string.format("%s/seed%d/continual.jsonl", dir, seed))
+    local rel = string.format("%s/seed%d/continual.jsonl", name, seed)
+    local rows = jsonl(kept(o.out .. "/" .. rel, rel) or "")
     if rows then runs[#runs + 1] = { seed = seed, rows = rows } end
   end
   if #runs == 0 then
-    local rows = jsonl(dir .. "/continual.jsonl")
+    local rows = jsonl(kept(o.out .. "/" .. name .. "/continual.jsonl", name .. "/continual.jsonl") or "")
     if rows then runs[1] = { seed = 1, rows = rows } end
   end
   return runs
@@ -676,8 +700,8 @@ say("")
 local any = false
 for _, bb in ipairs { { "mlp", "MLP 784-64-64, all the data, 3 epochs per task" },
   { "vgg", "small VGG (16-16-M-32-32-M, batch norm), 1000 training and 500 test images per task, 1 epoch per task" } } do
-  local runs = continual_runs(o.out .. "/continual_" .. bb[1])
-  if #runs == 0 and bb[1] == "mlp" then runs = continual_runs(o.out .. "/continual") end
+  local runs = continual_runs("continual_" .. bb[1])
+  if #runs == 0 and bb[1] == "mlp" then runs = continual_runs("continual") end
   if #runs > 0 then
     any = true
     local by, order = continual_summary(runs)

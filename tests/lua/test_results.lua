@@ -87,6 +87,44 @@ function TestResults:test_one_seed_is_never_more_than_not_shown()
   lu.assertNotStrContains(s, "**contradicted**")
 end
 
+-- The page regenerates from the logs it keeps beside itself: a second run
+-- with no out/ at all writes the same sections (here growing wider and
+-- deeper, whose logs it copies to --images DIR/deeper/).
+function TestResults:test_the_page_regenerates_from_its_kept_logs()
+  local dir = os.tmpname()
+  os.remove(dir)
+  ff.io.mkdir(dir)
+  ff.io.mkdir(dir .. "/out")
+  ff.io.mkdir(dir .. "/out/grow_deeper")
+  local runs = {}
+  for seed = 1, 3 do
+    runs[#runs + 1] = { variant = "wider", seed = seed, test_acc = 0.80 + seed * 0.001, params = 1000, widths = "20-20",
+      units = 2 }
+    runs[#runs + 1] = { variant = "wider+deeper", seed = seed, test_acc = 0.85 + seed * 0.001, params = 1000,
+      widths = "16-16-16", units = 3 }
+  end
+  write(dir .. "/out/grow_deeper/summary.json", cjson.encode { settings = { phases = 3, epochs = 1, params = 500,
+    seeds = 3 }, runs = runs, seconds = 36 })
+  local function page(out)
+    local p = io.popen(string.format("./firefly examples/results.lua --out %s --page %s/R.md --images %s/results 2>&1",
+      out, dir, dir))
+    local msg = p:read("a")
+    lu.assertTrue(p:close(), "results.lua failed: " .. msg)
+    local f = assert(io.open(dir .. "/R.md", "rb"))
+    local s = f:read("a")
+    f:close()
+    return s:match("## Growing wider and deeper.-\n## ")
+  end
+  local a = page(dir .. "/out")
+  local b = page(dir .. "/nothing")
+  local kept = io.open(dir .. "/results/deeper/summary.json", "rb")
+  os.execute("rm -rf '" .. dir .. "'")
+  lu.assertNotNil(kept, "the log kept beside the page")
+  kept:close()
+  lu.assertStrContains(a, "| wider+deeper | 3 | 0.8530 | 1000 | 16-16-16 | 3 |")
+  lu.assertEquals(b, a)
+end
+
 -- The from-scratch runs the recipes share (examples/scratch_runs.lua): one
 -- run per distinct final widths of a seed, none for widths the logs hold
 -- already at the same epochs, a new one where only the epochs differ.
