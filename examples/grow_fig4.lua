@@ -8,7 +8,20 @@
 --
 --   ./firefly examples/grow_fig4.lua --net vgg19|mobilenet [--full] [--seeds N]
 --        [--data fashion|cifar10 --path DIR] [--methods firefly,random,...] [--out DIR] [--probe N]
---        [--no-scratch | --scratch-only]
+--        [--no-scratch | --scratch-only] [--tiny]
+--
+--   mpirun -np 2 ./firefly examples/grow_fig4.lua --net vgg19 [...]
+--
+-- Under mpirun every run is data-parallel (spec/dist.md): each rank reads
+-- its rows of every global batch, the ranks sum their gradients and score
+-- sums, and all take the same decisions; rank 0 prints and writes the
+-- logs. Both networks have batch norm, which then normalises with the
+-- global batch's statistics (sync), so 2 ranks train and score like one
+-- process within float rounding (which over many phases can tip a near
+-- tie, as spec/dist.md measures). Not bit for bit: the deterministic mode
+-- of spec/dist.md leaves batch norm's running statistics out, and these
+-- networks score and test with them. --tiny: a seconds-long setting for
+-- the tests (256 training examples, 128 validation, 256 test, 2 phases).
 --
 -- --no-scratch skips the from-scratch runs. --scratch-only runs only them,
 -- for seeds 1..N, at the final widths DIR/summary.json logged (DIR: --out,
@@ -29,7 +42,7 @@
 -- epoch, 3 seeds. --full: 1/8 of the width,
 -- the whole training set (55000 after 5000 for validation), the test set,
 -- 6 phases of 5 epochs (batches of 128), NASH with 4 children of 1 epoch
--- (VGG-19: about 35 hours, MobileNetV1: 13, of training alone for 7 methods x 3 seeds on
+-- (VGG-19: about 13 hours, MobileNetV1: 13, of training alone for 7 methods x 3 seeds on
 -- this machine, extrapolated from --probe's measured rate, not measured;
 -- it does not finish here).
 -- --probe N: no growth; trains the scale's start network on N batches and
@@ -62,17 +75,19 @@ local function parse(args)
     elseif a == "--probe" then
       o.probe = math.tointeger(tonumber(v))
       if not o.probe or o.probe < 1 then error("grow_fig4: --probe must be a number of batches >= 1, got " .. tostring(v), 0) end
+    elseif a == "--tiny" then o.tiny = true; i = i - 1
     elseif a == "--no-scratch" then o.scratch = false; i = i - 1
     elseif a == "--scratch-only" then o.scratch_only = true; i = i - 1
     elseif a == "--methods" then
       o.methods = {}
       for m in v:gmatch("[^,]+") do o.methods[#o.methods + 1] = m end
-    else error("grow_fig4: unknown argument " .. a .. " (--net, --full, --seeds, --data, --path, --methods, --out, --probe, --no-scratch, --scratch-only)", 0) end
+    else error("grow_fig4: unknown argument " .. a .. " (--net, --full, --tiny, --seeds, --data, --path, --methods, --out, --probe, --no-scratch, --scratch-only)", 0) end
     i = i + 2
   end
   if o.net ~= "vgg19" and o.net ~= "mobilenet" then error("grow_fig4: --net must be vgg19 or mobilenet", 0) end
   if o.data ~= "fashion" and o.data ~= "cifar10" then error("grow_fig4: --data must be fashion or cifar10", 0) end
   if not o.seeds or o.seeds < 1 then error("grow_fig4: --seeds must be an integer >= 1", 0) end
+  if o.full and o.tiny then error("grow_fig4: --full and --tiny exclude each other", 0) end
   if o.scratch_only and not o.scratch then error("grow_fig4: --scratch-only and --no-scratch exclude each other", 0) end
   local name = o.net .. (o.data == "cifar10" and "_cifar10" or "")
   if not o.out and o.scratch_only then
@@ -85,7 +100,15 @@ local function parse(args)
 end
 
 local o = parse(arg or {})
-local S = o.full
+-- (under mpirun: rank 0 prints and writes; a plain process is rank 0)
+local main = ff.dist.is_main()
+local function say(fmt, ...)
+  if main then print(string.format(fmt, ...)); io.stdout:flush() end
+end
+local S = o.tiny
+  and { width = { vgg19 = 1 / 32, mobilenet = 1 / 16 }, train = 256, val = 128, test = 256, phases = 2, epochs = 1,
+        children = 2, child_epochs = 1, lr = { vgg19 = 2e-3, mobilenet = 1e-2 }, batch = 64 }
+  or o.full
   and { width = { vgg19 = 1 / 8, mobilenet = 1 / 8 }, train = nil, val = 5000, test = nil, phases = 6, epochs = 5,
         children = 4, child_epochs = 1, lr = { vgg19 = 2e-3, mobilenet = 5e-3 }, batch = 128 }
   or { width = { vgg19 = 1 / 32, mobilenet = 1 / 16 }, train = 4000, val = 1000, test = 2000, phases = 3, epochs = 1,
@@ -118,7 +141,7 @@ local function load_data()
       test = ff.data.cifar10 { path = o.path or "data/cifar10", split = "test" }
     end)
     if not ok then
-      print("grow_fig4: CIFAR-10 skipped: its files are not there (" .. tostring(err) .. ")")
+      say("grow_fig4: CIFAR-10 skipped: its files are not there (%s)", tostring(err))
       os.exit(0)
     end
   end
@@ -131,7 +154,8 @@ end
 
 local train, val, test = load_data()
 local shape = train.x:size()
-ff.io.mkdir(o.out)
+if main then ff.io.mkdir(o.out) end
+local scale = o.full and "full" or o.tiny and "tiny" or "default"
 
 ---------------------------------------------------------------- networks
 
@@ -155,6 +179,20 @@ local function build(widths)
     classes = 10, stem_stride = 1 }
 end
 
+-- Under mpirun, batch norm on the global batch's statistics (a no-op in
+-- one process): each rank's own half-batch statistics would train a
+-- different network from one process's, and average its running
+-- statistics into ones no process computed.
+local function built(widths)
+  local net = build(widths)
+  if ff.dist.size() > 1 then
+    net:apply(function(m)
+      if tostring(getmetatable(m).__name):match("^BatchNorm") then m.sync = true end
+    end)
+  end
+  return net
+end
+
 ---------------------------------------------------------------- runs
 
 local function neighbourhood(method, seed)
@@ -173,7 +211,7 @@ end
 
 local function grow(method, seed)
   ff.manual_seed(seed)
-  local net = build()
+  local net = built()
   local opt = ff.optim.Adam(net:named_parameters(), { lr = S.lr[o.net] })
   local t0 = ff.clock()
   local rows = ff.grow.run { net = net, data = loader_of(seed), test = test, val = val, optim = opt,
@@ -192,7 +230,7 @@ end
 local function scratch(widths_s, seed)
   local epochs = S.phases * S.epochs
   ff.manual_seed(seed + 500)
-  local net = build(scratch_runs.widths_of(widths_s))
+  local net = built(scratch_runs.widths_of(widths_s))
   local opt = ff.optim.Adam(net:named_parameters(), { lr = S.lr[o.net] })
   local t0 = ff.clock()
   local fit = ff.train.fit { model = net, data = loader_of(seed), optim = opt, epochs = epochs, test = test,
@@ -203,7 +241,7 @@ end
 
 if o.probe then
   ff.manual_seed(1)
-  local net = build()
+  local net = built()
   local opt = ff.optim.Adam(net:named_parameters(), { lr = S.lr[o.net] })
   local sub = first(train, o.probe * S.batch, 1)
   local t0 = ff.clock()
@@ -213,7 +251,7 @@ if o.probe then
   local per_batch = secs / o.probe
   local per_epoch = math.ceil(train:size() / S.batch)
   local epochs = S.phases * S.epochs
-  local p = { net = o.net, scale = o.full and "full" or "default", batches = o.probe, batch_size = S.batch,
+  local p = { net = o.net, scale = scale, batches = o.probe, batch_size = S.batch,
     seconds = secs, seconds_per_batch = per_batch, batches_per_epoch = per_epoch, params = net:num_params(),
     hours_per_epoch = per_batch * per_epoch / 3600, epochs = epochs, methods = #o.methods, seeds = o.seeds,
     hours_extrapolated = per_batch * per_epoch * epochs * #o.methods * o.seeds / 3600,
@@ -221,10 +259,10 @@ if o.probe then
       .. "of %d epochs (batches of %d), NASH with %d children, %d methods x %d seeds", o.net == "vgg19" and "VGG-19"
       or "MobileNetV1", math.floor(1 / S.width[o.net] + 0.5), train:size(), val:size(), test:size(), S.phases,
       S.epochs, S.batch, S.children, #o.methods, o.seeds) }
-  ff.io.write_atomic(string.format("%s/probe_%s.json", o.out, p.scale), require("cjson").encode(p))
-  print(string.format("%s %s: %d batches of %d in %.1f s (%.3f s per batch); %.2f h per epoch; the whole run's "
-    .. "training extrapolated: %.1f h (a lower bound)", o.net, p.scale, o.probe, S.batch, secs, per_batch,
-    p.hours_per_epoch, p.hours_extrapolated))
+  if main then ff.io.write_atomic(string.format("%s/probe_%s.json", o.out, p.scale), require("cjson").encode(p)) end
+  say(("%s %s: %d batches of %d in %.1f s (%.3f s per batch); %.2f h per epoch; the whole run's "
+    .. "training extrapolated: %.1f h (a lower bound)"), o.net, p.scale, o.probe, S.batch, secs, per_batch,
+    p.hours_per_epoch, p.hours_extrapolated)
   os.exit(0)
 end
 
@@ -235,6 +273,7 @@ local logged -- --scratch-only: the growth runs' summary.json, decoded
 -- The logs so far, rewritten after every seed (a run stopped early still
 -- leaves whole seeds to read).
 local function write_logs(seeds_done)
+  if not main then return end
   local function write_jsonl(name, rows)
     local lines = {}
     for i, r in ipairs(rows) do lines[i] = require("cjson").encode(r) end
@@ -250,7 +289,7 @@ local function write_logs(seeds_done)
   end
   write_jsonl("results", all)
   ff.io.write_atomic(o.out .. "/summary.json", require("cjson").encode {
-    experiment = "grow_fig4", net = o.net, data = o.data, scale = o.full and "full" or "default",
+    experiment = "grow_fig4", net = o.net, data = o.data, scale = scale, ranks = ff.dist.size(),
     seeds = seeds_done, phases = S.phases, epochs = S.epochs, width = S.width[o.net], lr = S.lr[o.net],
     batch_size = S.batch, train = train:size(), val = val:size(), test = test:size(), nash_children = S.children,
     eta = 0.35, seconds = ff.clock() - t_start, runs = summary, scratch = scratch_rows })
@@ -258,9 +297,8 @@ end
 
 local function scratch_seed(seed, finals, seeds_done)
   scratch_runs.run_seed(seed, finals, scratch_rows, S.phases * S.epochs, scratch, function(r)
-    print(string.format("%-9s %-12s seed %d  acc %.4f  params %8d  widths %s  total %7.1f s", o.net, "scratch", seed,
-      r.test_acc, r.params, r.widths, r.seconds))
-    io.stdout:flush()
+    say("%-9s %-12s seed %d  acc %.4f  params %8d  widths %s  total %7.1f s", o.net, "scratch", seed,
+      r.test_acc, r.params, r.widths, r.seconds)
     write_logs(seeds_done)
   end)
 end
@@ -269,7 +307,6 @@ if o.scratch_only then
   local S0
   S0, all, scratch_rows = scratch_runs.read_logs(o.out, "grow_fig4")
   logged = S0
-  local scale = o.full and "full" or "default"
   if S0.net ~= o.net or S0.data ~= o.data or S0.scale ~= scale then
     error(string.format("grow_fig4: --scratch-only: %s/summary.json logged %s on %s at %s scale, not %s on %s at %s",
       o.out, tostring(S0.net), tostring(S0.data), tostring(S0.scale), o.net, o.data, scale), 0)
@@ -282,7 +319,7 @@ if o.scratch_only then
     if #finals == 0 then error("grow_fig4: --scratch-only: no growth run of seed " .. seed .. " in " .. o.out, 0) end
     scratch_seed(seed, finals, S0.seeds)
   end
-  print(string.format("%s: %d from-scratch runs (%d new); logs in %s", o.net, #scratch_rows, #scratch_rows - n0, o.out))
+  say("%s: %d from-scratch runs (%d new); logs in %s", o.net, #scratch_rows, #scratch_rows - n0, o.out)
   os.exit(0)
 end
 
@@ -293,11 +330,10 @@ for seed = 1, o.seeds do
     local last = rows[#rows]
     summary[#summary + 1] = { method = m, seed = seed, test_acc = last.test_acc, params = last.params,
       widths = last.widths, grow_seconds = grow_s, seconds = secs }
-    print(string.format("%-9s %-12s seed %d  acc %.4f  params %8d  grow %7.1f s  total %7.1f s", o.net, m, seed,
-      last.test_acc, last.params, grow_s, secs))
-    io.stdout:flush()
+    say("%-9s %-12s seed %d  acc %.4f  params %8d  grow %7.1f s  total %7.1f s", o.net, m, seed,
+      last.test_acc, last.params, grow_s, secs)
   end
   write_logs(seed)
   if o.scratch then scratch_seed(seed, scratch_runs.finals(summary, seed), seed) end
 end
-print(string.format("%s: %d runs in %.0f s; logs in %s", o.net, #summary + #scratch_rows, ff.clock() - t_start, o.out))
+say("%s: %d runs in %.0f s; logs in %s", o.net, #summary + #scratch_rows, ff.clock() - t_start, o.out)

@@ -568,7 +568,7 @@ local function fig4_section(name, title)
   local S, rows, scratch = logs(o.out .. "/grow_fig4/" .. name, o.images .. "/fig4_" .. name)
   if not S then say("*Not run yet.*"); say(""); return end
   if (S.ranks or 1) > 1 then
-    say("Run on %d ranks (mpirun)%s.", S.ranks, S.deterministic and string.format(", deterministic = %d", S.deterministic) or "")
+    say("Run on %d ranks (mpirun, data-parallel).", S.ranks)
   end
   say("%s layout at 1/%d of its width grown on %s padded to 32×32 (%s scale): %d training examples, %d validation,",
     net == "vgg19" and "VGG-19's" or "MobileNetV1's", math.floor(1 / S.width + 0.5), S.data == "fashion" and "Fashion-MNIST" or "CIFAR-10",

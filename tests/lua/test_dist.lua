@@ -356,6 +356,51 @@ function TestDist.test_every_growth_method_on_two_ranks_takes_one_process_decisi
   end
 end
 
+-- The Fig. 4 recipe (examples/grow_fig4.lua) at its seconds-long --tiny
+-- setting: two ranks (batch norm on the global batch) grow VGG-19's thin
+-- layout by Firefly as one process does (the same widths after every
+-- phase, the losses within float rounding) and train the same from-scratch
+-- baseline; only rank 0 prints and writes.
+function TestDist.test_the_fig4_recipe_on_two_ranks_grows_what_one_process_grows()
+  local d1, d2 = tmpdir(), tmpdir()
+  local args = "--net vgg19 --tiny --seeds 1 --methods firefly --out "
+  local one, rc = run(string.format("env OPENBLAS_NUM_THREADS=1 %s examples/grow_fig4.lua %s%s", FIREFLY, args, d1),
+    180)
+  lu.assertEquals(rc, 0, one)
+  local two
+  two, rc = mpirun("examples/grow_fig4.lua", args .. d2, { limit = 180 })
+  lu.assertEquals(rc, 0, two)
+  local cjson = require "cjson"
+  local function rows(path)
+    local list = {}
+    for line in (testlib.read_file(path) or ""):gmatch("[^\n]+") do list[#list + 1] = cjson.decode(line) end
+    return list
+  end
+  local g1, g2 = rows(d1 .. "/results.jsonl"), rows(d2 .. "/results.jsonl")
+  local s1, s2 = rows(d1 .. "/scratch.jsonl"), rows(d2 .. "/scratch.jsonl")
+  local S1 = cjson.decode(testlib.read_file(d1 .. "/summary.json"))
+  local S2 = cjson.decode(testlib.read_file(d2 .. "/summary.json"))
+  rmdir(d1)
+  rmdir(d2)
+  lu.assertEquals(#g1, 2, one) -- two phases
+  lu.assertNotEquals(g1[2].widths, g1[1].widths, "phase 2 grew")
+  lu.assertEquals(#g2, 2, two)
+  for i, r in ipairs(g1) do
+    for _, k in ipairs { "phase", "widths", "params", "params_added", "neurons" } do
+      lu.assertEquals(g2[i][k], r[k], k .. " of phase " .. i)
+    end
+    lu.assertAlmostEquals(g2[i].train_loss, r.train_loss, 1e-5)
+    lu.assertAlmostEquals(g2[i].test_loss, r.test_loss, 1e-4)
+  end
+  lu.assertEquals(#s1, 1, one)
+  lu.assertEquals({ s2[1].widths, s2[1].params }, { s1[1].widths, s1[1].params })
+  lu.assertEquals({ S1.ranks, S2.ranks, S1.scale }, { 1, 2, "tiny" })
+  -- rank 0's lines only, once each
+  local n = 0
+  for _ in two:gmatch("vgg19%s+firefly%s+seed 1") do n = n + 1 end
+  lu.assertEquals(n, 1, two)
+end
+
 function TestDist.test_resume_under_mpi_after_a_rank_is_killed()
   local dir = tmpdir()
   local out, rc = mpirun("tests/lua/dist/grow.lua", dir .. " fresh kill")
