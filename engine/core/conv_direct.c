@@ -5,34 +5,13 @@
 #include <stdbool.h>
 #include <string.h>
 #include "conv_direct.h"
-
-/* The CPU check is cached: __builtin_cpu_supports reads a table libgcc
- * fills once, but the answer never changes within a process anyway. */
-static bool cpu_avx512(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-#else
-    return false;
-#endif
-}
-
-static bool cpu_avx2(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return false;
-#endif
-}
+#include "kernels.h"
 
 const ff_cd_kernel *ff_cd_select(int which)
 {
-    if ((which == FF_CD_AUTO || which == FF_CD_AVX512) && cpu_avx512())
+    if ((which == FF_CD_AUTO || which == FF_CD_AVX512) && ff_cpu_avx512())
         return &ff_cd_avx512;
-    if (which != FF_CD_PORTABLE && cpu_avx2())
+    if (which != FF_CD_PORTABLE && ff_cpu_avx2())
         return &ff_cd_avx2;
     return &ff_cd_portable;
 }

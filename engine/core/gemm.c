@@ -3,33 +3,14 @@
  * the engine's threads (the loops themselves: gemm_kernel.h).
  */
 #include "gemm.h"
+#include "kernels.h"
 #include "parallel.h"
-
-static bool cpu_avx512(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-#else
-    return false;
-#endif
-}
-
-static bool cpu_avx2(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return false;
-#endif
-}
 
 const ff_gemm_kernel *ff_gemm_select(int which)
 {
-    if ((which == FF_GEMM_K_AUTO || which == FF_GEMM_K_AVX512) && cpu_avx512())
+    if ((which == FF_GEMM_K_AUTO || which == FF_GEMM_K_AVX512) && ff_cpu_avx512())
         return &ff_gemm_avx512;
-    if (which != FF_GEMM_K_PORTABLE && cpu_avx2())
+    if (which != FF_GEMM_K_PORTABLE && ff_cpu_avx2())
         return &ff_gemm_avx2;
     return &ff_gemm_portable;
 }

@@ -1,11 +1,36 @@
 /*
- * kernels.h: small loops shared by several files of the core (internal:
+ * kernels.h: CPU checks and small loops shared by several files of the core (internal:
  * not part of the public API in engine/include).
  */
 #ifndef FF_KERNELS_H
 #define FF_KERNELS_H
 
+#include <stdbool.h>
 #include <stdint.h>
+
+/* What the CPU runs, for kernels compiled once per instruction set and
+ * chosen at run time (conv_direct.c, gemm.c). __builtin_cpu_supports
+ * reads a table libgcc fills once; the answer never changes within a
+ * process. AVX-512 and AVX2 kernels both use fused multiply-adds. */
+static inline bool ff_cpu_avx512(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+}
+
+static inline bool ff_cpu_avx2(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+}
 
 /* A function built twice, for AVX2 and for the baseline, the loader
  * picking one for the CPU (gcc's target_clones), for loops bound by
