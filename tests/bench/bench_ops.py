@@ -27,9 +27,14 @@ small GEMMs, 2/x wins on convolutions), and the engine should be measured
 against the best torch can do on the machine.
 Between samples at n > 1 the driver sleeps briefly, so that the spinning
 BLAS threads of one process have parked before the other process runs; each
-side then runs one untimed lead-in step straight before its timed ones, so
-that a sample is a steady-state step, as in an epoch, not the first step
-after an idle pause (which pays for waking the idle cores).
+side then runs as many untimed lead-in steps as the sample has (at least
+SAMPLE_S of work) straight before its timed ones, so that a sample is a
+steady-state step, as in an epoch, not the first steps after an idle pause.
+One lead-in step was not enough: after the pause a core runs a step at up
+to half speed for its first 25-50 ms (measured on the engine at 1 and 2
+threads alike), and since both sides time the same number of steps, that
+ramp fell wholly in the faster side's sample and only partly in the slower
+side's.
 
 Nothing here asserts: the targets are printed beside the ratios.
 """
@@ -55,7 +60,6 @@ WARMUP = 1 if QUICK else 2         # untimed rounds per side after setup's own w
 SAMPLE_S = 0.01 if QUICK else 0.03  # a sample repeats a short step to last about this long
 PREPASS = 3                        # samples per torch thread config when choosing one
 GAP_S = 0.1                        # pause between samples at n > 1 (OpenBLAS spins ~0.1 s)
-LEAD = 1                           # untimed steps straight before each sample after a pause
 THREADS = (1, 2)
 REPLY_TIMEOUT_S = 600
 
@@ -494,7 +498,7 @@ def measure_case(worker, blas, case, n):
     sides = ["ff", "torch"] if ff_ok else ["torch"]
     samples = {s: [] for s in sides}
     gap = GAP_S if n > 1 else 0.0
-    lead = LEAD if gap else 0
+    lead = inner if gap else 0  # untimed steps straight before each sample after a pause
     row["lead"] = lead
     for rep in range(-WARMUP, REPS):
         order = sides if rep % 2 == 0 else sides[::-1]  # ff, torch, torch, ff, ...
