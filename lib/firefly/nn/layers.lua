@@ -162,26 +162,37 @@ end
 BatchNorm.per_neuron = "norm"
 
 -- Synchronised batch norm (sync = true, under several ranks, training):
--- the batch statistics are those of the global batch. The per-channel sums
--- of x and x^2 and the row count go through one allreduce; the same
--- allreduce runs on their gradient in the backward (a hook), weighted by
--- each rank's rows, since train.fit later scales each rank's gradient by
--- its share of the batch. Composed of ordinary ops, so autograd follows.
+-- the batch statistics are those of the global batch, in two passes over
+-- ranks: the per-channel sums of x and the row count go through one
+-- allreduce, giving the global mean; then the per-channel sums of
+-- (x - mean)^2 through a second, giving the variance. Not one pass of the
+-- sums of x and x^2 (var = E[x^2] - E[x]^2): in float that cancels when a
+-- channel's mean is large against its spread, and after a depthwise conv
+-- it is (MobileNetV1 on 2 ranks trained a different network from one
+-- process's, spec/dist.md). Each global sum takes the value of the
+-- allreduce and the gradient path of the local sum; the same allreduce
+-- runs on its gradient in the backward (a hook), weighted by each rank's
+-- rows, since train.fit later scales each rank's gradient by its share
+-- of the batch. Composed of ordinary ops, so autograd follows.
+local function global_sum(dist, t, b)
+  local global = ff.no_grad(function() return dist.allreduce(t:detach():clone()) end)
+  local s = t + (global - t):detach()
+  if s:requires_grad() then s:register_hook(function(g)
+    return dist.allreduce(g:mul(b):contiguous()):div(b)
+  end) end
+  return s, global
+end
+
 local function sync_batch_norm(self, x)
   local dist = require "firefly.dist"
   local C = x:size(2)
   local xc = x:dim() == 2 and x or x:transpose(1, 2):reshape(C, -1):t()
   local b = xc:size(1)
-  local local_stats = ff.cat({ xc:sum(1), (xc * xc):sum(1), ff.full({ 1 }, b) })
-  local global = ff.no_grad(function() return dist.allreduce(local_stats:detach():clone()) end)
-  -- the value of the global sums, the gradient path of the local ones
-  local stats = local_stats + (global - local_stats):detach()
-  stats:register_hook(function(g)
-    return dist.allreduce(g:mul(b):contiguous()):div(b)
-  end)
-  local n = global:narrow(1, 2 * C + 1, 1):item()
-  local mean = stats:narrow(1, 1, C) / n
-  local var = stats:narrow(1, C + 1, C) / n - mean * mean
+  local sums, global = global_sum(dist, ff.cat({ xc:sum(1), ff.full({ 1 }, b) }), b)
+  local n = global:narrow(1, C + 1, 1):item()
+  local mean = sums:narrow(1, 1, C) / n
+  local centred = xc - mean:reshape(1, C)
+  local var = global_sum(dist, (centred * centred):sum(1), b) / n
   local shape = { 1, C }
   for _ = 3, x:dim() do shape[#shape + 1] = 1 end
   local y = (x - mean:reshape(shape)) / (var + self.eps):sqrt():reshape(shape)
