@@ -17,8 +17,11 @@
 -- sums, and all take the same decisions; rank 0 prints and writes the
 -- logs. Both networks have batch norm, which then normalises with the
 -- global batch's statistics (sync), so 2 ranks train and score like one
--- process within float rounding (which over many phases can tip a near
--- tie, as spec/dist.md measures). Not bit for bit: the deterministic mode
+-- process within float rounding. VGG-19 then takes the same decisions;
+-- MobileNetV1 amplifies rounding (a ReLU input on its kink, batch norm
+-- scales whose gradient is rounding-sized before Adam's first step), so
+-- its 2-rank run differs from one process about as much as a 1-ulp change
+-- of the input does (spec/dist.md, "MobileNetV1: rounding decides"). Not bit for bit: the deterministic mode
 -- of spec/dist.md leaves batch norm's running statistics out, and these
 -- networks score and test with them. --tiny: a seconds-long setting for
 -- the tests (256 training examples, 128 validation, 256 test, 2 phases).
