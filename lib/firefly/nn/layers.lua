@@ -167,9 +167,9 @@ BatchNorm.per_neuron = "norm"
 -- allreduce, giving the global mean; then the per-channel sums of
 -- (x - mean)^2 through a second, giving the variance. Not one pass of the
 -- sums of x and x^2 (var = E[x^2] - E[x]^2): in float that cancels when a
--- channel's mean is large against its spread, and after a depthwise conv
--- it is (MobileNetV1 on 2 ranks trained a different network from one
--- process's, spec/dist.md). Each global sum takes the value of the
+-- channel's mean is large against its spread. (It was not what makes
+-- MobileNetV1's 2-rank run differ from one process's: that is rounding
+-- amplified by the network, spec/dist.md.) Each global sum takes the value of the
 -- allreduce and the gradient path of the local sum; the same allreduce
 -- runs on its gradient in the backward (a hook), weighted by each rank's
 -- rows, since train.fit later scales each rank's gradient by its share
