@@ -15,6 +15,9 @@
  * (what t:pow(2) computes; it differs from x * x on a few floats in 10^4),
  * sums are reduce.c's: in double, a row (the last dim) in eight partial
  * sums combined pairwise, a column (dim 1 of (out, k)) one after the other.
+ * (reduce.c sums a row longer than 2^16 floats in chunks, FF_SUM_CHUNK:
+ * for such rows, 65536 inputs per neuron and up, the bits may differ from
+ * the composition's in the last place.)
  */
 #include <math.h>
 #include <stdlib.h>
