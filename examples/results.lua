@@ -295,8 +295,21 @@ say("")
 -- A run's logs (summary.json, results.jsonl, scratch.jsonl), copied from
 -- out/... (when a run made them) to examples/results/... beside the page,
 -- and read from there: the page regenerates from committed logs.
+-- What a summary must say for its section to be written (an older
+-- recipe's log lacks some: say which, rather than fail in a format).
+local SUMMARY_FIELDS = { "data", "scale", "phases", "epochs", "eta", "seconds" }
+
 local function logs(src, dst)
   local files = { "summary.json", "results.jsonl", "scratch.jsonl", "probe_full.json" }
+  local S = json(src .. "/summary.json")
+  if S then
+    for _, k in ipairs(SUMMARY_FIELDS) do
+      if S[k] == nil then
+        error(string.format("results: %s/summary.json has no '%s': a log from an older recipe? "
+          .. "Rerun the recipe, or move %s aside to use the committed logs in %s", src, k, src, dst), 0)
+      end
+    end
+  end
   -- (each file on its own: a --probe run leaves only its probe file)
   for _, f in ipairs(files) do
     local data = read(src .. "/" .. f)
