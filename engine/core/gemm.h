@@ -64,4 +64,13 @@ void ff_gemm_run(const ff_gemm_kernel *kern, int nt, bool ta, bool tb, int64_t m
                  int64_t k, float alpha, const float *a, int64_t lda, const float *b,
                  int64_t ldb, float beta, float *c, int64_t ldc);
 
+/* One product C = alpha*op(A)*op(B) + beta*C with the kernel matmul would
+ * choose for its shape: the own kernel on OpenBLAS's thread count (one
+ * below FF_GEMM_SERIAL_WORK multiply-adds), or OpenBLAS. For the
+ * products of other ops (a convolution's per sample, op_conv.c), which
+ * set OpenBLAS to one thread while they split their own loop over the
+ * engine's threads. Defined in matmul.c. */
+void ff_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+              int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
 #endif

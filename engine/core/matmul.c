@@ -141,6 +141,18 @@ const char *ff_gemm_kernel_name(void)
     return kern ? kern->name : "blas";
 }
 
+void ff_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+              int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    const ff_gemm_kernel *kern = gemm_kernel_for(m, n, k);
+    if (kern)
+        ff_gemm_run(kern, m * n * k < FF_GEMM_SERIAL_WORK ? 1 : ff_blas_threads(), ta, tb, m, n,
+                    k, alpha, a, lda, b, ldb, beta, c, ldc);
+    else
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
 /* C (batch x n x m, contiguous) = beta*C + alpha*A.B, one sgemm per matrix.
  * When every product shares B and A's matrices are stacked rows, the batch
  * is one tall product, which BLAS runs faster than many small ones. */

@@ -309,6 +309,44 @@ function TestThreads:test_linear_every_gemm()
   lu.assertEquals(ff.gemm(), "auto")
 end
 
+-- conv2d's per-sample products (im2col, 1x1 and strided convolutions) go
+-- through the same sgemm choice as matmul: for each build, the same bits
+-- on 1 and 2 threads (dw: summed over the batch split, to rounding), and
+-- OpenBLAS's results to rounding. A single sample's product is the one
+-- the own kernel itself splits over the threads.
+function TestThreads:test_conv2d_products_every_gemm()
+  local g = ff.Generator(11)
+  local cases = {
+    { { 6, 8, 14, 14 }, { 16, 8, 1, 1 }, {} },
+    { { 6, 8, 14, 14 }, { 16, 8, 3, 3 }, { padding = 1, stride = 2 } },
+    { { 1, 64, 32, 32 }, { 64, 64, 1, 1 }, {} },
+  }
+  for k, c in ipairs(cases) do
+    local x = ff.randn(c[1], g):requires_grad(true)
+    local w = ff.randn(c[2], g):requires_grad(true)
+    local b = ff.randn({ c[2][1] }, g):requires_grad(true)
+    local gy = ff.conv2d(x:detach(), w:detach(), nil, c[3]):detach():normal_(0, 1, g)
+    local ref
+    for _, algo in ipairs { "blas", "own", "own_avx2", "own_portable", "auto" } do
+      local before = ff.set_gemm(algo)
+      local ok, one, two = pcall(on_1_and_2, function()
+        return forward_backward(function() return ff.conv2d(x, w, b, c[3]) end, { x, w, b }, gy)
+      end)
+      ff.set_gemm(before)
+      assert(ok, one)
+      local what = string.format("case %d, %s", k, algo)
+      if algo ~= "blas" then
+        assert_same_bits({ one[1], one[2], one[4] }, { two[1], two[2], two[4] }, what .. ": conv2d y, dx, db")
+      end
+      lu.assertTrue(one[3]:allclose(two[3], 1e-5, 1e-4), what .. ": conv2d dw on 1 and 2 threads")
+      ref = ref or one
+      for i = 1, 4 do
+        lu.assertTrue(one[i]:allclose(ref[i], 1e-4, 1e-4), what .. ": result " .. i .. " against blas")
+      end
+    end
+  end
+end
+
 function TestThreads:test_gemm_errors()
   lu.assertErrorMsgContains("invalid option 'mkl'", ff.set_gemm, "mkl")
   lu.assertErrorMsgContains("set_gemm' (string expected", ff.set_gemm)
