@@ -604,6 +604,12 @@ local function fig4_section(name, title)
   say("machine, shared with other jobs (times are noisy).")
   say("Differs from the paper: the paper grows the full-width networks' thin versions on CIFAR-10 for many")
   say("more epochs; here the widths, data and epochs are cut to fit minutes on 2 cores.")
+  if net == "mobilenet" then
+    say("This thin MobileNetV1 amplifies rounding (spec/dist.md, \"MobileNetV1: rounding decides\"): a change of")
+    say("summation order alone (another sgemm kernel for its 1x1 convolutions) moves its runs by about their spread")
+    say("over seeds and can turn a verdict below between \"not shown\" and a decided one. Read them as fragile;")
+    say("settling them needs more seeds or a larger scale.")
+  end
   local P = json(o.images .. "/fig4_" .. name .. "/probe_full.json")
   if P then
     say("")
