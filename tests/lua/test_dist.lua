@@ -361,27 +361,37 @@ end
 -- layout by Firefly as one process does (the same widths after every
 -- phase, the losses within float rounding) and train the same from-scratch
 -- baseline; only rank 0 prints and writes.
-function TestDist.test_the_fig4_recipe_on_two_ranks_grows_what_one_process_grows()
-  local d1, d2 = tmpdir(), tmpdir()
-  local args = "--net vgg19 --tiny --seeds 1 --methods firefly --out "
-  local one, rc = run(string.format("env OPENBLAS_NUM_THREADS=1 %s examples/grow_fig4.lua %s%s", FIREFLY, args, d1),
-    180)
-  lu.assertEquals(rc, 0, one)
-  local two
-  two, rc = mpirun("examples/grow_fig4.lua", args .. d2, { limit = 180 })
-  lu.assertEquals(rc, 0, two)
+-- grow_fig4 --tiny with `args` on one process and on 2 ranks: each run's
+-- output and logs (rows of results.jsonl and scratch.jsonl, the summary).
+local function fig4_one_and_two(args)
   local cjson = require "cjson"
   local function rows(path)
     local list = {}
     for line in (testlib.read_file(path) or ""):gmatch("[^\n]+") do list[#list + 1] = cjson.decode(line) end
     return list
   end
-  local g1, g2 = rows(d1 .. "/results.jsonl"), rows(d2 .. "/results.jsonl")
-  local s1, s2 = rows(d1 .. "/scratch.jsonl"), rows(d2 .. "/scratch.jsonl")
-  local S1 = cjson.decode(testlib.read_file(d1 .. "/summary.json"))
-  local S2 = cjson.decode(testlib.read_file(d2 .. "/summary.json"))
-  rmdir(d1)
-  rmdir(d2)
+  local runs = {}
+  for ranks = 1, 2 do
+    local d = tmpdir()
+    local out, rc
+    if ranks == 1 then
+      out, rc = run(string.format("env OPENBLAS_NUM_THREADS=1 %s examples/grow_fig4.lua %s --out %s", FIREFLY,
+        args, d), 180)
+    else
+      out, rc = mpirun("examples/grow_fig4.lua", args .. " --out " .. d, { limit = 180 })
+    end
+    lu.assertEquals(rc, 0, out)
+    runs[ranks] = { out = out, grown = rows(d .. "/results.jsonl"), scratch = rows(d .. "/scratch.jsonl"),
+      summary = cjson.decode(testlib.read_file(d .. "/summary.json")) }
+    rmdir(d)
+  end
+  return runs[1], runs[2]
+end
+
+function TestDist.test_the_fig4_recipe_on_two_ranks_grows_what_one_process_grows()
+  local r1, r2 = fig4_one_and_two("--net vgg19 --tiny --seeds 1 --methods firefly")
+  local one, two = r1.out, r2.out
+  local g1, g2, s1, s2, S1, S2 = r1.grown, r2.grown, r1.scratch, r2.scratch, r1.summary, r2.summary
   lu.assertEquals(#g1, 2, one) -- two phases
   lu.assertNotEquals(g1[2].widths, g1[1].widths, "phase 2 grew")
   lu.assertEquals(#g2, 2, two)
@@ -411,24 +421,9 @@ end
 -- them by 7.4e-3 and 2.2e-2. So: the same start, and the losses and growth
 -- within a few times that spread; the exact check is the one-step test below.
 function TestDist.test_the_fig4_recipe_grows_mobilenet_on_two_ranks_within_rounding_spread()
-  local d1, d2 = tmpdir(), tmpdir()
-  local args = "--net mobilenet --tiny --seeds 1 --methods firefly --no-scratch --out "
-  local one, rc = run(string.format("env OPENBLAS_NUM_THREADS=1 %s examples/grow_fig4.lua %s%s", FIREFLY, args, d1),
-    180)
-  lu.assertEquals(rc, 0, one)
-  local two
-  two, rc = mpirun("examples/grow_fig4.lua", args .. d2, { limit = 180 })
-  lu.assertEquals(rc, 0, two)
-  local cjson = require "cjson"
-  local function rows(path)
-    local list = {}
-    for line in (testlib.read_file(path) or ""):gmatch("[^\n]+") do list[#list + 1] = cjson.decode(line) end
-    return list
-  end
-  local g1, g2 = rows(d1 .. "/results.jsonl"), rows(d2 .. "/results.jsonl")
-  local S2 = cjson.decode(testlib.read_file(d2 .. "/summary.json"))
-  rmdir(d1)
-  rmdir(d2)
+  local r1, r2 = fig4_one_and_two("--net mobilenet --tiny --seeds 1 --methods firefly --no-scratch")
+  local one, two = r1.out, r2.out
+  local g1, g2, S2 = r1.grown, r2.grown, r2.summary
   lu.assertEquals(#g1, 2, one)
   lu.assertEquals(#g2, 2, two)
   lu.assertEquals(S2.ranks, 2)
